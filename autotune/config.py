@@ -1,0 +1,286 @@
+"""The one vocabulary every layer speaks: :class:`TrainConfig` and :class:`TunedConfig`.
+
+Closed pydantic models (``extra="forbid"``): an unknown key or an out-of-range value is an
+error that names the field and the fix, never a silently ignored setting. Field names
+follow Lightning's where one exists (``precision: bf16-mixed``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autotune._io import read_yaml, write_text_atomic
+from autotune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autotune.task import Task
+
+__all__ = [
+    "PRECISIONS",
+    "ActivationCheckpointing",
+    "BaselineMeasured",
+    "DeviceInfo",
+    "EveryK",
+    "Measured",
+    "OptimizerConfig",
+    "Precision",
+    "Provenance",
+    "ScheduleConfig",
+    "Spread",
+    "TrainConfig",
+    "TunedConfig",
+    "load_train_config",
+    "load_tuned_config",
+    "save_tuned_config",
+]
+
+Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
+PRECISIONS: tuple[Precision, ...] = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+OptimizerName = Literal["sgd", "adam", "adamw", "adagrad", "rmsprop", "custom"]
+ScheduleName = Literal["constant", "linear", "cosine", "onecycle"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EveryK(_Closed):
+    """Checkpoint every k-th block (blocks 0, k, 2k, ...)."""
+
+    every_k: int = Field(ge=1, description="Checkpoint block i when i % every_k == 0.")
+
+
+ActivationCheckpointing = Literal["none", "full"] | EveryK
+
+
+class OptimizerConfig(_Closed):
+    """The optimizer and its base learning rate (the peak of the schedule)."""
+
+    name: OptimizerName = Field(
+        "adamw", description="A torch optimizer, or 'custom' for the Task's own callable."
+    )
+    lr: float = Field(gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled for adamw, L2 otherwise.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum for sgd and rmsprop.")
+
+
+class ScheduleConfig(_Closed):
+    """The learning-rate schedule: linear warmup from 0, then the named shape."""
+
+    name: ScheduleName = Field("constant", description="Shape after warmup.")
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup.")
+    min_lr_ratio: float = Field(
+        0.0, ge=0, le=1, description="Final LR as a fraction of the peak (linear/cosine/onecycle)."
+    )
+    total_steps: int | None = Field(
+        None, ge=1, description="Steps the schedule spans; None means the run's step count."
+    )
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> ScheduleConfig:
+        if self.total_steps is not None and self.warmup_steps >= self.total_steps:
+            raise ValueError(
+                f"warmup_steps must be less than total_steps, but got "
+                f"warmup_steps={self.warmup_steps}, total_steps={self.total_steps}; "
+                f"shorten the warmup or lengthen the schedule."
+            )
+        return self
+
+
+class TrainConfig(_Closed):
+    """What to apply to a training run. ``global batch = micro x accum x world``."""
+
+    micro_batch_size: int = Field(ge=1, description="Samples per rank per forward pass.")
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    world_size: int = Field(1, ge=1, description="Data-parallel ranks (processes).")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="Optional; when given it must equal micro x accum x world."
+    )
+    precision: Precision = Field("32-true", description="Lightning's precision names.")
+    activation_checkpointing: ActivationCheckpointing = Field(
+        "none", description="'none', 'full' (every block) or {every_k: k}."
+    )
+    compile: bool = Field(False, description="Wrap the model in torch.compile.")
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # type: ignore[arg-type]
+    gradient_clip_val: float | None = Field(
+        None, gt=0, description="Clip the global gradient norm to this value; None: no clip."
+    )
+
+    @model_validator(mode="after")
+    def _global_batch(self) -> TrainConfig:
+        product = self.micro_batch_size * self.grad_accum_steps * self.world_size
+        if self.global_batch_size is None:
+            object.__setattr__(self, "global_batch_size", product)
+        elif self.global_batch_size != product:
+            raise ValueError(
+                f"global_batch_size must equal micro_batch_size x grad_accum_steps x "
+                f"world_size = {self.micro_batch_size} x {self.grad_accum_steps} x "
+                f"{self.world_size} = {product}, but got {self.global_batch_size}; "
+                f"fix one of them or drop global_batch_size."
+            )
+        return self
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over all ranks."""
+        return self.micro_batch_size * self.grad_accum_steps * self.world_size
+
+
+class Spread(_Closed):
+    """A repeated measurement: median and range over ``n`` repeats."""
+
+    median: float
+    low: float
+    high: float
+    n: int = Field(ge=1)
+
+
+class DeviceInfo(_Closed):
+    kind: Literal["cpu", "cuda"]
+    name: str
+    count: int = Field(ge=1)
+    memory_bytes: int | None = Field(None, ge=0)
+
+
+class BaselineMeasured(_Closed):
+    train: TrainConfig
+    throughput_samples_per_s: float = Field(gt=0)
+    time_to_target_s: float | None = Field(None, ge=0)
+
+
+class Measured(_Closed):
+    """The evidence behind a tuned config, as measured on ``device``."""
+
+    device: DeviceInfo
+    throughput_samples_per_s: float = Field(gt=0, description="Median over timed steps.")
+    throughput_spread: Spread | None = None
+    peak_memory_bytes: int | None = Field(None, ge=0)
+    mfu: float | None = Field(None, ge=0, description="Achieved / measured peak FLOP/s.")
+    target_loss: float | None = None
+    time_to_target_s: float | None = Field(None, ge=0)
+    time_to_target_spread: Spread | None = None
+    baseline: BaselineMeasured | None = None
+    speedup_vs_baseline: float | None = Field(None, gt=0)
+    speedup_spread: Spread | None = None
+
+
+class Provenance(_Closed):
+    autotune_version: str
+    torch_version: str
+    study: str | None = None
+    study_name: str | None = None
+    trial: int | None = None
+    hardware: str | None = None
+
+
+class TunedConfig(_Closed):
+    """A tuned config file: what to apply (``train``), the evidence, and where it came from."""
+
+    schema_version: Literal[1] = 1
+    task: str | None = Field(None, description="The task file the config was tuned for.")
+    train: TrainConfig
+    measured: Measured | None = None
+    provenance: Provenance | None = None
+
+
+def train_config_from_baseline(task: Task) -> TrainConfig:
+    """Map ``Task.baseline`` (``batch_size``, ``lr`` and any TrainConfig field) to a config."""
+    values = dict(task.baseline)
+    if "batch_size" in values:
+        values.setdefault("micro_batch_size", values.pop("batch_size"))
+    optimizer = dict(values.pop("optimizer", {}) or {})
+    for key in ("lr", "weight_decay", "momentum"):
+        if key in values:
+            optimizer[key] = values.pop(key)
+    optimizer.setdefault("name", task.optimizer if isinstance(task.optimizer, str) else "custom")
+    values["optimizer"] = optimizer
+    return validate_train_config(values, f"{task.where()}: Task.baseline")
+
+
+def validate_train_config(data: Any, where: str) -> TrainConfig:
+    """Validate a mapping as a TrainConfig, raising a one-line :class:`ConfigError`."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {format_validation_error(exc)}") from None
+
+
+def load_tuned_config(path: str | Path) -> TunedConfig:
+    """Read a tuned.yaml, or a file holding only its ``train:`` section."""
+    data = _read_mapping(path)
+    if "train" not in data:
+        raise ConfigError(
+            f"{path}: no `train:` section; a config file holds `train: {{micro_batch_size: ..., "
+            f"optimizer: {{lr: ...}}}}` (see `autotune schema`)."
+        )
+    if set(data) == {"train"}:
+        return TunedConfig(task=None, train=validate_train_config(data["train"], str(path)))
+    try:
+        return TunedConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """The ``train`` section of a tuned config file."""
+    return load_tuned_config(path).train
+
+
+def save_tuned_config(config: TunedConfig, path: str | Path) -> None:
+    """Write ``config`` as YAML (or JSON for a ``.json`` path), atomically."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    if str(path).endswith(".json"):
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump(data, sort_keys=False)
+    write_text_atomic(path, text)
+
+
+def _read_mapping(path: str | Path) -> dict[str, Any]:
+    try:
+        data = read_yaml(path)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' does not exist; check the path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config file '{path}' cannot be read ({exc}).") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{line}: malformed YAML ({problem}); fix the syntax.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a YAML mapping with a `train:` section, but got "
+            f"{type(data).__name__}."
+        )
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: ``field: problem (got value)``; fixes included."""
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"] if not _is_union_tag(p))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling (see `autotune schema`)"
+        elif error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        got = error.get("input")
+        suffix = "" if error["type"] in ("missing", "value_error") else f" (got {got!r})"
+        parts.append(f"{loc + ': ' if loc else ''}{message}{suffix}")
+    return "; ".join(_dedupe(parts))
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part.startswith("literal[") or part == "EveryK")
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

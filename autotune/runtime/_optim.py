@@ -1,0 +1,104 @@
+"""Optimizers by name (or the Task's callable) and learning-rate schedules with warmup."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from autotune.config import OptimizerConfig, ScheduleConfig
+from autotune.errors import ConfigError
+from autotune.task import Task
+
+__all__ = ["LRMultiplier", "build_optimizer", "build_scheduler"]
+
+_ONECYCLE_START = 1 / 25  # onecycle starts at peak/25, torch's OneCycleLR div_factor
+_ONECYCLE_WARMUP = 0.3  # share of steps rising when warmup_steps is 0 (OneCycleLR's pct_start)
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig, task: Task) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names, over ``model``'s trainable parameters.
+
+    Weight decay applies to matrices and embeddings only (``ndim >= 2``); biases and
+    norm scales are not decayed, the usual practice for transformers and CNNs.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.name == "custom":
+        if isinstance(task.optimizer, str):
+            raise ConfigError(
+                f"optimizer.name 'custom' means the Task's own optimizer function, but "
+                f"{task.where()} names {task.optimizer!r}; set optimizer.name: {task.optimizer}."
+            )
+        return task.optimizer(params, config.lr)
+    groups = _decay_groups(params, config.weight_decay)
+    lr, momentum = config.lr, config.momentum
+    if config.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if config.name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if config.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if config.name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr)
+    return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
+
+
+def _decay_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, object]]:
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    groups: list[dict[str, object]] = [{"params": decay, "weight_decay": weight_decay}]
+    if rest:
+        groups.append({"params": rest, "weight_decay": 0.0})
+    return groups
+
+
+class LRMultiplier:
+    """``step -> factor`` of the peak LR: linear warmup from 0, then the schedule's shape.
+
+    A plain object (not a closure) so that ``LambdaLR.state_dict`` saves and restores it.
+    """
+
+    def __init__(self, schedule: ScheduleConfig, total_steps: int) -> None:
+        if schedule.warmup_steps >= total_steps:
+            raise ConfigError(
+                f"schedule.warmup_steps must be less than the steps it spans, but got "
+                f"warmup_steps={schedule.warmup_steps} for {total_steps} steps; shorten the "
+                f"warmup or train longer."
+            )
+        self.name = schedule.name
+        self.warmup = schedule.warmup_steps
+        self.min_ratio = schedule.min_lr_ratio
+        self.total = total_steps
+
+    def __call__(self, step: int) -> float:
+        if self.name == "onecycle":
+            return self._onecycle(step)
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.name == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup - 1))
+        if self.name == "linear":
+            return 1.0 - (1.0 - self.min_ratio) * progress
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _onecycle(self, step: int) -> float:
+        rise = self.warmup or max(1, round(_ONECYCLE_WARMUP * self.total))
+        if step < rise:
+            return _cosine_between(_ONECYCLE_START, 1.0, step / rise)
+        progress = min(1.0, (step - rise) / max(1, self.total - rise - 1))
+        return _cosine_between(1.0, self.min_ratio, progress)
+
+
+def _cosine_between(start: float, end: float, progress: float) -> float:
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, run_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` over ``schedule.total_steps`` (or the run's steps when unset)."""
+    total = schedule.total_steps or run_steps
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LRMultiplier(schedule, total))

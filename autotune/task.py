@@ -1,0 +1,327 @@
+"""The user's contract: :class:`Task` and :func:`load_task`.
+
+A task file (``model.py``) is plain Python that exposes ``task = autotune.Task(...)``,
+or the three top-level functions ``build_model``, ``build_dataset`` and ``loss_fn``.
+Everything that can go wrong with it is reported as one :class:`~autotune.errors.TaskError`
+sentence that names the file (and the line, where there is one) and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import math
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, IterableDataset, default_collate
+
+from autotune.errors import TaskError
+
+__all__ = ["OPTIMIZER_NAMES", "OptimizerFactory", "Task", "load_task"]
+
+OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
+"""Optimizers a Task or a config may name; anything else is a callable."""
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
+BlocksSpec = Sequence[str] | Callable[[nn.Module], Sequence[nn.Module]]
+
+_FUNCTION_FORM = ("build_model", "build_dataset", "loss_fn")
+_T = TypeVar("_T")
+
+
+def _default_baseline() -> dict[str, Any]:
+    return {"batch_size": 32, "lr": 1e-3}
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """What to train: a model factory, a dataset factory and a loss.
+
+    Args:
+        model: ``() -> nn.Module``; returns a fresh fp32 model on CPU on every call.
+        dataset: ``() -> Dataset``; map-style (with ``__len__``) or an ``IterableDataset``.
+        loss: ``(model, batch) -> scalar Tensor``; the batch is already on the device.
+        optimizer: one of :data:`OPTIMIZER_NAMES`, or ``(params, lr) -> Optimizer``.
+        baseline: the user's current setup, the one to beat: ``batch_size`` and ``lr``
+            plus, optionally, any :class:`~autotune.config.TrainConfig` field.
+        target_loss: the loss to reach; ``None`` means the loss the baseline reaches.
+        blocks: modules to checkpoint: qualified names (``fnmatch`` patterns allowed,
+            e.g. ``"blocks.*"``) or ``model -> [modules]``; ``None`` finds them.
+        collate_fn: how samples become a batch; ``None`` is torch's ``default_collate``.
+        name: a display name; defaults to the file name.
+        source: the task file; set by :func:`load_task`, used in error messages.
+    """
+
+    model: Callable[[], nn.Module]
+    dataset: Callable[[], Dataset[Any]]
+    loss: Callable[[nn.Module, Any], torch.Tensor]
+    optimizer: str | OptimizerFactory = "adamw"
+    baseline: Mapping[str, Any] = field(default_factory=_default_baseline)
+    target_loss: float | None = None
+    blocks: BlocksSpec | None = None
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    name: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        for attr, what in (
+            ("model", "a function () -> torch.nn.Module"),
+            ("dataset", "a function () -> torch.utils.data.Dataset"),
+            ("loss", "a function (model, batch) -> scalar tensor"),
+        ):
+            if not callable(getattr(self, attr)):
+                raise TaskError(
+                    f"Task.{attr} must be {what}, but got {_describe(getattr(self, attr))}; "
+                    f"pass the function itself, not its result."
+                )
+        self._check_optimizer()
+        if not isinstance(self.baseline, Mapping):
+            raise TaskError(
+                f"Task.baseline must be a dict such as dict(batch_size=32, lr=1e-3), "
+                f"but got {_describe(self.baseline)}."
+            )
+        if self.target_loss is not None and not (
+            isinstance(self.target_loss, (int, float)) and math.isfinite(self.target_loss)
+        ):
+            raise TaskError(
+                f"Task.target_loss must be a finite number or None, but got "
+                f"{self.target_loss!r}; use None to take the loss the baseline reaches."
+            )
+        if self.blocks is not None and not (callable(self.blocks) or _is_str_seq(self.blocks)):
+            raise TaskError(
+                f"Task.blocks must be a list of module names or a function model -> modules, "
+                f"but got {_describe(self.blocks)}; e.g. blocks=['transformer.h.*']."
+            )
+        if self.collate_fn is not None and not callable(self.collate_fn):
+            raise TaskError(
+                f"Task.collate_fn must be a function list[sample] -> batch, but got "
+                f"{_describe(self.collate_fn)}."
+            )
+
+    def _check_optimizer(self) -> None:
+        if isinstance(self.optimizer, str):
+            if self.optimizer.lower() not in OPTIMIZER_NAMES:
+                raise TaskError(
+                    f"Task.optimizer must be one of {', '.join(OPTIMIZER_NAMES)} or a function "
+                    f"(params, lr) -> Optimizer, but got {self.optimizer!r}."
+                )
+        elif not callable(self.optimizer):
+            raise TaskError(
+                f"Task.optimizer must be a name such as 'adamw' or a function "
+                f"(params, lr) -> Optimizer, but got {_describe(self.optimizer)}."
+            )
+
+    # -- where: error prefixes ---------------------------------------------------------
+
+    @property
+    def display_name(self) -> str:
+        """The name shown to users: ``name``, else the task file's stem, else ``task``."""
+        if self.name:
+            return self.name
+        return Path(self.source).stem if self.source else "task"
+
+    def where(self) -> str:
+        """The task file for error messages, or ``the task`` for an in-memory Task."""
+        return self.source or "the task"
+
+    # -- checked calls into user code --------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        """Call ``model()`` and check that it returned an ``nn.Module``."""
+        model = self._call(self.model, "building the model")
+        if not isinstance(model, nn.Module):
+            raise TaskError(
+                f"{self.where()}: the model function returned {_describe(model)}, not a "
+                f"torch.nn.Module; return the module instance, e.g. `return MyNet()`."
+            )
+        return model
+
+    def build_dataset(self) -> Dataset[Any]:
+        """Call ``dataset()`` and check that it is a non-empty dataset."""
+        data = self._call(self.dataset, "building the dataset")
+        if isinstance(data, IterableDataset):
+            return data
+        if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            raise TaskError(
+                f"{self.where()}: the dataset function returned {_describe(data)}, which is "
+                f"neither a map-style Dataset (__getitem__ and __len__) nor an IterableDataset; "
+                f"return e.g. torch.utils.data.TensorDataset(x, y)."
+            )
+        if len(data) == 0:
+            raise TaskError(
+                f"{self.where()}: the dataset is empty (length 0); return a dataset with at "
+                f"least one batch of samples."
+            )
+        return data
+
+    def collate(self, samples: list[Any]) -> Any:
+        """Turn samples into a batch, with a clear error when they cannot be stacked."""
+        collate = self.collate_fn or default_collate
+        try:
+            return collate(samples)
+        except (TaskError, torch.OutOfMemoryError, MemoryError):
+            raise
+        except Exception as exc:
+            raise TaskError(
+                f"{self.where()}: a batch of {len(samples)} samples cannot be collated "
+                f"({type(exc).__name__}: {_first_line(exc)}); make every sample the same "
+                f"shape and type, or pass Task(collate_fn=...)."
+            ) from exc
+
+    def compute_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Call ``loss(model, batch)`` and check that it is a scalar tensor with a graph."""
+        loss = self._call(self.loss, "computing the loss", model, batch)
+        if not isinstance(loss, torch.Tensor):
+            raise TaskError(
+                f"{self.where()}: the loss function returned {_describe(loss)}, not a "
+                f"torch.Tensor; return the loss tensor itself, not loss.item()."
+            )
+        if loss.ndim != 0:
+            raise TaskError(
+                f"{self.where()}: the loss function returned a tensor of shape "
+                f"{tuple(loss.shape)}, not a scalar; reduce it, e.g. `loss.mean()`."
+            )
+        if not loss.requires_grad:
+            raise TaskError(
+                f"{self.where()}: the loss does not require grad, so it cannot train the "
+                f"model; compute it from the model's output and do not detach it."
+            )
+        return loss
+
+    def _call(self, fn: Callable[..., _T], doing: str, *args: Any) -> _T:
+        try:
+            return fn(*args)
+        except (TaskError, torch.OutOfMemoryError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise TaskError(
+                f"{_user_location(exc, self.source)}: {doing} raised {type(exc).__name__}: "
+                f"{_first_line(exc)}; fix the error at that line."
+            ) from exc
+
+    # -- baseline ----------------------------------------------------------------------
+
+    def baseline_config(self) -> Any:
+        """The Task's ``baseline`` as a :class:`~autotune.config.TrainConfig`."""
+        from autotune.config import train_config_from_baseline
+
+        return train_config_from_baseline(self)
+
+
+def load_task(path: str | Path) -> Task:
+    """Import a task file and return its :class:`Task` (``source`` set to ``path``).
+
+    Raises:
+        TaskError: the file is missing, does not import, or exposes neither ``task``
+            nor ``build_model``/``build_dataset``/``loss_fn``.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise TaskError(
+            f"Task file '{path}' does not exist; pass the path to a Python file that "
+            f"defines `task = autotune.Task(...)`, e.g. examples/mlp_digits.py."
+        )
+    if file.suffix != ".py":
+        raise TaskError(f"Task file '{path}' is not a .py file; pass a Python task file.")
+    module = _import_file(file, str(path))
+    return _task_from_module(module, str(path))
+
+
+def _import_file(file: Path, shown: str) -> Any:
+    resolved = file.resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
+    name = f"autotune_task_{resolved.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"Task file '{shown}' cannot be imported; pass a Python source file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # functions defined there stay importable (pickle, spawn)
+    folder = str(resolved.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # the task may import helpers that sit beside it
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise TaskError(
+            f"{shown}:{exc.lineno}: syntax error ({exc.msg}); fix the syntax of the task file."
+        ) from None
+    except TaskError as exc:
+        sys.modules.pop(name, None)
+        raise TaskError(f"{_user_location(exc, str(resolved), shown)}: {exc}") from None
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise TaskError(
+            f"{_user_location(exc, str(resolved), shown)}: importing the task file raised "
+            f"{type(exc).__name__}: {_first_line(exc)}; fix the error at that line."
+        ) from None
+    return module
+
+
+def _task_from_module(module: Any, shown: str) -> Task:
+    task = getattr(module, "task", None)
+    if task is not None:
+        if not isinstance(task, Task):
+            raise TaskError(
+                f"{shown}: `task` is {_describe(task)}, not an autotune.Task; define "
+                f"`task = autotune.Task(model=..., dataset=..., loss=...)`."
+            )
+        return dataclasses.replace(task, source=shown)
+    missing = [name for name in _FUNCTION_FORM if not hasattr(module, name)]
+    if missing:
+        raise TaskError(
+            f"{shown} defines no `task` and no {', '.join(f'`{m}`' for m in missing)}; define "
+            f"`task = autotune.Task(model=..., dataset=..., loss=...)` or the three functions "
+            f"build_model, build_dataset and loss_fn."
+        )
+    try:
+        return Task(
+            model=module.build_model,
+            dataset=module.build_dataset,
+            loss=module.loss_fn,
+            source=shown,
+        )
+    except TaskError as exc:
+        raise TaskError(f"{shown}: {exc}") from None
+
+
+def _user_location(exc: BaseException, source: str | None, shown: str | None = None) -> str:
+    """``file:line`` of the innermost frame in the user's task file (else in user code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    wanted = str(Path(source).resolve()) if source else None
+    for frame in reversed(frames):
+        if wanted and str(Path(frame.filename).resolve()) == wanted:
+            return f"{shown or source}:{frame.lineno}"
+    package = str(Path(__file__).resolve().parent)
+    for frame in reversed(frames):
+        if not str(Path(frame.filename).resolve()).startswith(package):
+            return f"{frame.filename}:{frame.lineno}"
+    return shown or source or "the task"
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def _is_str_seq(value: Any) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and all(isinstance(item, str) for item in value)
+    )

@@ -8,6 +8,7 @@ follow Lightning's where one exists (``precision: bf16-mixed``).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -194,11 +195,22 @@ def train_config_from_baseline(task: Task) -> TrainConfig:
     values = dict(task.baseline)
     if "batch_size" in values:
         values.setdefault("micro_batch_size", values.pop("batch_size"))
-    optimizer = dict(values.pop("optimizer", {}) or {})
+    given = values.pop("optimizer", None) or {}
+    if isinstance(given, str):  # baseline=dict(optimizer="sgd", ...): a name
+        given = {"name": given}
+    if not isinstance(given, Mapping):
+        raise ConfigError(
+            f"{task.where()}: Task.baseline: optimizer must be a name such as 'adamw' or a dict "
+            f"such as dict(name='adamw', lr=1e-3), but got {given!r}."
+        )
+    optimizer = dict(given)
     for key in ("lr", "weight_decay", "momentum"):
         if key in values:
             optimizer[key] = values.pop(key)
-    optimizer.setdefault("name", task.optimizer if isinstance(task.optimizer, str) else "custom")
+    # Task accepts any case ('AdamW'); the config's names are lower case.
+    optimizer.setdefault(
+        "name", task.optimizer.lower() if isinstance(task.optimizer, str) else "custom"
+    )
     values["optimizer"] = optimizer
     return validate_train_config(values, f"{task.where()}: Task.baseline")
 

@@ -77,9 +77,11 @@ class Task:
             ("dataset", "a function () -> torch.utils.data.Dataset"),
             ("loss", "a function (model, batch) -> scalar tensor"),
         ):
-            if not callable(getattr(self, attr)):
+            value = getattr(self, attr)
+            # A module is callable, but model=Net() is the result, not the factory.
+            if not callable(value) or (attr == "model" and isinstance(value, nn.Module)):
                 raise TaskError(
-                    f"Task.{attr} must be {what}, but got {_describe(getattr(self, attr))}; "
+                    f"Task.{attr} must be {what}, but got {_describe(value)}; "
                     f"pass the function itself, not its result."
                 )
         self._check_optimizer()
@@ -155,7 +157,7 @@ class Task:
                 f"neither a map-style Dataset (__getitem__ and __len__) nor an IterableDataset; "
                 f"return e.g. torch.utils.data.TensorDataset(x, y)."
             )
-        if len(data) == 0:
+        if self._call(len, "taking the dataset's length", data) == 0:
             raise TaskError(
                 f"{self.where()}: the dataset is empty (length 0); return a dataset with at "
                 f"least one batch of samples."
@@ -251,8 +253,12 @@ def _import_file(file: Path, shown: str) -> Any:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(name, None)
+        # The bad line may be in a module the task file imports: name that file.
+        bad = exc.filename
+        in_task = bad is None or Path(bad).resolve() == resolved
         raise TaskError(
-            f"{shown}:{exc.lineno}: syntax error ({exc.msg}); fix the syntax of the task file."
+            f"{shown if in_task else bad}:{exc.lineno}: syntax error ({exc.msg}); fix the "
+            f"syntax of {'the task file' if in_task else 'that file'}."
         ) from None
     except TaskError as exc:
         sys.modules.pop(name, None)

@@ -1,0 +1,130 @@
+"""`autotune run`: configs, the public --json format, checkpoints and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autotune.cli import app
+from autotune.runtime import CHECKPOINT_NAME
+from tests.conftest import TINY_TASK
+
+runner = CliRunner()
+
+SLOW_TASK = TINY_TASK.replace(
+    "def loss_fn(model, batch):",
+    "import time\n\ndef loss_fn(model, batch):\n    time.sleep(0.02)",
+)
+
+
+def _run(*args: str) -> dict[str, object]:
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_json_output_is_the_public_format(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run.json"
+    _run(str(write_task(TINY_TASK)), "--steps", "6", "--json", str(out))
+    data = json.loads(out.read_text())
+    assert set(data) == {"summary", "steps"}
+    assert [s["step"] for s in data["steps"]] == [1, 2, 3, 4, 5, 6]
+    for record in data["steps"]:
+        assert isinstance(record["step"], int) and isinstance(record["samples"], int)
+        assert isinstance(record["loss"], float) and isinstance(record["elapsed_s"], float)
+    assert [s["samples"] for s in data["steps"]] == [16 * i for i in range(1, 7)]  # baseline 16
+    assert data["summary"]["steps_completed"] == 6 and data["summary"]["loss_finite"] is True
+
+
+def test_config_with_only_train_section(write_task: Callable[[str], Path], tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    train = {"micro_batch_size": 8, "grad_accum_steps": 2, "optimizer": {"lr": 0.01}}
+    config.write_text(yaml.safe_dump({"train": train}))
+    out = tmp_path / "run.json"
+    _run(str(write_task(TINY_TASK)), "-c", str(config), "--steps", "3", "--json", str(out))
+    assert json.loads(out.read_text())["summary"]["global_batch_size"] == 16
+
+
+def test_full_tuned_config(write_task: Callable[[str], Path], tmp_path: Path) -> None:
+    config = tmp_path / "tuned.yaml"
+    tuned = {
+        "schema_version": 1,
+        "task": "model.py",
+        "train": {"micro_batch_size": 32, "precision": "bf16-mixed", "optimizer": {"lr": 0.01}},
+        "provenance": {"autotune_version": "0.1.0", "torch_version": "2.13.0"},
+    }
+    config.write_text(yaml.safe_dump(tuned))
+    out = tmp_path / "run.json"
+    _run(str(write_task(TINY_TASK)), "-c", str(config), "--steps", "3", "--json", str(out))
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["precision"] == "bf16-mixed" and summary["global_batch_size"] == 32
+
+
+def test_summary_table_is_printed(write_task: Callable[[str], Path]) -> None:
+    result = _run(str(write_task(TINY_TASK)), "--steps", "3")
+    assert "final loss" in result.output and "samples/s" in result.output
+
+
+def test_diverging_run_exits_1(write_task: Callable[[str], Path]) -> None:
+    task = write_task(
+        TINY_TASK.replace("return nn.functional", "return float('nan') * nn.functional")
+    )
+    result = runner.invoke(app, ["run", str(task), "--steps", "5"])
+    assert result.exit_code == 1
+    assert "non-finite loss (nan) at step 1" in result.output
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "autotune", "run", *args]
+
+
+def _final_loss(path: Path) -> float:
+    return float(json.loads(path.read_text())["summary"]["final_loss"])
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_loss(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    task = str(write_task(SLOW_TASK))
+    whole, resumed, save = tmp_path / "whole.json", tmp_path / "resumed.json", tmp_path / "ckpt"
+    common = ["--steps", "120", "--save-every", "10"]
+    subprocess.run(
+        _cli(task, *common, "--json", str(whole)), check=True, timeout=300, capture_output=True
+    )
+    proc = subprocess.Popen(
+        _cli(task, *common, "--save-dir", str(save)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (save / CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # kill somewhere between checkpoints
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done = subprocess.run(
+        _cli(task, *common, "--save-dir", str(save), "--resume", "--json", str(resumed)),
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(resumed.read_text())["summary"]
+    assert summary["resumed_from_step"] in range(10, 120, 10)
+    assert _final_loss(resumed) == _final_loss(whole)

@@ -157,7 +157,11 @@ def _train_with_progress(task: Task, config: TrainConfig, options: RunOptions) -
                 rate=f"{record.samples_per_s:,.0f}",
             )
 
-        return train(task, config, options, show)
+        try:
+            return train(task, config, options, show)
+        except AutotuneError:
+            progress.remove_task(bar)  # the error line is then the only output
+            raise
 
 
 def _is_main_rank() -> bool:

@@ -280,7 +280,9 @@ def format_validation_error(exc: ValidationError) -> str:
     for error in exc.errors():
         loc = ".".join(str(p) for p in error["loc"] if not _is_union_tag(p))
         message = error["msg"]
-        if error["type"] == "extra_forbidden":
+        if loc.endswith("activation_checkpointing") and error["type"] != "extra_forbidden":
+            message = "must be 'none', 'full' or {every_k: k} with k >= 1"
+        elif error["type"] == "extra_forbidden":
             message = "unknown key; remove it or check its spelling (see `autotune schema`)"
         elif error["type"] == "value_error":
             message = message.removeprefix("Value error, ")

@@ -263,7 +263,7 @@ def _import_file(file: Path, shown: str) -> Any:
     except TaskError as exc:
         sys.modules.pop(name, None)
         raise TaskError(f"{_user_location(exc, str(resolved), shown)}: {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() or argparse at module level too
         sys.modules.pop(name, None)
         raise TaskError(
             f"{_user_location(exc, str(resolved), shown)}: importing the task file raised "

@@ -63,7 +63,7 @@ def at(path: Path, line: int | None = None) -> str:
 
 def a_batch(task: Task, size: int = 4) -> Any:
     data = task.build_dataset()
-    return task.collate([data[i] for i in range(size)])  # type: ignore[index]
+    return task.collate([data[i] for i in range(size)])
 
 
 # -- loading good files ----------------------------------------------------------------
@@ -173,6 +173,19 @@ def test_raise_at_import_points_at_innermost_line_in_the_file(write_task: WriteT
         TaskError,
         at(path, line_of(path, "return {}['missing']")) + ": importing the task file raised "
         "KeyError: 'missing'",
+        load_task,
+        path,
+    )
+
+
+@pytest.mark.parametrize(
+    "call", ["sys.exit(0)", "sys.exit()", "argparse.ArgumentParser().parse_args(['-x'])"]
+)
+def test_exit_at_import_is_an_error_not_a_silent_exit(write_task: WriteTask, call: str) -> None:
+    path = write_task("import argparse, sys\n" + TINY_TASK + f"\n{call}\n")
+    fails(
+        TaskError,
+        at(path, line_of(path, call)) + ": importing the task file raised SystemExit",
         load_task,
         path,
     )
@@ -416,7 +429,7 @@ def test_collate_of_samples_of_different_shapes(write_task: WriteTask) -> None:
         at(path) + r": a batch of 2 samples cannot be collated \(RuntimeError: .*\); make every "
         r"sample the same shape and type, or pass Task\(collate_fn=\.\.\.\)",
         task.collate,
-        [data[0], data[1]],  # type: ignore[index]
+        [data[0], data[1]],
     )
 
 

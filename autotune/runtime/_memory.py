@@ -64,7 +64,7 @@ class StepMemoryMeter:
         finally:
             with _quiet_stderr():
                 prof.stop()
-        self.reading = _reading_from_events(prof.events(), persistent_bytes)
+        self.reading = _reading_from_events(prof.events(), persistent_bytes)  # type: ignore[no-untyped-call]
 
     def _cuda_step(self) -> Iterator[None]:
         torch.cuda.synchronize(self.device)

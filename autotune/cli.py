@@ -125,10 +125,10 @@ def run(
             resume=resume,
         )
         result = _train_with_progress(task, train_config, options)
+    if not _is_main_rank():  # under torchrun, rank 0 alone reports
+        return
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(result.model_dump(), indent=1) + "\n")
-    if not _is_main_rank():
-        return
     out.print(_summary_table(result.summary, train_config))
     if result.summary.stopped_reason:
         err.print(f"[bold red]training stopped:[/] {result.summary.stopped_reason}")

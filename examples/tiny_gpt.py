@@ -23,7 +23,7 @@ from autotune.task import Task
 BLOCK_SIZE = 64  # bytes of context; short enough that a step is matmul-bound, not attention-bound
 D_MODEL = 256  # narrower models gain little from bf16 on CPU
 N_LAYER = 4  # four blocks: a real stack to checkpoint, still fast on two cores
-N_HEAD = 4  # 64-dim heads, the usual GPT head size
+N_HEAD = 2  # TMP
 VOCAB = 256  # one token per byte
 TEXT_BYTES = 1_500_000  # ~23k training windows: many steps before an epoch ends
 
@@ -31,8 +31,8 @@ TEXT_BYTES = 1_500_000  # ~23k training windows: many steps before an epoch ends
 class CausalSelfAttention(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.qkv = nn.Linear(D_MODEL, 3 * D_MODEL)
-        self.proj = nn.Linear(D_MODEL, D_MODEL)
+        self.qkv = nn.Linear(D_MODEL, 3 * D_MODEL, bias=False)
+        self.proj = nn.Linear(D_MODEL, D_MODEL, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -50,7 +50,9 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention()
         self.ln2 = nn.LayerNorm(D_MODEL)
         self.mlp = nn.Sequential(
-            nn.Linear(D_MODEL, 4 * D_MODEL), nn.GELU(), nn.Linear(4 * D_MODEL, D_MODEL)
+            nn.Linear(D_MODEL, 4 * D_MODEL, bias=False),
+            nn.GELU(),
+            nn.Linear(4 * D_MODEL, D_MODEL, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

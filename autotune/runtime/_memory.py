@@ -64,7 +64,7 @@ class StepMemoryMeter:
         finally:
             with _quiet_stderr():
                 prof.stop()
-        self.reading = _reading_from_events(prof.events(), persistent_bytes)  # type: ignore[no-untyped-call]
+        self.reading = _reading_from_events(prof, persistent_bytes)
 
     def _cuda_step(self) -> Iterator[None]:
         torch.cuda.synchronize(self.device)
@@ -106,15 +106,19 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _reading_from_events(events: Iterable[object], persistent: int) -> MemoryReading:
-    ordered = sorted(events, key=lambda e: e.time_range.start)  # type: ignore[attr-defined]
-    forward = next((e for e in ordered if e.name == _FORWARD), None)  # type: ignore[attr-defined]
+def _reading_from_events(prof: profile, persistent: int) -> MemoryReading:
+    """Sum the profiler's raw allocation/free events (exact timestamps) in time order."""
+    events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+    memory = sorted(
+        ((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]"),  # type: ignore[union-attr]
+        key=lambda item: item[0],
+    )
+    span = next(((e.start_ns(), e.end_ns()) for e in events if e.name() == _FORWARD), None)
     current = peak = activation = 0
-    for event in ordered:
-        delta = int(event.self_cpu_memory_usage)  # type: ignore[attr-defined]
+    for stamp, delta in memory:
         current += delta
         peak = max(peak, current)
-        if forward is not None and _within(event, forward):
+        if span is not None and span[0] <= stamp <= span[1]:
             activation += delta
     return MemoryReading(
         peak_bytes=persistent + peak,
@@ -122,9 +126,3 @@ def _reading_from_events(events: Iterable[object], persistent: int) -> MemoryRea
         activation_bytes=max(0, activation),
         source="torch.profiler memory events",
     )
-
-
-def _within(event: object, span: object) -> bool:
-    start = event.time_range.start  # type: ignore[attr-defined]
-    outer = span.time_range  # type: ignore[attr-defined]
-    return bool(outer.start <= start <= outer.end) and event is not span

@@ -203,7 +203,12 @@ def _summary_table(summary: RunSummary, config: TrainConfig) -> Table:
 
 
 def _bytes(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**20:,.1f} MiB"
+    if value is None:
+        return "n/a"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value} B"
 
 
 @app.command()

@@ -1,0 +1,59 @@
+"""Parsing the human units users type on the command line: sizes and durations."""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["format_bytes", "parse_bytes", "parse_duration"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_bytes(text: str) -> int:
+    """``"4GB"``, ``"4G"``, ``"512MiB"``, ``"1.5 GiB"`` or plain bytes -> bytes.
+
+    Decimal units (KB, MB, GB, TB) are powers of 1000; binary ones (KiB, MiB, GiB, TiB)
+    and bare letters (K, M, G, T, as in ``ulimit`` and Docker) are powers of 1024.
+
+    Raises:
+        ValueError: the text is not a size; the message shows accepted forms.
+    """
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"expected a size such as 4GB, 512MiB or 1073741824, but got {text!r}.")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    letter = unit.rstrip("ib")  # "gib", "gb", "g" -> "g"; "b" -> ""
+    decimal = bool(letter) and unit == f"{letter}b"
+    value = number * (1000 if decimal else 1024) ** _POWERS[letter]
+    if value < 1 or not math.isfinite(value):
+        raise ValueError(f"expected a positive size, but got {text!r}.")
+    return int(value)
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"5m"``, ``"1.5h"`` -> seconds.
+
+    Raises:
+        ValueError: the text is not a duration; the message shows accepted forms.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"expected a duration such as 300, 90s, 5m or 1h, but got {text!r}.")
+    seconds = float(match.group(1)) * _SECONDS[match.group(2).lower()]
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, but got {text!r}.")
+    return seconds
+
+
+def format_bytes(value: int | float | None) -> str:
+    """Bytes in the binary unit that fits: ``1.5 GiB``, ``12.0 MiB``, ``512 B``."""
+    if value is None:
+        return "n/a"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{int(value)} B"

@@ -1,0 +1,355 @@
+"""Pure verdicts on a loss curve: finite, decreasing, not diverging, agreeing with fp32.
+
+DESIGN.md invariant 4: a configuration wins only if its loss curve is finite, decreasing
+and, for reduced precision, agrees with the fp32 curve within a stated tolerance. Every
+function here takes a list of per-step training losses (floats, one per optimizer step,
+``losses[k]`` measured during step ``k``) and returns a value; no torch, no I/O.
+
+Per-step training losses are noisy (each is one mini-batch), so every verdict looks at a
+smoothed curve or at window means, never at a single step: one lucky or unlucky batch must
+not decide. The thresholds are named constants below, each with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "DECREASE_WINDOW_FRACTION",
+    "DIVERGENCE_FLOOR_FRACTION",
+    "DIVERGENCE_RISE",
+    "MAX_OVERFLOW_RATE",
+    "MIN_RELATIVE_DECREASE",
+    "OVERFLOW_CALIBRATION_STEPS",
+    "REFERENCE_FROM_FRACTION",
+    "REFERENCE_TOLERANCE",
+    "SMOOTHING_ALPHA",
+    "StabilityVerdict",
+    "agrees_with_reference",
+    "diverged",
+    "is_decreasing",
+    "is_finite",
+    "overflow_rate",
+    "reference_gap",
+    "smooth",
+    "steps_to_target",
+    "verdict",
+]
+
+# EMA weight of the newest loss. The EMA averages over ~2/alpha - 1 = 19 steps: enough to
+# damp the batch-to-batch noise of small batches (noise std / ~4.4), short enough to follow
+# a trial of a few dozen to a few hundred steps.
+SMOOTHING_ALPHA = 0.1
+
+# is_decreasing compares the mean of the first and of the last fifth of the curve: a window
+# of n/5 steps cuts per-step noise by sqrt(n/5) (4.5x at 100 steps) while both windows stay
+# clearly apart in time, so a real trend dominates.
+DECREASE_WINDOW_FRACTION = 0.2
+# ... and the last window's mean must be at least 1% below the first's: a curve that moves
+# less than that over a whole trial is not training (LR far too small, or stuck), and a flat
+# noisy curve's window means differ by less.
+MIN_RELATIVE_DECREASE = 0.01
+
+# diverged: the smoothed loss climbed more than 50% above its running minimum. Healthy
+# runs wobble a few percent after smoothing (and LR warmup bumps are smaller); a rise of
+# half the best loss is a run going the wrong way, as when the LR is too large. (LR range
+# tests stop at 4x the minimum; during training we want to catch it much earlier.)
+DIVERGENCE_RISE = 0.5
+# ... measured against max(|running min|, 1% of the first smoothed loss), so a loss
+# converging towards 0 (a memorised tiny dataset) does not turn its noise into a "rise".
+DIVERGENCE_FLOOR_FRACTION = 0.01
+
+# agrees_with_reference: the mean relative gap between the smoothed reduced-precision
+# curve and the smoothed fp32 curve may be at most 5%. Mixed-precision runs track fp32
+# within about run-to-run noise (1-2% after smoothing; Micikevicius et al. 2018), while a
+# precision that stalls (fp16 underflow, bf16 weights rounding away small updates) falls
+# behind by far more than 5% over a trial.
+REFERENCE_TOLERANCE = 0.05
+# ... over the second half of the steps both curves share. Early on the loss falls steeply,
+# where a shift of a step or two (fp16's GradScaler skips its first steps while it
+# calibrates) is a large relative gap that says nothing about the precision; the second half
+# is where a precision that stalls separates from fp32.
+REFERENCE_FROM_FRACTION = 0.5
+
+# fp16: GradScaler starts at scale 2**16 and halves it on each overflow, skipping that step;
+# up to 16 halvings (2**16 -> 1) are calibration, not instability, and are not counted ...
+OVERFLOW_CALIBRATION_STEPS = 16
+# ... beyond them at most 5% of the steps may be skipped: a healthy run overflows about once
+# per growth_interval (2000 steps); skipping 1 step in 20 loses more updates than separates
+# close configurations, and means the gradients keep hitting fp16's range (65504).
+MAX_OVERFLOW_RATE = 0.05
+
+
+class StabilityVerdict(BaseModel):
+    """Whether a loss curve is stable, and why: the failed checks (or, when stable, the
+    evidence of each passed check), each a sentence with its numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stable: bool
+    reasons: list[str] = Field(min_length=1)
+
+
+def smooth(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> list[float]:
+    """The bias-corrected exponential moving average of ``losses`` (as Adam's moments).
+
+    ``ema_k = (1 - alpha) ema_{k-1} + alpha x_k`` from ``ema_{-1} = 0``, divided by
+    ``1 - (1 - alpha)^(k+1)``: the first value is ``losses[0]`` itself, not dragged towards
+    zero. A NaN or inf propagates to every later value.
+    """
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1], but got {alpha}.")
+    out: list[float] = []
+    ema = 0.0
+    keep = 1.0
+    for x in losses:
+        ema = (1 - alpha) * ema + alpha * x
+        keep *= 1 - alpha
+        out.append(ema / (1 - keep))
+    return out
+
+
+def _zero_lag(losses: Sequence[float], alpha: float) -> list[float]:
+    """The EMA run forward then backward (scipy's filtfilt idea): no lag on a trend."""
+    return smooth(smooth(losses, alpha)[::-1], alpha)[::-1]
+
+
+def is_finite(losses: Sequence[float]) -> bool:
+    """Whether every loss is a finite number (no NaN, no inf)."""
+    return all(math.isfinite(x) for x in losses)
+
+
+def _first_non_finite(losses: Sequence[float]) -> int | None:
+    return next((k for k, x in enumerate(losses) if not math.isfinite(x)), None)
+
+
+def _window_means(losses: Sequence[float], window_fraction: float) -> tuple[int, float, float]:
+    window = max(1, round(len(losses) * window_fraction))
+    first = math.fsum(losses[:window]) / window
+    last = math.fsum(losses[-window:]) / window
+    return window, first, last
+
+
+def _relative_drop(first: float, last: float) -> float:
+    if first == 0:
+        return 0.0 if last == 0 else -math.copysign(math.inf, last)
+    return (first - last) / abs(first)
+
+
+def is_decreasing(
+    losses: Sequence[float],
+    window_fraction: float = DECREASE_WINDOW_FRACTION,
+    min_decrease: float = MIN_RELATIVE_DECREASE,
+) -> bool:
+    """Whether the mean of the last window is at least ``min_decrease`` below the first's.
+
+    Windows are ``window_fraction`` of the curve (at least one step). Window means, not
+    single steps, so noise cannot fake or hide a trend. False for fewer than 2 losses
+    (no trend to see) and for a non-finite curve.
+    """
+    if len(losses) < 2 or not is_finite(losses):
+        return False
+    _, first, last = _window_means(losses, window_fraction)
+    return _relative_drop(first, last) >= min_decrease
+
+
+def _divergence(
+    losses: Sequence[float], alpha: float, rise: float
+) -> tuple[int, float, int, float] | None:
+    """The first (step, smoothed loss, step of running min, running min) that rose too far."""
+    smoothed = smooth(losses, alpha)
+    if not smoothed:
+        return None
+    floor = DIVERGENCE_FLOOR_FRACTION * abs(smoothed[0])
+    best, best_at = smoothed[0], 0
+    for k, value in enumerate(smoothed):
+        if value < best:
+            best, best_at = value, k
+        elif value - best > rise * max(abs(best), floor):
+            return k, value, best_at, best
+    return None
+
+
+def diverged(
+    losses: Sequence[float], alpha: float = SMOOTHING_ALPHA, rise: float = DIVERGENCE_RISE
+) -> bool:
+    """Whether the curve diverged: a NaN/inf, or the smoothed loss rose more than ``rise``
+    (a fraction, default 50%) above its running minimum at any step.
+
+    Smoothed, so one noisy batch is not a divergence; against the running minimum, so a
+    curve that first dips and then climbs away is caught, not only one that never fell.
+    """
+    if not is_finite(losses):
+        return True
+    return _divergence(losses, alpha, rise) is not None
+
+
+def reference_gap(
+    losses: Sequence[float], reference: Sequence[float], alpha: float = SMOOTHING_ALPHA
+) -> float:
+    """Mean relative gap ``|s - r| / |r|`` of the smoothed curves over the second half of
+    their common steps (REFERENCE_FROM_FRACTION). ``inf`` when either curve is not finite
+    or they share no step.
+    """
+    common = min(len(losses), len(reference))
+    if common == 0 or not (is_finite(losses[:common]) and is_finite(reference[:common])):
+        return math.inf
+    ours = smooth(losses[:common], alpha)
+    theirs = smooth(reference[:common], alpha)
+    start = min(int(common * REFERENCE_FROM_FRACTION), common - 1)
+    gaps = [
+        abs(s - r) / abs(r) if r != 0 else (0.0 if s == 0 else math.inf)
+        for s, r in zip(ours[start:], theirs[start:], strict=True)
+    ]
+    return math.fsum(gaps) / len(gaps)
+
+
+def agrees_with_reference(
+    losses: Sequence[float],
+    reference: Sequence[float],
+    tolerance: float = REFERENCE_TOLERANCE,
+    alpha: float = SMOOTHING_ALPHA,
+) -> bool:
+    """Whether a reduced-precision curve tracks the fp32 ``reference`` within ``tolerance``.
+
+    Both curves are smoothed and compared step by step over the steps they share (the
+    second half of them, see REFERENCE_FROM_FRACTION); their mean relative gap must be at
+    most ``tolerance`` (default 5%: REFERENCE_TOLERANCE).
+    """
+    return reference_gap(losses, reference, alpha) <= tolerance
+
+
+def overflow_rate(skipped_steps: int, steps: int) -> float:
+    """The share of optimizer steps fp16's GradScaler skipped for inf/NaN gradients."""
+    if steps < 1 or not 0 <= skipped_steps <= steps:
+        raise ValueError(
+            f"overflow_rate needs steps >= 1 and 0 <= skipped_steps <= steps, but got "
+            f"skipped_steps={skipped_steps}, steps={steps}."
+        )
+    return skipped_steps / steps
+
+
+def steps_to_target(
+    losses: Sequence[float], target: float, alpha: float = SMOOTHING_ALPHA
+) -> int | None:
+    """The first step (index into ``losses``) at which the smoothed loss is <= ``target``.
+
+    Time to target must not be won by one lucky batch: a noisy curve dips below the target
+    long before its trend gets there, and the raw minimum would reward the noisiest
+    configuration (small batches, high LR). So the curve is smoothed first, and one dip of
+    depth ``d`` moves it by only about ``alpha/2 x d``.
+
+    The smoothing is the bias-corrected EMA (:func:`smooth`) run forward and then backward:
+    a forward-only EMA lags a falling curve by ``(1 - alpha)/alpha`` = 9 steps, which would
+    charge every configuration 9 steps of its own step time and so penalise the ones with
+    few, slow steps (large global batches). The two passes cancel the lag on a trend; at the
+    very end of the curve only the forward pass has data, so a target reached in the last
+    few steps is reported late rather than early. ``None``: never reached (or a non-finite
+    curve).
+    """
+    if not losses or not is_finite(losses):
+        return None
+    for k, value in enumerate(_zero_lag(losses, alpha)):
+        if value <= target:
+            return k
+    return None
+
+
+def verdict(
+    losses: Sequence[float],
+    reference: Sequence[float] | None = None,
+    overflow_steps: int | None = None,
+) -> StabilityVerdict:
+    """The stability verdict on one run: finite, not diverged, decreasing, and when given,
+    within REFERENCE_TOLERANCE of the fp32 ``reference`` curve and under MAX_OVERFLOW_RATE
+    of skipped fp16 steps (``overflow_steps`` of ``len(losses)``).
+
+    ``reasons`` holds the failed checks when unstable, else the evidence of each check.
+    """
+    n = len(losses)
+    if n == 0:
+        return StabilityVerdict(stable=False, reasons=["no losses were recorded"])
+    bad = _first_non_finite(losses)
+    if bad is not None:
+        return StabilityVerdict(
+            stable=False,
+            reasons=[f"loss is {losses[bad]} at step {bad} of {n}: the run is not finite"],
+        )
+    failed: list[str] = []
+    passed: list[str] = [f"all {n} losses are finite"]
+
+    found = _divergence(losses, SMOOTHING_ALPHA, DIVERGENCE_RISE)
+    if found is not None:
+        step, value, best_at, best = found
+        failed.append(
+            f"diverged: smoothed loss rose to {value:.4g} at step {step}, "
+            f"{_pct((value - best) / abs(best)) if best else 'far'} above its minimum "
+            f"{best:.4g} at step {best_at} (limit {DIVERGENCE_RISE:.0%})"
+        )
+    else:
+        passed.append(
+            f"no divergence: smoothed loss never rose {DIVERGENCE_RISE:.0%} above its minimum"
+        )
+
+    if n < 2:
+        failed.append("only 1 loss recorded: cannot tell whether it decreases")
+    else:
+        window, first, last = _window_means(losses, DECREASE_WINDOW_FRACTION)
+        drop = _relative_drop(first, last)
+        trend = (
+            f"mean loss of the first {window} steps {first:.4g}, of the last {window} "
+            f"{last:.4g} ({_pct(0.0 - drop)})"
+        )
+        if drop >= MIN_RELATIVE_DECREASE:
+            passed.append(f"decreasing: {trend}")
+        else:
+            failed.append(
+                f"not decreasing: {trend}; needs a drop of at least {MIN_RELATIVE_DECREASE:.0%}"
+            )
+
+    if reference is not None:
+        common = min(n, len(reference))
+        if common == 0:
+            failed.append("the fp32 reference curve is empty: cannot compare")
+        elif not is_finite(reference[:common]):
+            failed.append("the fp32 reference curve is not finite: cannot compare")
+        else:
+            gap = reference_gap(losses, reference)
+            compared = (
+                f"over steps {min(int(common * REFERENCE_FROM_FRACTION), common - 1)}-{common - 1}"
+            )
+            if gap <= REFERENCE_TOLERANCE:
+                passed.append(
+                    f"agrees with fp32: mean gap {gap:.2%} {compared} "
+                    f"(tolerance {REFERENCE_TOLERANCE:.0%})"
+                )
+            else:
+                failed.append(
+                    f"disagrees with fp32: smoothed loss is {gap:.2%} away on average {compared}, "
+                    f"above the {REFERENCE_TOLERANCE:.0%} tolerance"
+                )
+
+    if overflow_steps is not None:
+        skipped = overflow_steps
+        rate = overflow_rate(skipped, n)
+        excess = overflow_rate(max(0, skipped - OVERFLOW_CALIBRATION_STEPS), n)
+        summary = f"GradScaler skipped {skipped} of {n} steps ({rate:.1%})"
+        if excess > MAX_OVERFLOW_RATE:
+            failed.append(
+                f"fp16 overflows: {summary}; {excess:.1%} beyond the first "
+                f"{OVERFLOW_CALIBRATION_STEPS} calibration skips, above the "
+                f"{MAX_OVERFLOW_RATE:.0%} limit"
+            )
+        else:
+            passed.append(f"fp16 overflow rate ok: {summary}")
+
+    if failed:
+        return StabilityVerdict(stable=False, reasons=failed)
+    return StabilityVerdict(stable=True, reasons=passed)
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction:+.1%}" if math.isfinite(fraction) else "inf"

@@ -1,0 +1,232 @@
+"""Stability verdicts on synthetic loss curves."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from autotune.stability import (
+    MAX_OVERFLOW_RATE,
+    OVERFLOW_CALIBRATION_STEPS,
+    REFERENCE_TOLERANCE,
+    agrees_with_reference,
+    diverged,
+    is_decreasing,
+    is_finite,
+    overflow_rate,
+    reference_gap,
+    smooth,
+    steps_to_target,
+    verdict,
+)
+
+
+def decay(n: int = 100, start: float = 2.3, end: float = 0.5, rate: float = 0.04) -> list[float]:
+    """A clean exponential decay from ``start`` towards ``end``."""
+    return [end + (start - end) * math.exp(-rate * k) for k in range(n)]
+
+
+def noisy(curve: list[float], scale: float, seed: int = 0) -> list[float]:
+    """``curve`` times independent multiplicative noise of relative std ``scale``."""
+    rng = random.Random(seed)
+    return [x * (1 + rng.gauss(0, scale)) for x in curve]
+
+
+CLEAN = decay()
+
+
+# --- smoothing -----------------------------------------------------------------------
+
+
+def test_smooth_is_a_bias_corrected_ema() -> None:
+    assert smooth([3.0, 3.0, 3.0], 0.1) == pytest.approx([3.0, 3.0, 3.0])  # no pull to 0
+    assert smooth([1.0, 2.0], 0.5) == pytest.approx([1.0, (0.25 + 1.0) / 0.75])
+    assert smooth(CLEAN, 1.0) == pytest.approx(CLEAN)
+    assert smooth([], 0.1) == []
+    assert [math.isnan(x) for x in smooth([1.0, math.nan, 1.0])] == [False, True, True]
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\]"):
+        smooth([1.0], 0.0)
+
+
+# --- single checks -------------------------------------------------------------------
+
+
+def test_finite() -> None:
+    assert is_finite(CLEAN)
+    assert not is_finite([*CLEAN, math.nan])
+    assert not is_finite([1.0, math.inf])
+
+
+def test_decreasing() -> None:
+    assert is_decreasing(CLEAN)
+    assert is_decreasing(noisy(CLEAN, 0.15))
+    assert not is_decreasing(noisy([2.0] * 100, 0.05))  # flat noise is not a trend
+    assert not is_decreasing(CLEAN[::-1])
+    assert not is_decreasing([1.0])
+    assert not is_decreasing([2.0, math.nan, 1.0])
+
+
+def test_divergence_after_a_dip() -> None:
+    curve = decay(60) + [decay(60)[-1] * 1.06**k for k in range(1, 41)]
+    assert diverged(curve)
+    assert not diverged(CLEAN)
+    assert not diverged(noisy(CLEAN, 0.15))
+    assert diverged([*CLEAN, math.nan])
+    spiky = list(CLEAN)
+    spiky[50] *= 2.5  # one bad batch is noise, not divergence
+    assert not diverged(spiky)
+    assert diverged([2.3 * 1.05**k for k in range(30)])  # rising from the start
+
+
+def test_divergence_floor_for_losses_near_zero() -> None:
+    curve = noisy(decay(200, start=2.0, end=0.0, rate=0.08), 0.3, seed=3)
+    assert min(smooth(curve)) < 1e-3
+    assert not diverged(curve)
+
+
+def test_reference_agreement() -> None:
+    fp32 = noisy(CLEAN, 0.05, seed=1)
+    bf16 = noisy([x * 1.01 for x in CLEAN], 0.05, seed=2)  # 1% off, its own noise
+    assert reference_gap(bf16, fp32) < REFERENCE_TOLERANCE
+    assert agrees_with_reference(bf16, fp32)
+    stalled = [x * 1.15 for x in fp32]  # a precision that falls 15% behind
+    assert reference_gap(stalled, fp32) == pytest.approx(0.15)
+    assert not agrees_with_reference(stalled, fp32)
+    assert agrees_with_reference(stalled, fp32, tolerance=0.2)
+    assert agrees_with_reference(bf16[:70], fp32)  # compared over the common steps
+    assert not agrees_with_reference([*bf16[:50], math.nan], fp32)
+    assert not agrees_with_reference([], fp32)
+
+
+def test_reference_ignores_an_early_offset() -> None:
+    """fp16 skips its first steps while GradScaler calibrates: a few steps late, not worse."""
+    fp32 = decay(200)
+    late = [fp32[0]] * 6 + fp32[:-6]
+    assert agrees_with_reference(late, fp32)
+
+
+def test_overflow_rate() -> None:
+    assert overflow_rate(5, 100) == 0.05
+    assert overflow_rate(0, 1) == 0.0
+    with pytest.raises(ValueError, match="0 <= skipped_steps <= steps"):
+        overflow_rate(11, 10)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        overflow_rate(0, 0)
+
+
+# --- time to target ------------------------------------------------------------------
+
+
+def test_steps_to_target_ignores_a_single_lucky_dip() -> None:
+    curve = decay(200, start=2.3, end=0.5, rate=0.03)
+    trend_step = next(k for k, x in enumerate(curve) if x <= 1.0)  # step 51
+    lucky = list(curve)
+    lucky[10] = 0.3  # one batch far below the target, 40 steps too early
+    assert steps_to_target(lucky, 1.0) == pytest.approx(trend_step, abs=2)
+    assert min(lucky) <= 1.0 and lucky.index(0.3) == 10
+
+
+def test_steps_to_target_on_noise_follows_the_trend_without_lag() -> None:
+    curve = decay(300, start=2.3, end=0.5, rate=0.02)
+    trend_step = next(k for k, x in enumerate(curve) if x <= 1.0)  # step 65
+    raw_steps = []
+    for seed in range(6):
+        noisy_curve = noisy(curve, 0.1, seed=seed)
+        raw_steps.append(next(k for k, x in enumerate(noisy_curve) if x <= 1.0))
+        assert steps_to_target(noisy_curve, 1.0) == pytest.approx(trend_step, abs=6)
+    assert min(raw_steps) < trend_step - 20  # the raw curve's first crossing: pure luck
+    # A forward-only EMA lags ~(1 - alpha)/alpha = 9 steps behind a clean curve; no lag here.
+    assert steps_to_target(curve, 1.0) == pytest.approx(trend_step, abs=1)
+    causal = next(k for k, x in enumerate(smooth(curve)) if x <= 1.0)
+    assert causal >= trend_step + 5
+
+
+def test_steps_to_target_unreached() -> None:
+    assert steps_to_target(CLEAN, 0.1) is None
+    assert steps_to_target([], 1.0) is None
+    assert steps_to_target([3.0, math.nan, 0.1], 1.0) is None
+    assert steps_to_target(CLEAN, 5.0) == 0
+
+
+# --- the verdict ---------------------------------------------------------------------
+
+
+def test_clean_decay_is_stable_with_evidence() -> None:
+    result = verdict(CLEAN)
+    assert result.stable
+    assert result.reasons[0] == "all 100 losses are finite"
+    assert (
+        "decreasing: mean loss of the first 20 steps 1.764, of the last 20 0.5515 (-68.7%)"
+        in result.reasons
+    )
+
+
+def test_nan_is_unstable() -> None:
+    result = verdict([*CLEAN[:37], math.nan, *CLEAN[38:]])
+    assert not result.stable
+    assert result.reasons == ["loss is nan at step 37 of 100: the run is not finite"]
+    assert not verdict([1.0, math.inf]).stable
+
+
+def test_divergence_after_a_dip_is_unstable() -> None:
+    curve = decay(60) + [decay(60)[-1] * 1.06**k for k in range(1, 41)]
+    result = verdict(curve)
+    assert not result.stable
+    assert any(
+        r.startswith("diverged: smoothed loss rose to") and "(limit 50%)" in r
+        for r in result.reasons
+    )
+
+
+def test_noisy_but_decreasing_is_stable() -> None:
+    for seed in range(5):
+        assert verdict(noisy(CLEAN, 0.15, seed=seed)).stable
+
+
+def test_flat_is_unstable() -> None:
+    result = verdict([2.0] * 50)
+    assert not result.stable
+    assert result.reasons == [
+        "not decreasing: mean loss of the first 10 steps 2, of the last 10 2 (+0.0%); needs "
+        "a drop of at least 1%"
+    ]
+
+
+def test_reduced_precision_against_fp32() -> None:
+    fp32 = noisy(CLEAN, 0.05, seed=1)
+    bf16 = noisy([x * 1.01 for x in CLEAN], 0.05, seed=2)
+    ok = verdict(bf16, reference=fp32)
+    assert ok.stable
+    assert any(r.startswith("agrees with fp32: mean gap") for r in ok.reasons)
+    shifted = verdict([x * 1.2 for x in fp32], reference=fp32)
+    assert not shifted.stable
+    assert shifted.reasons == [
+        "disagrees with fp32: smoothed loss is 20.00% away on average over steps 50-99, above "
+        "the 5% tolerance"
+    ]
+    broken = verdict(bf16, reference=[*fp32[:10], math.nan])
+    assert broken.reasons == ["the fp32 reference curve is not finite: cannot compare"]
+
+
+def test_fp16_overflow_rate() -> None:
+    calibrating = verdict(CLEAN, overflow_steps=OVERFLOW_CALIBRATION_STEPS)
+    assert calibrating.stable
+    assert (
+        "fp16 overflow rate ok: GradScaler skipped 16 of 100 steps (16.0%)" in calibrating.reasons
+    )
+    excess = OVERFLOW_CALIBRATION_STEPS + round(100 * MAX_OVERFLOW_RATE) + 1
+    overflowing = verdict(CLEAN, overflow_steps=excess)
+    assert not overflowing.stable
+    assert overflowing.reasons == [
+        f"fp16 overflows: GradScaler skipped {excess} of 100 steps ({excess}.0%); 6.0% beyond "
+        f"the first 16 calibration skips, above the 5% limit"
+    ]
+
+
+def test_empty_and_single_loss() -> None:
+    assert verdict([]).reasons == ["no losses were recorded"]
+    single = verdict([1.0])
+    assert not single.stable
+    assert single.reasons == ["only 1 loss recorded: cannot tell whether it decreases"]

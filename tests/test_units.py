@@ -1,0 +1,51 @@
+"""Sizes and durations typed on the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune._units import format_bytes, parse_bytes, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1073741824", 2**30),
+        ("4GB", 4 * 10**9),
+        ("4gb", 4 * 10**9),
+        ("4G", 4 * 2**30),
+        ("512MiB", 512 * 2**20),
+        ("1.5 GiB", int(1.5 * 2**30)),
+        ("100KB", 100_000),
+        ("2k", 2048),
+        ("64B", 64),
+    ],
+)
+def test_sizes(text: str, value: int) -> None:
+    assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "GB", "4 XB", "-1GB", "0", "four"])
+def test_bad_sizes_say_what_is_accepted(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a (positive )?size"):
+        parse_bytes(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("300", 300.0), ("90s", 90.0), ("5m", 300.0), ("1.5h", 5400.0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5d", "m", "0s", "-5m"])
+def test_bad_durations_say_what_is_accepted(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a (positive )?duration"):
+        parse_duration(text)
+
+
+def test_format_bytes_picks_the_unit() -> None:
+    assert format_bytes(None) == "n/a"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(3 * 2**20) == "3.0 MiB"
+    assert format_bytes(int(1.5 * 2**30)) == "1.5 GiB"

@@ -1,0 +1,142 @@
+"""Supervising one trial: launch the worker, follow its progress, stop it, record it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from autotune._io import write_text_atomic
+from autotune.runtime import RunResult, StepRecord
+from autotune.trial import _process
+from autotune.trial._process import ProgressReader, TrialFiles
+from autotune.trial._schema import TrialResult, TrialSpec
+from autotune.trial._verdict import Ending, Stop, decide, read_outcome, signal_name
+
+__all__ = ["StepJudge", "run_trial"]
+
+StepJudge = Callable[[StepRecord], bool]
+"""Called with each step as it arrives; returning True stops (prunes) the trial."""
+
+POLL_S = 0.05  # progress latency for on_step; waiting on the process wakes at its exit anyway
+
+
+def run_trial(
+    spec: TrialSpec,
+    *,
+    workdir: Path | str,
+    on_step: StepJudge | None = None,
+    grace_s: float = 3.0,  # SIGTERM -> SIGKILL: a worker not gone by then is hung
+) -> TrialResult:
+    """Run ``spec`` in a supervised subprocess and return its record; never raises for
+    anything the trial does.
+
+    The worker (``python -m autotune._trial_worker``) runs in its own session with
+    ``TMPDIR`` and the inductor cache inside ``workdir``, where it leaves ``spec.json``,
+    ``progress.jsonl`` (one step record per line), ``result.json`` (the RunResult or a
+    structured error) and ``output.log`` (its stdout and stderr). Files an earlier trial
+    left in ``workdir`` are removed first.
+
+    ``on_step`` sees every step in order while the trial runs; when it returns True the
+    trial is stopped and recorded PRUNED. Past ``spec.timeout_s`` (counted from process
+    start, so torch's import is included) it is stopped and recorded TIMEOUT. Stopping
+    sends SIGTERM to the worker's process group, then SIGKILL after ``grace_s``.
+
+    Whatever happens in the caller too (an exception from ``on_step``, KeyboardInterrupt),
+    the worker's process group is killed before this returns or raises: no orphan is left.
+    If the caller's process dies outright (SIGKILL), the worker notices within a second and
+    kills its own group. Afterwards the worker's scratch (``tmp/``, ``inductor/``) is
+    removed; the four record files stay.
+
+    Raises:
+        OSError: ``workdir`` cannot be written, or the worker cannot be started.
+    """
+    files = TrialFiles(Path(workdir))
+    files.reset()
+    write_text_atomic(files.spec, spec.model_dump_json(indent=1) + "\n")
+    with open(files.log, "wb") as log:
+        started = time.monotonic()
+        proc = _process.launch(files, log, spec.memory_limit_bytes is not None)
+        try:
+            watch = _Watch(proc, files, spec, on_step, started)
+            stopped = watch.follow()
+        finally:
+            _process.stop_group(proc, grace_s)
+            files.clear_scratch()
+        ended = time.monotonic()
+    return _record(proc, files, spec, watch, stopped, ended - started)
+
+
+class _Watch:
+    """Polls the worker: relays progress to ``on_step``, enforces the timeout."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        files: TrialFiles,
+        spec: TrialSpec,
+        on_step: StepJudge | None,
+        started: float,
+    ) -> None:
+        self.proc, self.spec, self.on_step, self.started = proc, spec, on_step, started
+        self.reader = ProgressReader(files.progress)
+        self.steps: list[StepRecord] = []
+        self.first_step_s: float | None = None
+
+    def follow(self) -> Stop | None:
+        """Return once the worker has exited (None) or was to be stopped (why)."""
+        deadline = self.started + self.spec.timeout_s
+        while True:
+            exited = self._wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
+            if self._take_progress():
+                return "pruned"
+            if exited:
+                return None
+            if time.monotonic() >= deadline:
+                return "timeout"
+
+    def _wait(self, seconds: float) -> bool:
+        try:
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _take_progress(self) -> bool:
+        """Take new step records; True when ``on_step`` asked to prune at one of them."""
+        for record in self.reader.read():
+            if self.first_step_s is None:
+                self.first_step_s = time.monotonic() - self.started
+            self.steps.append(record)
+            if self.on_step is not None and self.on_step(record):
+                return True
+        return False
+
+
+def _record(
+    proc: subprocess.Popen[bytes],
+    files: TrialFiles,
+    spec: TrialSpec,
+    watch: _Watch,
+    stopped: Stop | None,
+    wall_s: float,
+) -> TrialResult:
+    returncode = proc.returncode
+    outcome = read_outcome(files.result)
+    verdict = decide(Ending(returncode, stopped, watch.steps, outcome), spec)
+    # A finished run's own records are complete; a pruned one's end where it was pruned.
+    steps = outcome.steps if isinstance(outcome, RunResult) and stopped != "pruned" else watch.steps
+    return TrialResult(
+        status=verdict.status,
+        reason=verdict.reason,
+        summary=verdict.summary,
+        steps=steps,
+        error=verdict.error,
+        pid=proc.pid,
+        exit_code=returncode if returncode is not None and returncode >= 0 else None,
+        signal=signal_name(-returncode) if returncode is not None and returncode < 0 else None,
+        wall_s=wall_s,
+        first_step_s=watch.first_step_s,
+        output_tail=_process.output_tail(files.log),
+    )

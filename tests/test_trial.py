@@ -1,0 +1,355 @@
+"""Supervised trials: every way a trial can end is recorded with its status and reason,
+and no worker process outlives :func:`run_trial` (DESIGN.md, invariant 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from autotune._trial_worker import classify
+from autotune.config import TrainConfig
+from autotune.errors import TaskError, TrainingError
+from autotune.runtime import StepRecord
+from autotune.trial import TrialResult, TrialSpec, TrialStatus, WorkerError, run_trial
+from autotune.trial._process import ProgressReader, TrialFiles, output_tail
+from autotune.trial._verdict import Ending, decide, read_outcome, signal_name
+from tests.conftest import TINY_TASK
+
+WriteTask = Callable[..., Path]
+
+
+def _faulty(*lines: str, at_step: int = 1) -> str:
+    """TINY_TASK whose loss function runs ``lines`` from the ``at_step``-th call on."""
+    body = "".join(f"        {line}\n" for line in lines)
+    return TINY_TASK.replace(
+        "def loss_fn(model, batch):\n",
+        "import os, sys, time\n_calls = [0]\n\n"
+        "def loss_fn(model, batch):\n"
+        "    _calls[0] += 1\n"
+        f"    if _calls[0] >= {at_step}:\n{body}",
+    )
+
+
+def _spec(task: Path, **values: Any) -> TrialSpec:
+    values.setdefault("steps", 6)
+    values.setdefault("device", "cpu")
+    values.setdefault("timeout_s", 60.0)
+    train = TrainConfig.model_validate({"micro_batch_size": 16, "optimizer": {"lr": 1e-2}})
+    return TrialSpec(task_path=task, train=train, **values)
+
+
+def _assert_gone(result: TrialResult) -> None:
+    """Neither the worker nor anything in its process group is alive."""
+    with pytest.raises(ProcessLookupError):
+        os.kill(result.pid, 0)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(result.pid, 0)
+
+
+def _trial(write_task: WriteTask, tmp_path: Path, source: str, **values: Any) -> TrialResult:
+    result = run_trial(_spec(write_task(source), **values), workdir=tmp_path / "trial")
+    _assert_gone(result)
+    assert result.reason and "\n" not in result.reason
+    return result
+
+
+# -- trials in a subprocess --------------------------------------------------------------
+
+
+def test_healthy_trial_is_ok_with_summary_and_steps(write_task: WriteTask, tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    def watch(record: StepRecord) -> bool:
+        seen.append(record.step)
+        return False  # never prune
+
+    result = run_trial(_spec(write_task(TINY_TASK)), workdir=tmp_path / "trial", on_step=watch)
+    _assert_gone(result)
+    assert result.status is TrialStatus.OK, result.output_tail
+    assert result.reason.startswith("trained 6 steps: final loss ")
+    assert result.summary is not None and result.summary.loss_finite
+    assert result.summary.peak_memory_bytes is not None  # measure_memory defaults on
+    assert [r.step for r in result.steps] == [1, 2, 3, 4, 5, 6] == seen
+    assert result.exit_code == 0 and result.signal is None and result.error is None
+    assert result.first_step_s is not None and 0 < result.first_step_s <= result.wall_s
+    progress = (tmp_path / "trial" / "progress.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in progress] == [1, 2, 3, 4, 5, 6]
+    left = {p.name for p in (tmp_path / "trial").iterdir()}
+    assert left == {"spec.json", "progress.jsonl", "result.json", "output.log"}
+    assert TrialResult.model_validate_json(result.to_json()) == result
+
+
+LOSS_FAULTS = {  # the loss function's line from step 3 on -> status, reason (a regex)
+    "raises": (
+        "raise ValueError('boom in the loss')",
+        TrialStatus.CRASH,
+        r"^task error: .*model\.py:\d+: computing the loss raised ValueError: boom in the loss",
+    ),
+    "sys.exit": (
+        "sys.exit(3)",
+        TrialStatus.CRASH,
+        r"^the task called sys\.exit\(3\) at .*model\.py:\d+$",
+    ),
+    "nan": (
+        "return model(batch[0]).sum() * float('nan')",
+        TrialStatus.UNSTABLE,
+        r"^training diverged: non-finite loss \(nan\) at step 3$",
+    ),
+    "os._exit": (
+        "os._exit(0)",
+        TrialStatus.CRASH,
+        r"^exited with status 0 without writing a result \(after step 2 of 6\)$",
+    ),
+}
+
+
+@pytest.mark.parametrize(("line", "status", "reason"), LOSS_FAULTS.values(), ids=LOSS_FAULTS)
+def test_failures_in_the_loss_are_recorded(
+    write_task: WriteTask, tmp_path: Path, line: str, status: TrialStatus, reason: str
+) -> None:
+    result = _trial(write_task, tmp_path, _faulty(line, at_step=3))
+    assert result.status is status, result.output_tail
+    assert re.search(reason, result.reason), result.reason
+    again = TrialResult.model_validate_json(result.to_json())  # NaN losses survive
+    assert again.model_dump(exclude={"steps", "summary"}) == result.model_dump(
+        exclude={"steps", "summary"}
+    )
+    assert [r.step for r in again.steps] == [r.step for r in result.steps]
+
+
+@pytest.mark.parametrize(
+    ("lines", "name"),
+    [(["os.abort()"], "SIGABRT"), (["import ctypes", "ctypes.string_at(0)"], "SIGSEGV")],
+    ids=["abort", "segfault"],
+)
+def test_death_by_signal_is_a_crash_named_by_the_signal(
+    write_task: WriteTask, tmp_path: Path, lines: list[str], name: str
+) -> None:
+    result = _trial(write_task, tmp_path, _faulty(*lines, at_step=2))
+    assert result.status is TrialStatus.CRASH
+    assert result.signal == name and result.exit_code is None
+    assert result.reason == f"killed by {name} without writing a result (after step 1 of 6)"
+    assert [r.step for r in result.steps] == [1]  # streamed before it died
+    assert "in loss_fn" in result.output_tail  # faulthandler's stack, for the record
+
+
+def test_out_of_memory_under_a_memory_limit(write_task: WriteTask, tmp_path: Path) -> None:
+    grab = "torch.empty(8 << 30, dtype=torch.uint8)"  # 8 GiB: far past the 2 GiB limit
+    result = _trial(write_task, tmp_path, _faulty(grab), memory_limit_bytes=2 << 30)
+    assert result.status is TrialStatus.OOM, result.output_tail
+    assert result.error is not None and result.error.error == "oom"
+    assert result.reason.startswith("out of memory under memory_limit_bytes=2,147,483,648: ")
+    assert "can't allocate memory" in result.reason
+
+
+def test_memory_limit_below_torch_itself_is_a_config_error(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    result = _trial(write_task, tmp_path, TINY_TASK, memory_limit_bytes=64 << 20)
+    assert result.status is TrialStatus.CRASH
+    assert result.error is not None and result.error.error == "config"
+    assert "memory_limit_bytes must exceed what the worker maps" in result.reason
+
+
+def test_broken_task_file_is_a_task_error(write_task: WriteTask, tmp_path: Path) -> None:
+    result = _trial(write_task, tmp_path, "raise RuntimeError('no data here')\n")
+    assert result.status is TrialStatus.CRASH and result.steps == []
+    assert result.error is not None and result.error.error == "task"
+    assert "importing the task file raised RuntimeError: no data here" in result.reason
+
+
+@pytest.mark.slow
+def test_hang_times_out_and_the_group_is_killed(write_task: WriteTask, tmp_path: Path) -> None:
+    # It hangs in step 1: on a loaded machine it may not even get there within the timeout,
+    # and the record is the same either way.
+    result = _trial(write_task, tmp_path, _faulty("time.sleep(1000)"), timeout_s=4.0)
+    assert result.status is TrialStatus.TIMEOUT and result.steps == []
+    assert result.reason == (
+        "no result within timeout_s=4 s (after step 0 of 6); its process group was killed"
+    )
+    assert result.signal == "SIGTERM" and 4.0 <= result.wall_s < 10.0
+
+
+def test_on_step_true_prunes_at_that_step(write_task: WriteTask, tmp_path: Path) -> None:
+    spec = _spec(write_task(_faulty("time.sleep(0.02)")), steps=10_000)
+    result = run_trial(spec, workdir=tmp_path, on_step=lambda r: r.step == 3)
+    _assert_gone(result)
+    assert result.status is TrialStatus.PRUNED and result.summary is None
+    assert [r.step for r in result.steps] == [1, 2, 3]
+    assert result.reason.startswith("pruned at step 3 (loss ") and result.reason.endswith(
+        ") by on_step"
+    )
+
+
+def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    ignore = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"  # at import
+    spec = _spec(write_task(ignore + _faulty("time.sleep(1000)", at_step=2)))
+    result = run_trial(spec, workdir=tmp_path, on_step=lambda r: r.step == 1, grace_s=0.5)
+    _assert_gone(result)
+    assert result.status is TrialStatus.PRUNED and result.signal == "SIGKILL"
+
+
+def test_interrupting_the_parent_leaves_no_orphan(write_task: WriteTask, tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    source = _faulty(f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))", "time.sleep(0.02)")
+    spec = _spec(write_task(source), steps=10_000)
+
+    def interrupt(record: StepRecord) -> bool:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, workdir=tmp_path / "trial", on_step=interrupt)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+
+
+PARENT = """
+import sys
+from pathlib import Path
+from autotune.trial import TrialSpec, run_trial
+spec = TrialSpec.model_validate_json(Path(sys.argv[1]).read_text())
+run_trial(spec, workdir=Path(sys.argv[2]))
+"""
+
+
+def _alive_in_group(pgid: int) -> list[int]:
+    """Pids of live (not zombie) processes in group ``pgid``; reaping orphans is init's job."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_supervisor_killed_by_sigkill_takes_its_worker_along(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "worker.pid"
+    source = _faulty(f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))", "time.sleep(1000)")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(_spec(write_task(source)).model_dump_json())
+    command = [sys.executable, "-c", PARENT, str(spec_file), str(tmp_path / "trial")]
+    parent = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert _alive_in_group(worker) == [worker]
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _alive_in_group(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _alive_in_group(worker) == []
+
+
+# -- the parts, without a subprocess -----------------------------------------------------
+
+
+def test_spec_is_closed_and_round_trips(tmp_path: Path) -> None:
+    spec = _spec(tmp_path / "model.py", memory_limit_bytes=3 << 30)
+    assert TrialSpec.model_validate_json(spec.model_dump_json()) == spec
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        TrialSpec.model_validate({**spec.model_dump(), "timeout": 3})
+    with pytest.raises(ValidationError, match="greater than 0"):
+        _spec(tmp_path / "model.py", timeout_s=0)
+
+
+def test_progress_reader_leaves_a_partial_line_for_later(tmp_path: Path) -> None:
+    path = tmp_path / "progress.jsonl"
+    reader = ProgressReader(path)
+    assert reader.read() == []  # not written yet
+    record = {"step": 1, "loss": float("nan"), "elapsed_s": 0.1, "samples": 16}
+    record |= {"step_time_s": 0.1, "samples_per_s": 160.0, "lr": 0.01}
+    line = json.dumps(record) + "\n"
+    path.write_text(line + line[:10])
+    first = reader.read()
+    assert [r.step for r in first] == [1] and first[0].loss != first[0].loss  # NaN kept
+    with open(path, "a") as handle:
+        handle.write(line[10:])
+    assert [r.step for r in reader.read()] == [1]
+    assert reader.read() == []
+
+
+def test_output_tail_keeps_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    log.write_bytes(b"".join(b"line %d\n" % i for i in range(100)) + b"\xff bad byte\n")
+    tail = output_tail(log).splitlines()
+    assert len(tail) == 20 and tail[0] == "line 81" and tail[-1] == "\ufffd bad byte"
+    assert output_tail(tmp_path / "missing.log") == ""
+
+
+def test_classify_finds_the_allocation_failure_behind_a_task_error() -> None:
+    try:
+        try:
+            raise RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: 8 GB")
+        except RuntimeError as inner:
+            raise TaskError("model.py:3: computing the loss raised RuntimeError") from inner
+    except TaskError as exc:
+        error = classify(exc)
+    assert error.error == "oom" and error.type == "RuntimeError"
+    assert classify(MemoryError()).model_dump() == {
+        "error": "oom",
+        "type": "MemoryError",
+        "message": "the allocation failed",
+    }
+    assert classify(SystemExit()).message == "the task called sys.exit()"
+    assert classify(KeyError("k")) == WorkerError(error="exception", type="KeyError", message="'k'")
+    died = classify(TrainingError("rank 1 was killed by SIGKILL after step 4."))
+    assert died.model_dump() == {
+        "error": "exception",
+        "type": "TrainingError",
+        "message": "rank 1 was killed by SIGKILL after step 4.",
+    }
+
+
+def test_sigkill_without_a_record_is_not_claimed_as_oom(tmp_path: Path) -> None:
+    spec = _spec(tmp_path / "model.py", memory_limit_bytes=2 << 30)
+    verdict = decide(Ending(-signal.SIGKILL, None, [], None), spec)
+    assert verdict.status is TrialStatus.CRASH
+    assert verdict.reason.startswith("killed by SIGKILL without writing a result (after step 0")
+    assert "OOM killer is the usual cause" in verdict.reason
+    assert signal_name(77) == "signal 77"
+
+
+def test_an_unreadable_result_file_is_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_text('{"summary": ')
+    outcome = read_outcome(path)
+    assert isinstance(outcome, str) and "cannot be read" in outcome
+    verdict = decide(Ending(0, None, [], outcome), _spec(tmp_path / "model.py"))
+    assert verdict.status is TrialStatus.CRASH and verdict.reason == outcome
+    assert read_outcome(tmp_path / "absent.json") is None
+
+
+def test_files_left_by_an_earlier_trial_are_removed(tmp_path: Path) -> None:
+    files = TrialFiles(tmp_path / "trial")
+    files.reset()
+    for path in (files.spec, files.result, files.progress, files.log):
+        path.write_text("stale")
+    files.reset()
+    assert sorted(p.name for p in files.workdir.iterdir()) == ["tmp"]
+    (files.inductor / "cache").mkdir(parents=True)
+    files.clear_scratch()
+    assert list(files.workdir.iterdir()) == []

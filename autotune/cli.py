@@ -11,21 +11,27 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autotune import __version__
+from autotune import __version__, profiler
 from autotune._io import write_text_atomic
+from autotune._probe_view import probe_tables
+from autotune._units import format_bytes, parse_bytes, parse_duration
 from autotune.config import TrainConfig, TunedConfig, load_tuned_config
 from autotune.errors import AutotuneError
 from autotune.runtime import RunOptions, RunResult, RunSummary, StepRecord, train
+from autotune.search import SearchOptions, SearchOutcome, redact, run_search
 from autotune.task import Task, load_task
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="autotune",
@@ -179,9 +185,9 @@ def _summary_table(summary: RunSummary, config: TrainConfig) -> Table:
         "loss finite": "yes" if summary.loss_finite else "[red]no[/]",
         "throughput": f"{summary.samples_per_s:,.1f} samples/s median of {summary.timed_steps} "
         f"steps (p10 {summary.samples_per_s_p10:,.1f}, p90 {summary.samples_per_s_p90:,.1f})",
-        "peak memory": _bytes(summary.peak_memory_bytes)
+        "peak memory": format_bytes(summary.peak_memory_bytes)
         + (f" ({summary.memory_source})" if summary.memory_source else ""),
-        "activation memory": _bytes(summary.activation_memory_bytes),
+        "activation memory": format_bytes(summary.activation_memory_bytes),
         "precision": summary.precision
         + (
             f", {summary.grad_scaler_overflow_steps} overflow steps skipped"
@@ -202,13 +208,145 @@ def _summary_table(summary: RunSummary, config: TrainConfig) -> Table:
     return table
 
 
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "n/a"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= size:
-            return f"{value / size:,.1f} {unit}"
-    return f"{value} B"
+@app.command()
+def probe(
+    task_file: Annotated[Path, typer.Argument(help="The task file (model.py) to probe.")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the ProbeReport as JSON here.")
+    ] = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory budget for max batch sizes, e.g. 4GB or 512MiB (default: "
+            "90% of the device's memory)."
+        ),
+    ] = None,
+) -> None:
+    """Measure this hardware and TASK_FILE's model; predict memory and speed per variant."""
+    limit = _parse_option(parse_bytes, memory_limit, "--memory-limit")
+    with _user_errors(), _scratch_dirs():
+        task = load_task(task_file)
+        with Progress(*_PROBE_COLUMNS, console=err, transient=True) as progress:
+            bar = progress.add_task("probe", total=None, what="starting")
+
+            def show(update: profiler.ProbeProgress) -> None:
+                progress.update(bar, completed=update.done, total=update.total, what=update.message)
+
+            report = profiler.probe(task, memory_limit_bytes=limit, on_progress=show)
+    if json_out is not None:
+        write_text_atomic(json_out, report.model_dump_json(indent=1) + "\n")
+    for table in probe_tables(report):
+        out.print(table)
+
+
+@app.command()
+def search(
+    task_file: Annotated[Path, typer.Argument(help="The task file (model.py) to tune.")],
+    space: Annotated[
+        str, typer.Option(help="Search space: default, transformer, cnn, or a YAML file.")
+    ] = "default",
+    budget: Annotated[str, typer.Option(help="Wall-clock budget: 300, 90s, 5m or 1h.")] = "5m",
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Most convergence trials (default: budget-bound).")
+    ] = None,
+    storage: Annotated[
+        str, typer.Option(help="Optuna storage URL (SQLite file or any RDB).")
+    ] = "sqlite:///autotune.db",
+    study_name: Annotated[
+        str | None, typer.Option(help="Study name (default: the task file's stem).")
+    ] = None,
+    target_loss: Annotated[
+        float | None, typer.Option(help="Loss to reach (default: what the baseline reaches).")
+    ] = None,
+    memory_limit: Annotated[
+        str | None, typer.Option(help="Memory budget, e.g. 4GB (default: 90% of the device's).")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write the result.")
+    ] = Path("tuned.yaml"),
+    seed: Annotated[int, typer.Option(help="Seed of every run: same init and data order.")] = 0,
+) -> None:
+    """Find the fastest stable config for TASK_FILE and write it to tuned.yaml."""
+    options = SearchOptions(
+        task_path=task_file,
+        space=space,
+        budget_s=_parse_option(parse_duration, budget, "--budget") or 300.0,
+        trials=trials,
+        storage=storage,
+        study_name=study_name,
+        target_loss=target_loss,
+        memory_limit_bytes=_parse_option(parse_bytes, memory_limit, "--memory-limit"),
+        output=output,
+        seed=seed,
+    )
+    started = time.monotonic()
+    with _user_errors(), _scratch_dirs():
+        err.print(f"study storage: {redact(storage)}", highlight=False)
+        outcome = run_search(
+            options,
+            lambda line: err.print(
+                f"[dim]{time.monotonic() - started:6.1f}s[/] {line}", highlight=False
+            ),
+        )
+    out.print(_search_table(outcome, output))
+
+
+def _search_table(outcome: SearchOutcome, output: Path) -> Table:
+    tuned = outcome.tuned
+    table = _kv_table(f"autotune search -> {output}")
+    train, measured = tuned.train, tuned.measured
+    table.add_row("precision", train.precision)
+    table.add_row(
+        "batch",
+        f"{train.micro_batch_size} micro x {train.grad_accum_steps} accum x "
+        f"{train.world_size} ranks = {train.global_batch}",
+    )
+    table.add_row("checkpointing", str(train.activation_checkpointing))
+    table.add_row(
+        "optimizer",
+        f"{train.optimizer.name} lr {train.optimizer.lr:.3g}, {train.schedule.name} "
+        f"schedule, warmup {train.schedule.warmup_steps} steps",
+    )
+    if measured is not None:
+        if measured.speedup_spread is not None:
+            s = measured.speedup_spread
+            table.add_row(
+                "time-to-target speed-up",
+                f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f}, {s.n} pairs)",
+            )
+        if measured.throughput_speedup is not None:
+            s = measured.throughput_speedup
+            table.add_row(
+                "throughput speed-up", f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f})"
+            )
+        table.add_row("samples/s", f"{measured.throughput_samples_per_s:,.1f}")
+        table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
+        table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else "-")
+    return table
+
+
+def _kv_table(title: str) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    return table
+
+
+_PROBE_COLUMNS = (
+    TextColumn("[bold]probe[/]"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TextColumn("{task.fields[what]}"),
+)
+
+
+def _parse_option(parse: Callable[[str], _T], text: str | None, name: str) -> _T | None:
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from None
 
 
 @app.command()

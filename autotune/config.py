@@ -108,7 +108,7 @@ class TrainConfig(_Closed):
     )
     compile: bool = Field(False, description="Wrap the model in torch.compile.")
     optimizer: OptimizerConfig
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # type: ignore[arg-type]
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     gradient_clip_val: float | None = Field(
         None, gt=0, description="Clip the global gradient norm to this value; None: no clip."
     )
@@ -168,7 +168,12 @@ class Measured(_Closed):
     time_to_target_spread: Spread | None = None
     baseline: BaselineMeasured | None = None
     speedup_vs_baseline: float | None = Field(None, gt=0)
-    speedup_spread: Spread | None = None
+    speedup_spread: Spread | None = Field(
+        None, description="Time-to-target speed-up over the baseline, per confirmation pair."
+    )
+    throughput_speedup: Spread | None = Field(
+        None, description="samples/s of the tuned config over the baseline's, per pair."
+    )
 
 
 class Provenance(_Closed):

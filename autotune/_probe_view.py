@@ -1,0 +1,94 @@
+"""Rich tables of a :class:`~autotune.profiler.ProbeReport` for the terminal."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from autotune._units import format_bytes
+from autotune.profiler import ProbeReport, VariantReport
+
+__all__ = ["probe_tables"]
+
+
+def probe_tables(report: ProbeReport) -> list[Table]:
+    """Hardware, model, variant and verdict tables, in reading order."""
+    return [_hardware(report), _model(report), _variants(report), _verdicts(report)]
+
+
+def _two_columns(title: str) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    return table
+
+
+def _flops(value: float) -> str:
+    return f"{value / 1e12:,.2f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
+
+
+def _hardware(report: ProbeReport) -> Table:
+    hw = report.hardware
+    table = _two_columns("Hardware (measured)")
+    table.add_row("device", f"{hw.device.count} x {hw.device.kind} {hw.device.name}")
+    table.add_row("memory", format_bytes(hw.device.memory_bytes))
+    table.add_row("cpu", f"{hw.cpu_cores} cores, torch uses {hw.cpu_threads} threads")
+    for key, value in hw.peak_flops.items():
+        table.add_row(f"peak {key} matmul", _flops(value))
+    table.add_row("memory bandwidth", f"{hw.memory_bandwidth_bytes_per_s / 1e9:,.1f} GB/s")
+    table.add_row("torch", hw.torch_version)
+    return table
+
+
+def _model(report: ProbeReport) -> Table:
+    model, noise = report.model, report.noise_scale
+    table = _two_columns(f"Model: {report.task}")
+    table.add_row("parameters", f"{model.trainable_params:,} trainable of {model.total_params:,}")
+    table.add_row("FLOPs / sample", f"{model.flops_per_sample / 1e6:,.1f} MFLOP (fwd+bwd)")
+    if model.flops_vs_rule is not None:
+        table.add_row(
+            "6NT rule",
+            f"{model.rule_flops_per_sample / 1e6:,.1f} MFLOP; counted / rule = "
+            f"{model.flops_vs_rule:.3f}",
+        )
+    blocks = ", ".join(model.blocks[:4]) + (" ..." if len(model.blocks) > 4 else "")
+    table.add_row("checkpoint blocks", f"{len(model.blocks)}: {blocks}" if blocks else "none found")
+    noise_text = f"{noise.b_simple:,.0f} samples" if noise.b_simple is not None else "n/a"
+    table.add_row("gradient noise scale", f"{noise_text} ({noise.reason})")
+    budget = report.memory_budget
+    table.add_row("memory budget", f"{format_bytes(budget.budget_bytes)} ({budget.source})")
+    table.add_row("probe time", f"{report.probe_seconds:.1f} s")
+    return table
+
+
+def _variants(report: ProbeReport) -> Table:
+    table = Table(title="Variants: peak = fixed + per-sample x batch", title_justify="left")
+    columns = ["precision", "ckpt", "viable", "fixed", "per sample", "max batch"]
+    columns += [f"samples/s b={b}" for b in report.probe_batches]
+    for name in [*columns, "MFU"]:
+        table.add_column(name, overflow="fold")
+    for variant in report.variants:
+        table.add_row(*_variant_row(variant, report.probe_batches))
+    return table
+
+
+def _variant_row(variant: VariantReport, batches: list[int]) -> list[str]:
+    rates = {p.batch_size: f"{p.samples_per_s:,.0f}" for p in variant.probes}
+    return [
+        variant.precision,
+        variant.activation_checkpointing,
+        "yes" if variant.viable else "[red]no[/]",
+        format_bytes(variant.fixed_bytes),
+        format_bytes(variant.bytes_per_sample),
+        "-" if variant.max_batch_size is None else f"{variant.max_batch_size:,}",
+        *[rates.get(b, "-") for b in batches],
+        "-" if variant.mfu is None else f"{variant.mfu:.1%}",
+    ]
+
+
+def _verdicts(report: ProbeReport) -> Table:
+    table = Table(title="Why each variant is (not) viable", title_justify="left")
+    table.add_column("variant", no_wrap=True)
+    table.add_column("reason")
+    for variant in report.variants:
+        table.add_row(variant.name, variant.reason)
+    return table

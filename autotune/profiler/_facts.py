@@ -1,0 +1,152 @@
+"""Model facts: parameters, forward+backward FLOPs per sample, the 6NT rule, blocks."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.data import IterableDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from autotune.errors import TaskError
+from autotune.profiler._schema import ModelFacts
+from autotune.runtime import find_blocks
+from autotune.runtime._data import to_device
+from autotune.task import Task
+
+__all__ = ["FLOPS_BATCH", "PROBE_SEED", "model_facts", "sample_batch", "seeded"]
+
+PROBE_SEED = 0  # one seed for every probe run: the same initial weights and data order
+
+# Two samples: the fewest with which BatchNorm trains (one sample has no batch variance)
+# and FLOPs are linear in batch size, so counting more only costs time.
+FLOPS_BATCH = 2
+_DENSE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def model_facts(
+    task: Task,
+    device: torch.device | str = "cpu",
+    *,
+    seed: int = PROBE_SEED,
+    batch_size: int = FLOPS_BATCH,
+) -> ModelFacts:
+    """Count ``task``'s parameters and per-sample training FLOPs on a fresh model.
+
+    The model is built under ``seed`` (the global RNG is restored afterwards), and one
+    batch of the first ``batch_size`` samples goes forward (``task.compute_loss``) and
+    backward under :class:`~torch.utils.flop_counter.FlopCounterMode` in fp32. Attention
+    runs on the math SDPA backend, whose matmuls the counter sees (CPU fused kernels are
+    not counted). ``matmul_params`` and ``tokens_per_sample`` come from hooks on the
+    Linear and Conv layers, giving the 6NT rule to compare against.
+    """
+    with seeded(seed, device):
+        model = task.build_model()
+    blocks = [name for name, _ in find_blocks(model, task.blocks)]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    batch, count = sample_batch(task, batch_size)
+    flops, tally = _count(task, model.to(torch.device(device)), batch, torch.device(device))
+    per_sample = flops / count
+    tokens = tally.tokens_per_sample(count)
+    rule = 6.0 * tally.params * tokens
+    return ModelFacts(
+        total_params=total,
+        trainable_params=trainable,
+        flops_per_sample=per_sample,
+        flops_batch_size=count,
+        matmul_params=tally.params,
+        tokens_per_sample=tokens,
+        rule_flops_per_sample=rule,
+        flops_vs_rule=per_sample / rule if rule > 0 else None,
+        blocks=blocks,
+    )
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's RNGs for the block, and restore the caller's RNG state afterwards."""
+    target = torch.device(device)
+    cuda = [target.index or 0] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def sample_batch(task: Task, size: int) -> tuple[Any, int]:
+    """The first ``size`` samples of the task's dataset (fewer if it has fewer), collated.
+
+    Returns the batch and how many samples it holds; raises :class:`TaskError` for an
+    IterableDataset that yields nothing (an empty map-style one the Task rejects itself).
+    """
+    dataset = task.build_dataset()
+    stream = iter(dataset) if isinstance(dataset, IterableDataset) else _indexed(dataset)
+    samples = list(itertools.islice(stream, size))
+    if not samples:
+        raise TaskError(
+            f"{task.where()}: the dataset yielded no samples; make it yield at least one batch."
+        )
+    return task.collate(samples), len(samples)
+
+
+def _indexed(dataset: Any) -> Iterator[Any]:
+    return (dataset[i] for i in range(len(dataset)))
+
+
+def _count(
+    task: Task, model: nn.Module, batch: Any, device: torch.device
+) -> tuple[int, _DenseTally]:
+    """FLOPs of one forward+backward of ``batch``, and what the dense layers saw."""
+    counter = FlopCounterMode(display=False)
+    with _DenseTally(model) as tally, sdpa_kernel(SDPBackend.MATH), counter:
+        loss = task.compute_loss(model, to_device(batch, device))
+        loss.backward()  # type: ignore[no-untyped-call]
+    return int(counter.get_total_flops()), tally
+
+
+class _DenseTally(contextlib.AbstractContextManager["_DenseTally"]):
+    """Forward hooks on Linear/Conv layers: distinct weights and weight-applications.
+
+    A Linear layer applies its weight once per output row, a convolution once per output
+    position; ``weight.numel() * applications`` is the layer's multiply-accumulates.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.weights: dict[int, int] = {}  # id(weight) -> numel, tied weights once
+        self.macs = 0
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> _DenseTally:
+        for module in self.model.modules():
+            if isinstance(module, _DENSE):
+                self._handles.append(module.register_forward_hook(self._hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        weight = module.weight
+        if not isinstance(weight, torch.Tensor) or not isinstance(output, torch.Tensor):
+            return
+        # Linear: features last. Conv: channels at dim 1 (dim 0 for an unbatched input).
+        channel_dim = -1 if isinstance(module, nn.Linear) else output.ndim - weight.ndim + 1
+        width = output.shape[channel_dim]
+        self.weights[id(weight)] = weight.numel()
+        self.macs += weight.numel() * (output.numel() // max(1, int(width)))
+
+    @property
+    def params(self) -> int:
+        """N: distinct dense weights that ran."""
+        return sum(self.weights.values())
+
+    def tokens_per_sample(self, batch_size: int) -> float:
+        """T: applications per sample, weighted by weight count (MACs per sample / N)."""
+        return self.macs / batch_size / self.params if self.params else 0.0

@@ -1,0 +1,111 @@
+"""Precision viability: pure rules, first from the hardware's peaks, then from the model.
+
+A reduced precision exists to be faster (and smaller). It is ruled out in two steps:
+
+1. Cheaply, before any model run (:func:`hardware_verdict`): the device lacks the dtype,
+   or the dtype's measured matmul peak is far below fp32's (fp16 on most CPUs runs
+   8-40x slower: running the model in it would only burn probe time).
+2. On the model (:func:`speed_verdict`): its measured samples/s against 32-true at the
+   same batch sizes.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from autotune.config import Precision
+from autotune.hardware import HardwareInfo, peak_key
+
+__all__ = [
+    "MIN_PEAK_RATIO",
+    "MIN_SPEED_RATIO",
+    "REFERENCE_PRECISION",
+    "Verdict",
+    "hardware_verdict",
+    "speed_ratio",
+    "speed_verdict",
+]
+
+REFERENCE_PRECISION: Precision = "32-true"
+# Below half of fp32's samples/s a precision cannot win the throughput search: the memory
+# it saves buys a larger batch, and past the small probe batches a larger batch does not
+# double samples/s. Slower variants within 2x stay in, for the search to weigh memory.
+MIN_SPEED_RATIO = 0.5
+# A dtype whose matmul peak is under a quarter of fp32's is not even run on the model:
+# matmuls dominate a training step, so it would land far under MIN_SPEED_RATIO (fp16 on
+# CPU measures 0.02-0.1x). A quarter, not a half, leaves a margin for models that are not
+# matmul-bound, whose speed the peak does not predict; the model run decides those.
+MIN_PEAK_RATIO = 0.25
+
+_DTYPE_OF: dict[str, str] = {"bf16-mixed": "bf16", "bf16-true": "bf16", "16-mixed": "fp16"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a precision is viable, and why (a sentence with the numbers)."""
+
+    viable: bool
+    reason: str
+
+
+def hardware_verdict(precision: Precision, hardware: HardwareInfo) -> Verdict:
+    """Rule out ``precision`` from the hardware alone: no dtype, or a far-too-slow peak.
+
+    A viable verdict here is provisional: :func:`speed_verdict` confirms it on the model.
+    """
+    if precision == REFERENCE_PRECISION:
+        return Verdict(True, "32-true is the reference precision every other is compared to")
+    dtype = _DTYPE_OF[precision]
+    supported = hardware.bf16_supported if dtype == "bf16" else hardware.fp16_supported
+    key = peak_key(precision, hardware.device.kind)
+    peak = hardware.peak_flops.get(key)
+    if not supported or peak is None:
+        return Verdict(False, f"{hardware.device.name} has no {dtype} matmul")
+    reference = hardware.peak_flops[peak_key(REFERENCE_PRECISION, hardware.device.kind)]
+    ratio = peak / reference
+    summary = (
+        f"{key} matmul peak {_gflops(peak)} is {ratio:.2g}x {_gflops(reference)} of "
+        f"{REFERENCE_PRECISION}"
+    )
+    if ratio < MIN_PEAK_RATIO:
+        return Verdict(False, f"{summary}, below {MIN_PEAK_RATIO}x: not run on the model")
+    return Verdict(True, f"{summary}; to be confirmed on the model")
+
+
+def speed_ratio(
+    samples_per_s: dict[int, float], reference_samples_per_s: dict[int, float]
+) -> float:
+    """Median over the batch sizes both were measured at of samples/s over the reference's.
+
+    The median of per-batch ratios shrugs off one batch disturbed by other load.
+    Raises ``ValueError`` when they share no batch size.
+    """
+    common = sorted(set(samples_per_s) & set(reference_samples_per_s))
+    if not common:
+        raise ValueError(
+            f"speed ratios need a batch size measured in both, but got batches "
+            f"{sorted(samples_per_s)} and {sorted(reference_samples_per_s)}."
+        )
+    return statistics.median(samples_per_s[b] / reference_samples_per_s[b] for b in common)
+
+
+def speed_verdict(precision: Precision, ratio: float, batches: Sequence[int]) -> Verdict:
+    """Viable when ``precision`` reached at least MIN_SPEED_RATIO of 32-true's samples/s."""
+    where = f"median over batches {', '.join(map(str, batches))}"
+    if ratio < MIN_SPEED_RATIO:
+        return Verdict(
+            False,
+            f"{precision} ran at {ratio:.2f}x the samples/s of {REFERENCE_PRECISION} on this "
+            f"model ({where}), below the {MIN_SPEED_RATIO}x floor",
+        )
+    return Verdict(
+        True,
+        f"{precision} ran at {ratio:.2f}x the samples/s of {REFERENCE_PRECISION} on this "
+        f"model ({where})",
+    )
+
+
+def _gflops(flops: float) -> str:
+    return f"{flops / 1e9:.3g} GFLOP/s"

@@ -1,0 +1,234 @@
+"""``autotune search``: the fastest *stable* config, found by measurement and proven.
+
+Outline (DESIGN.md, "Search, in outline"): probe -> baseline (sets the target) ->
+systems phase (samples/s; predicted from the probe, pruned by its memory model, the best
+few measured) -> convergence phase (time to target; TPE + median pruner) -> stability
+check against fp32 -> confirmation (winner and baseline interleaved) -> ``tuned.yaml``.
+Every trial runs in a supervised subprocess (:mod:`autotune.trial`) and is stored in the
+Optuna storage before the next starts; running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from autotune import profiler, stability
+from autotune import space as spaces
+from autotune.config import TrainConfig, TunedConfig, save_tuned_config
+from autotune.errors import AutotuneError
+from autotune.profiler import ProbeReport
+from autotune.search._confirm import confirm, provenance, reference_check, tuned_config
+from autotune.search._convergence import (
+    ConvergencePlan,
+    make_pruner,
+    make_sampler,
+    run_convergence,
+    winners,
+)
+from autotune.search._measure import Trialist, measured, ok
+from autotune.search._study import Studies, redact
+from autotune.search._systems import measure_systems, predict_systems
+from autotune.search._types import BaselineRun, Budget, Measured, SearchOptions
+from autotune.task import Task, load_task
+
+__all__ = ["SearchError", "SearchOptions", "SearchOutcome", "redact", "run_search"]
+
+_BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
+_MIN_BASELINE_STEPS = 30
+_STARTUP_S = 3.0  # per trial process: torch import, model build
+_STABILITY_CANDIDATES = 3  # winners tried in turn until one agrees with fp32
+
+
+class SearchError(AutotuneError):
+    """The search could not produce a config; the message says what to change."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    tuned: TunedConfig
+    removals: list[spaces.Removal]
+    studies: Studies
+
+
+Events = Callable[[str], None]
+
+
+def run_search(options: SearchOptions, note: Events | None = None) -> SearchOutcome:
+    """Run (or resume) the search and write ``options.output``; see the module docstring."""
+    say = note or (lambda _: None)
+    budget = Budget(options.budget_s)
+    task = load_task(options.task_path)
+    space = spaces.load_space(options.space)
+    name = options.study_name or Path(options.task_path).stem
+    studies = Studies(options.storage, name, make_sampler(options.seed), make_pruner())
+    with _workdir(options) as workdir:
+        trials = Trialist(Path(options.task_path), workdir, options.seed)
+        say("probing the hardware and the model")
+        report = studies.cached(
+            "probe",
+            ProbeReport,
+            lambda: profiler.probe(task, memory_limit_bytes=options.memory_limit_bytes),
+        )
+        space, removals = spaces.restrict(space, _facts(report, task))
+        for removal in removals:
+            say(str(removal))
+        base = task.baseline_config()
+        say("running the baseline")
+        baseline = studies.cached(
+            "baseline", BaselineRun, lambda: _baseline(task, base, report, options, trials)
+        )
+        say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
+        systems = _systems(space, report, base, studies, trials, options, say)
+        plan = ConvergencePlan(
+            space, base, systems, baseline, options.trials, _reserve(baseline, options)
+        )
+        run_convergence(plan, studies.convergence, trials, budget, lambda t: say(_trial_line(t)))
+        winner = _stable_winner(winners(studies.convergence), trials, say)
+        say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
+        found = confirm(winner, baseline, trials, options.confirm_pairs)
+        if not found.winner or not found.baseline:
+            raise SearchError("the confirmation runs failed; see the study's trials for why.")
+        best = studies.convergence.best_trial.number if winners(studies.convergence) else None
+        tuned = tuned_config(
+            found, baseline, report, provenance(redact(options.storage), name, best, report)
+        )
+        save_tuned_config(tuned, options.output)
+    return SearchOutcome(tuned, removals, studies)
+
+
+@contextlib.contextmanager
+def _workdir(options: SearchOptions) -> Iterator[Path]:
+    if options.workdir is not None:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+        yield options.workdir
+        return
+    path = Path(tempfile.mkdtemp(prefix="autotune-search-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _facts(report: ProbeReport, task: Task) -> spaces.Facts:
+    precisions = {}
+    for variant in report.variants:
+        if variant.activation_checkpointing == "none" or variant.precision not in precisions:
+            precisions[variant.precision] = spaces.Viability(
+                viable=variant.viable, reason=variant.reason
+            )
+    dataset = task.build_dataset()
+    size = len(dataset) if hasattr(dataset, "__len__") else None
+    return spaces.Facts(
+        device_kind=report.hardware.device.kind,
+        device_count=report.hardware.device.count,
+        cpu_cores=report.hardware.cpu_cores,
+        precisions=precisions,
+        checkpoint_blocks=bool(report.model.blocks),
+        dataset_size=size,
+    )
+
+
+def _baseline(
+    task: Task, base: TrainConfig, report: ProbeReport, options: SearchOptions, trials: Trialist
+) -> BaselineRun:
+    variant = report.variant(base.precision, "none")
+    step_s = variant.predict_step_time_s(base.micro_batch_size) * base.grad_accum_steps
+    steps = max(_MIN_BASELINE_STEPS, round(_BASELINE_SHARE * options.budget_s / step_s))
+    result = trials.run(base, steps)
+    run = measured(result, base, None) if ok(result) else None
+    if run is None or not stability.is_finite(run.losses):
+        raise SearchError(
+            f"the Task's baseline did not train ({result.status.value}: {result.reason}); "
+            f"fix Task.baseline so that `autotune run` trains it."
+        )
+    target, source = _target(run, task, options)
+    tt = Measured.model_validate({**run.model_dump(), "time_to_target_s": _tt(run, target)})
+    return BaselineRun(run=tt, steps=steps, target_loss=target, target_from=source)
+
+
+def _target(run: Measured, task: Task, options: SearchOptions) -> tuple[float, str]:
+    if options.target_loss is not None:
+        return options.target_loss, "user"
+    if task.target_loss is not None:
+        return float(task.target_loss), "task"
+    return stability.smooth(run.losses)[-1], "baseline"
+
+
+def _tt(run: Measured, target: float) -> float | None:
+    from autotune.search._measure import time_to_target
+
+    return time_to_target(run.losses, run.elapsed_s, target)
+
+
+def _systems(
+    space: spaces.SearchSpace,
+    report: ProbeReport,
+    base: TrainConfig,
+    studies: Studies,
+    trials: Trialist,
+    options: SearchOptions,
+    say: Events,
+) -> list[Measured]:
+    candidates, pruned = predict_systems(space, report, base)
+    say(f"systems: {len(candidates)} configs fit, {len(pruned)} pruned by the memory model")
+    runs = measure_systems(
+        candidates,
+        pruned,
+        studies.systems,
+        trials,
+        options.systems_measured,
+        spaces.systems_grid(space),
+    )
+    if not runs:
+        raise SearchError(
+            "no systems config could be measured; see `autotune probe` and the study's trials."
+        )
+    for run in runs:
+        say(f"systems: {_describe(run.train)} -> {run.samples_per_s:,.1f} samples/s")
+    return runs
+
+
+def _reserve(baseline: BaselineRun, options: SearchOptions) -> float:
+    per_pair = baseline.run.elapsed_s[-1] * 1.5 + 2 * _STARTUP_S
+    return options.confirm_pairs * per_pair + baseline.run.elapsed_s[-1] + _STARTUP_S
+
+
+def _stable_winner(candidates: list[Measured], trials: Trialist, say: Events) -> Measured:
+    if not candidates:
+        raise SearchError(
+            "no trial reached the target loss; give a larger --budget or a higher --target-loss."
+        )
+    for candidate in candidates[:_STABILITY_CANDIDATES]:
+        verdict = reference_check(candidate, trials)
+        say(f"stability of {_describe(candidate.train)}: {'; '.join(verdict.reasons)}")
+        if verdict.stable:
+            return candidate
+    raise SearchError("no candidate agreed with its fp32 run; see the stability notes above.")
+
+
+def _describe(config: TrainConfig) -> str:
+    ckpt = config.activation_checkpointing
+    ckpt_text = ckpt if isinstance(ckpt, str) else f"every_k={ckpt.every_k}"
+    return (
+        f"{config.precision} micro={config.micro_batch_size} accum={config.grad_accum_steps} "
+        f"world={config.world_size} ckpt={ckpt_text} lr={config.optimizer.lr:.2e} "
+        f"{config.schedule.name}"
+    )
+
+
+def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    value = "-" if trial.value is None or not math.isfinite(trial.value) else f"{trial.value:.1f}s"
+    return (
+        f"trial {trial.number}: {trial.state.name} {trial.user_attrs.get('status', '')} "
+        f"time-to-target {value} {trial.user_attrs.get('reason', '')}"
+    )

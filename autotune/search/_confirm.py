@@ -1,0 +1,130 @@
+"""Confirmation: the winner and the baseline re-run interleaved, and the tuned config."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+
+from autotune import __version__, hardware, stability
+from autotune.config import (
+    BaselineMeasured,
+    Provenance,
+    Spread,
+    TrainConfig,
+    TunedConfig,
+)
+from autotune.config import (
+    Measured as MeasuredSection,
+)
+from autotune.profiler import ProbeReport
+from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._types import BaselineRun, Measured
+
+__all__ = ["Confirmation", "confirm", "reference_check", "tuned_config"]
+
+_STEP_MARGIN = 1.5  # the winner's confirmation runs may take this many times its trial's steps
+
+
+@dataclass
+class Confirmation:
+    """Interleaved repeats of the winner and the baseline."""
+
+    winner: list[Measured] = field(default_factory=list)
+    baseline: list[Measured] = field(default_factory=list)
+    peak_memory_bytes: int | None = None
+
+
+def confirm(winner: Measured, baseline: BaselineRun, trials: Trialist, pairs: int) -> Confirmation:
+    """Run winner, baseline, winner, baseline, ...: machine drift hits both alike."""
+    found = Confirmation()
+    target = baseline.target_loss
+    cap = baseline.run.elapsed_s[-1] * 1.5
+    steps = max(len(winner.losses), int(len(winner.losses) * _STEP_MARGIN))
+    for pair in range(pairs):
+        result = trials.run(
+            winner.train,
+            steps,
+            watch=TargetWatch(target, cap),
+            time_cap_s=cap,
+            measure_memory=pair == 0,
+        )
+        run = measured(result, winner.train, target) if ok(result) else None
+        if run is not None:
+            found.winner.append(run)
+            found.peak_memory_bytes = found.peak_memory_bytes or run.peak_memory_bytes
+        result = trials.run(
+            baseline.run.train, baseline.steps, watch=TargetWatch(target, cap), time_cap_s=cap
+        )
+        base = measured(result, baseline.run.train, target) if ok(result) else None
+        if base is not None:
+            found.baseline.append(base)
+    return found
+
+
+def reference_check(winner: Measured, trials: Trialist) -> stability.StabilityVerdict:
+    """For reduced precision: the same config in fp32 over the same steps must agree."""
+    if winner.train.precision == "32-true":
+        return stability.verdict(winner.losses)
+    fp32 = winner.train.model_copy(update={"precision": "32-true"})
+    result = trials.run(fp32, len(winner.losses))
+    reference = [r.loss for r in result.steps]
+    return stability.verdict(winner.losses, reference=reference or None)
+
+
+def _spread(values: list[float]) -> Spread:
+    return Spread(
+        median=statistics.median(values), low=min(values), high=max(values), n=len(values)
+    )
+
+
+def tuned_config(
+    found: Confirmation, baseline: BaselineRun, report: ProbeReport, provenance: Provenance
+) -> TunedConfig:
+    """The tuned config, with the confirmation's medians and spreads as evidence."""
+    winner_cfg: TrainConfig = found.winner[0].train
+    tt_w = [r.time_to_target_s for r in found.winner if r.time_to_target_s is not None]
+    tt_b = [r.time_to_target_s for r in found.baseline if r.time_to_target_s is not None]
+    rate_w = [r.samples_per_s for r in found.winner]
+    rate_b = [r.samples_per_s for r in found.baseline]
+    speedups = [b / w for w, b in zip(tt_w, tt_b, strict=False) if w > 0]
+    rate_ratios = [w / b for w, b in zip(rate_w, rate_b, strict=False) if b > 0]
+    throughput = statistics.median(rate_w)
+    achieved = report.model.flops_per_sample * throughput
+    measured_section = MeasuredSection(
+        device=report.hardware.device,
+        throughput_samples_per_s=throughput,
+        throughput_spread=_spread(rate_w),
+        peak_memory_bytes=found.peak_memory_bytes,
+        mfu=hardware.mfu(achieved, report.hardware, winner_cfg.precision),
+        target_loss=baseline.target_loss,
+        time_to_target_s=statistics.median(tt_w) if tt_w else None,
+        time_to_target_spread=_spread(tt_w) if tt_w else None,
+        baseline=BaselineMeasured(
+            train=baseline.run.train,
+            throughput_samples_per_s=statistics.median(rate_b),
+            time_to_target_s=statistics.median(tt_b) if tt_b else None,
+        ),
+        speedup_vs_baseline=statistics.median(speedups) if speedups else None,
+        speedup_spread=_spread(speedups) if speedups else None,
+        throughput_speedup=_spread(rate_ratios) if rate_ratios else None,
+    )
+    return TunedConfig(
+        task=report.task_file,
+        train=winner_cfg,
+        measured=measured_section,
+        provenance=provenance,
+    )
+
+
+def provenance(storage: str, study_name: str, trial: int | None, report: ProbeReport) -> Provenance:
+    device = report.hardware.device
+    return Provenance(
+        autotune_version=__version__,
+        torch_version=torch.__version__,
+        study=storage,
+        study_name=study_name,
+        trial=trial,
+        hardware=f"{device.count}x {device.kind} {device.name}",
+    )

@@ -1,0 +1,114 @@
+"""Running one config through a supervised trial and reading time to target from it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotune import stability
+from autotune.config import TrainConfig
+from autotune.runtime import StepRecord
+from autotune.search._types import Measured
+from autotune.trial import TrialResult, TrialSpec, TrialStatus, run_trial
+
+__all__ = ["TargetWatch", "Trialist", "time_to_target"]
+
+_STARTUP_S = 30.0  # torch import + model build + first steps, on top of the run's own time
+
+
+def time_to_target(losses: list[float], elapsed: list[float], target: float) -> float | None:
+    """Wall seconds until the *smoothed* loss reaches ``target`` (one lucky dip cannot)."""
+    step = stability.steps_to_target(losses, target)
+    return None if step is None else elapsed[step]
+
+
+class TargetWatch:
+    """Follows a trial's steps: stops it once the smoothed loss is past the target (with
+    a margin of steps for the zero-lag smoothing to see the crossing), when ``give_up``
+    says so, or when it runs out of time.
+    """
+
+    _CONFIRM_STEPS = 10  # steps after the forward EMA crosses, so the zero-lag one can too
+
+    def __init__(
+        self,
+        target: float,
+        time_cap_s: float,
+        give_up: Callable[[float, float], bool] | None = None,
+    ) -> None:
+        self.target, self.time_cap_s, self.give_up = target, time_cap_s, give_up
+        self.losses: list[float] = []
+        self.crossed_at: int | None = None
+        self.gave_up = False
+
+    def __call__(self, record: StepRecord) -> bool:
+        self.losses.append(record.loss)
+        if not math.isfinite(record.loss):
+            return True
+        smoothed = stability.smooth(self.losses)[-1]
+        if self.crossed_at is None and smoothed <= self.target:
+            self.crossed_at = len(self.losses)
+        if self.crossed_at is not None:
+            return len(self.losses) >= self.crossed_at + self._CONFIRM_STEPS
+        if self.give_up is not None and self.give_up(record.elapsed_s, smoothed):
+            self.gave_up = True
+            return True
+        return record.elapsed_s > self.time_cap_s
+
+
+@dataclass
+class Trialist:
+    """Runs configs of one task as supervised trials in ``workdir``."""
+
+    task_path: Path
+    workdir: Path
+    seed: int
+    device: str = "auto"
+    count: int = 0
+
+    def run(
+        self,
+        config: TrainConfig,
+        steps: int,
+        *,
+        watch: Callable[[StepRecord], bool] | None = None,
+        time_cap_s: float | None = None,
+        measure_memory: bool = False,
+    ) -> TrialResult:
+        """One supervised run; never raises for what the trial does."""
+        self.count += 1
+        spec = TrialSpec(
+            task_path=self.task_path,
+            train=config,
+            steps=steps,
+            seed=self.seed,
+            device=self.device,
+            timeout_s=(time_cap_s or 600.0) + _STARTUP_S,
+            measure_memory=measure_memory,
+        )
+        return run_trial(spec, workdir=self.workdir / f"run{self.count:04d}", on_step=watch)
+
+
+def measured(result: TrialResult, config: TrainConfig, target: float | None) -> Measured | None:
+    """What a finished (or target-stopped) trial tells the search; None if it has no steps."""
+    if not result.steps:
+        return None
+    losses = [r.loss for r in result.steps]
+    elapsed = [r.elapsed_s for r in result.steps]
+    rates = sorted(r.samples_per_s for r in result.steps[min(3, len(result.steps) - 1) :])
+    rate = result.summary.samples_per_s if result.summary else rates[len(rates) // 2]
+    return Measured(
+        train=config,
+        losses=losses,
+        elapsed_s=elapsed,
+        samples_per_s=rate,
+        time_to_target_s=None if target is None else time_to_target(losses, elapsed, target),
+        peak_memory_bytes=result.summary.peak_memory_bytes if result.summary else None,
+    )
+
+
+def ok(result: TrialResult) -> bool:
+    """Finished, or stopped by the search itself (target reached / gave up)."""
+    return result.status in (TrialStatus.OK, TrialStatus.PRUNED)

@@ -1,0 +1,148 @@
+"""Phase 1: the fastest step. Predict every systems config from the probe, prune what
+cannot fit before any process starts, measure the best-predicted few for real.
+
+Strategy (not a generic sampler): the systems dimensions are few and discrete, and the
+probe's fitted time and memory models predict each combination for free, so enumerating
+and ranking by prediction beats sampling; only the top few pay for a real run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from autotune import space as spaces
+from autotune.config import TrainConfig
+from autotune.profiler import ProbeReport, VariantReport
+from autotune.search._measure import Trialist, measured, ok
+from autotune.search._types import Measured
+
+__all__ = ["Candidate", "measure_systems", "predict_systems"]
+
+_NOMINAL_STEPS = 100  # schedule length for building configs; the systems phase ignores LR
+_EXTRA_RANK_COST = 0.95  # on CPU an extra rank shares the same cores, plus gloo traffic
+_COMPILE_PRIOR = 0.8  # torch.compile: 10-15 s to compile that short runs rarely win back
+MEASURE_STEPS = 12  # steps of a systems measurement: 4 burn-in + 8 timed
+MEASURE_BURN_IN = 4
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A systems config with its predictions from the probe."""
+
+    config: TrainConfig
+    values: dict[str, Any]
+    samples_per_s: float
+    peak_bytes: int | None
+
+
+def predict_systems(
+    space: spaces.SearchSpace, report: ProbeReport, base: TrainConfig
+) -> tuple[list[Candidate], list[tuple[dict[str, Any], str]]]:
+    """Every systems combination: the ones that fit ranked fastest first, and the pruned
+    ones with the reason (predicted bytes over the budget)."""
+    fitting: list[Candidate] = []
+    pruned: list[tuple[dict[str, Any], str]] = []
+    budget = report.memory_budget.budget_bytes
+    cpu = report.hardware.device.kind == "cpu"
+    for values in _combinations(space):
+        config = spaces.to_train_config(values, base, _NOMINAL_STEPS)
+        variant = _variant(report, config)
+        if variant is None:
+            continue
+        verdict = spaces.check_memory(
+            config, variant.predict_peak_bytes, budget, ranks_share_memory=cpu
+        )
+        if not verdict.fits:
+            pruned.append((values, verdict.reason))
+            continue
+        rate = _predicted_rate(variant, config, cpu)
+        predicted = None if verdict.predicted_bytes is None else int(verdict.predicted_bytes)
+        fitting.append(Candidate(config, values, rate, predicted))
+    fitting.sort(key=lambda c: -c.samples_per_s)
+    return fitting, pruned
+
+
+def _combinations(space: spaces.SearchSpace) -> list[dict[str, Any]]:
+    dims = {
+        name: spaces.choices(spec)
+        for name in spaces.SystemsSpace.model_fields
+        if (spec := getattr(space.systems, name)) is not None
+    }
+    names = list(dims)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*dims.values())]
+
+
+def _variant(report: ProbeReport, config: TrainConfig) -> VariantReport | None:
+    """The probed variant; every_k uses 'full', a conservative bound on memory and speed."""
+    mode = "none" if config.activation_checkpointing == "none" else "full"
+    try:
+        variant = report.variant(config.precision, mode)  # type: ignore[arg-type]
+    except KeyError:
+        return None
+    return variant if variant.viable else None
+
+
+def _predicted_rate(variant: VariantReport, config: TrainConfig, cpu: bool) -> float:
+    rate = variant.predict_samples_per_s(config.micro_batch_size)
+    if config.world_size > 1:
+        rate *= _EXTRA_RANK_COST if cpu else config.world_size * _EXTRA_RANK_COST
+    if config.compile:
+        rate *= _COMPILE_PRIOR
+    return rate
+
+
+def measure_systems(
+    candidates: list[Candidate],
+    pruned: list[tuple[dict[str, Any], str]],
+    study: optuna.Study,
+    trials: Trialist,
+    how_many: int,
+    grid: dict[str, list[Any]],
+) -> list[Measured]:
+    """Measure the ``how_many`` best-predicted candidates (or reuse a resumed study's),
+    record everything in ``study``, and return the measured ones, fastest first."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if done:
+        runs = [Measured.model_validate_json(t.user_attrs["run"]) for t in done]
+        return sorted(runs, key=lambda m: -m.samples_per_s)
+    for values, reason in pruned:
+        _record(study, grid, values, None, {"status": "PRUNED", "reason": reason})
+    runs = []
+    for candidate in candidates[:how_many]:
+        result = trials.run(candidate.config, MEASURE_STEPS)
+        run = measured(result, candidate.config, None) if ok(result) else None
+        attrs = {
+            "status": result.status.value,
+            "reason": result.reason,
+            "predicted_samples_per_s": candidate.samples_per_s,
+            "predicted_peak_bytes": candidate.peak_bytes,
+        }
+        if run is not None:
+            attrs["run"] = run.model_dump_json()
+            runs.append(run)
+        _record(study, grid, candidate.values, run.samples_per_s if run else None, attrs)
+    return sorted(runs, key=lambda m: -m.samples_per_s)
+
+
+def _record(
+    study: optuna.Study,
+    grid: dict[str, list[Any]],
+    values: dict[str, Any],
+    value: float | None,
+    attrs: dict[str, Any],
+) -> None:
+    """Store one systems trial: its params over the whole grid's choices, as Optuna needs."""
+    params = spaces.encode_params(values)
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {
+        name: optuna.distributions.CategoricalDistribution(grid[name]) for name in params
+    }
+    state = optuna.trial.TrialState.PRUNED if value is None else optuna.trial.TrialState.COMPLETE
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params, distributions=distributions, value=value, state=state, user_attrs=attrs
+        )
+    )

@@ -1,0 +1,72 @@
+"""The search's inputs, its running state, and what one measured run gives back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autotune.config import TrainConfig
+
+__all__ = ["BaselineRun", "Budget", "Measured", "SearchOptions"]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What ``autotune search`` was asked for."""
+
+    task_path: Path
+    space: str = "default"
+    budget_s: float = 300.0  # five minutes: the issue's bound for tiny_gpt on 2 CPU cores
+    trials: int | None = None  # convergence trials; None: as many as the budget allows
+    storage: str = "sqlite:///autotune.db"
+    study_name: str | None = None  # None: the task file's stem
+    target_loss: float | None = None  # None: the Task's, else the loss the baseline reaches
+    memory_limit_bytes: int | None = None
+    output: Path = Path("tuned.yaml")
+    seed: int = 0
+    confirm_pairs: int = 3  # winner/baseline pairs re-run interleaved for the spread
+    systems_measured: int = 4  # best-predicted systems configs measured for real
+    workdir: Path | None = None  # trial files; None: a temp dir removed afterwards
+
+
+@dataclass
+class Budget:
+    """Wall-clock budget of the whole search."""
+
+    total_s: float
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def left_s(self) -> float:
+        return max(0.0, self.total_s - self.elapsed_s)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Measured(_Record):
+    """One run of a config, reduced to what the search compares."""
+
+    train: TrainConfig
+    losses: list[float]
+    elapsed_s: list[float] = Field(description="Wall seconds since training began, per step.")
+    samples_per_s: float
+    time_to_target_s: float | None = None
+    peak_memory_bytes: int | None = None
+
+
+class BaselineRun(_Record):
+    """The Task's baseline, run once per study: its curve sets the target."""
+
+    run: Measured
+    steps: int
+    target_loss: float
+    target_from: str = Field(description="'user', 'task' or 'baseline'.")

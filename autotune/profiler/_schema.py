@@ -79,9 +79,10 @@ class ModelFacts(_Closed):
     rule_flops_per_sample: float = Field(ge=0, description="6 * matmul_params * tokens_per_sample.")
     flops_vs_rule: float | None = Field(
         description=(
-            "flops_per_sample / rule_flops_per_sample: above 1 by attention and convolution "
-            "padding, below 1 when the first layer's input gradient is skipped (2N fewer). "
-            "None when no Linear or Conv layer ran."
+            "flops_per_sample / rule_flops_per_sample: above 1 by attention (matmuls "
+            "outside Linear/Conv layers), below 1 by the first layer's input gradient, "
+            "which autograd skips (2 x its weights x T fewer). None when no Linear or Conv "
+            "layer ran."
         )
     )
     blocks: list[str] = Field(

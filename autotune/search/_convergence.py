@@ -28,6 +28,7 @@ __all__ = ["ConvergencePlan", "make_pruner", "make_sampler", "run_convergence", 
 
 _TOP_SYSTEMS = 3  # fastest measured systems configs the convergence phase may choose from
 _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
+_MIN_TRIALS = 3  # trials run past the budget while none has reached the target yet
 _NOT_REACHED_PENALTY = 2.0  # a run that never reached the target ranks behind every one that did
 
 
@@ -94,7 +95,10 @@ def _may_continue(
     done = [t for t in study.trials if t.state.is_finished()]
     if plan.max_trials is not None and len(done) >= plan.max_trials:
         return False
-    return budget.left_s > plan.reserve_s + time_cap + 5.0
+    if budget.left_s > plan.reserve_s + time_cap + 5.0:
+        return True
+    reached = any(t.user_attrs.get("reached") for t in done)
+    return not reached and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
 
 
 def _run_one(

@@ -52,7 +52,7 @@ def _model(report: ProbeReport) -> Table:
         )
     blocks = ", ".join(model.blocks[:4]) + (" ..." if len(model.blocks) > 4 else "")
     table.add_row("checkpoint blocks", f"{len(model.blocks)}: {blocks}" if blocks else "none found")
-    noise_text = f"{noise.b_simple:,.0f} samples" if noise.b_simple is not None else "n/a"
+    noise_text = f"{noise.b_simple:,.3g} samples" if noise.b_simple is not None else "n/a"
     table.add_row("gradient noise scale", f"{noise_text} ({noise.reason})")
     budget = report.memory_budget
     table.add_row("memory budget", f"{format_bytes(budget.budget_bytes)} ({budget.source})")

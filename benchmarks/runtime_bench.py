@@ -109,10 +109,16 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results = [
-        (f"bf16-mixed / 32-true samples/s >= {BF16_SPEEDUP_GOAL}", f"{speedup:.2f}x",
-         speedup >= BF16_SPEEDUP_GOAL),
-        (f"checkpointing cuts activation memory >= {CHECKPOINT_CUT_GOAL:.0%}", f"{cut:.0%}",
-         cut >= CHECKPOINT_CUT_GOAL),
+        (
+            f"bf16-mixed / 32-true samples/s >= {BF16_SPEEDUP_GOAL}",
+            f"{speedup:.2f}x",
+            speedup >= BF16_SPEEDUP_GOAL,
+        ),
+        (
+            f"checkpointing cuts activation memory >= {CHECKPOINT_CUT_GOAL:.0%}",
+            f"{cut:.0%}",
+            cut >= CHECKPOINT_CUT_GOAL,
+        ),
     ]
     table = Table(title="Claims")
     for column in ("claim", "measured", "holds"):

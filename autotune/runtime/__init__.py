@@ -5,6 +5,7 @@ search measures is what the user gets (DESIGN.md, invariant 1).
 """
 
 from autotune.runtime._checkpointing import apply_checkpointing, find_blocks
+from autotune.runtime._data import BatchStream, to_device
 from autotune.runtime._launch import threads_per_rank, train
 from autotune.runtime._loop import DistContext, StepCallback, resolve_device, run_rank
 from autotune.runtime._optim import LRMultiplier, build_optimizer, build_scheduler
@@ -14,6 +15,7 @@ from autotune.runtime._types import RunOptions, RunResult, RunSummary, StepRecor
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "BatchStream",
     "DistContext",
     "LRMultiplier",
     "PrecisionPlan",
@@ -30,5 +32,6 @@ __all__ = [
     "resolve_device",
     "run_rank",
     "threads_per_rank",
+    "to_device",
     "train",
 ]

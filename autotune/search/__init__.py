@@ -11,7 +11,6 @@ Optuna storage before the next starts; running the same command again resumes.
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -43,6 +42,10 @@ __all__ = ["SearchError", "SearchOptions", "SearchOutcome", "redact", "run_searc
 
 _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
 _MIN_BASELINE_STEPS = 30
+_MAX_BASELINE_STEPS = 500  # past this a small task plateaus, and a plateau makes no target
+# The target is the loss at 90% of the baseline's improvement, not its very last value: a
+# target on the flat tail of a curve is reached by luck, not by training faster.
+_PLATEAU_MARGIN = 0.1
 _STARTUP_S = 3.0  # per trial process: torch import, model build
 _STABILITY_CANDIDATES = 3  # winners tried in turn until one agrees with fp32
 
@@ -143,7 +146,8 @@ def _baseline(
 ) -> BaselineRun:
     variant = report.variant(base.precision, "none")
     step_s = variant.predict_step_time_s(base.micro_batch_size) * base.grad_accum_steps
-    steps = max(_MIN_BASELINE_STEPS, round(_BASELINE_SHARE * options.budget_s / step_s))
+    steps = round(_BASELINE_SHARE * options.budget_s / step_s)
+    steps = min(_MAX_BASELINE_STEPS, max(_MIN_BASELINE_STEPS, steps))
     result = trials.run(base, steps)
     run = measured(result, base, None) if ok(result) else None
     if run is None or not stability.is_finite(run.losses):
@@ -161,7 +165,9 @@ def _target(run: Measured, task: Task, options: SearchOptions) -> tuple[float, s
         return options.target_loss, "user"
     if task.target_loss is not None:
         return float(task.target_loss), "task"
-    return stability.smooth(run.losses)[-1], "baseline"
+    smoothed = stability.smooth(run.losses)
+    target = smoothed[-1] + _PLATEAU_MARGIN * (smoothed[0] - smoothed[-1])
+    return target, f"baseline: {1 - _PLATEAU_MARGIN:.0%} of its improvement"
 
 
 def _tt(run: Measured, target: float) -> float | None:
@@ -227,8 +233,16 @@ def _describe(config: TrainConfig) -> str:
 
 
 def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
-    value = "-" if trial.value is None or not math.isfinite(trial.value) else f"{trial.value:.1f}s"
-    return (
-        f"trial {trial.number}: {trial.state.name} {trial.user_attrs.get('status', '')} "
-        f"time-to-target {value} {trial.user_attrs.get('reason', '')}"
-    )
+    attrs = trial.user_attrs
+    if trial.state == optuna.trial.TrialState.COMPLETE and attrs.get("reached"):
+        outcome = f"reached the target in {trial.value:.1f} s"
+    elif trial.state == optuna.trial.TrialState.COMPLETE:
+        outcome = "did not reach the target in time"
+    elif trial.state == optuna.trial.TrialState.PRUNED:
+        outcome = "pruned: behind the median at the same wall time"
+    else:
+        outcome = (
+            f"{attrs.get('status', 'FAIL')}: {attrs.get('stability') or attrs.get('reason', '')}"
+        )
+    config = TrainConfig.model_validate_json(attrs["train"]) if "train" in attrs else None
+    return f"trial {trial.number} [{_describe(config) if config else '-'}]: {outcome}"

@@ -43,12 +43,13 @@ def confirm(winner: Measured, baseline: BaselineRun, trials: Trialist, pairs: in
     cap = baseline.run.elapsed_s[-1] * 1.5
     steps = max(len(winner.losses), int(len(winner.losses) * _STEP_MARGIN))
     for pair in range(pairs):
+        first = pair == 0  # runs whole, for its profiled peak memory (a stopped run has none)
         result = trials.run(
             winner.train,
             steps,
-            watch=TargetWatch(target, cap),
+            watch=None if first else TargetWatch(target, cap),
             time_cap_s=cap,
-            measure_memory=pair == 0,
+            measure_memory=first,
         )
         run = measured(result, winner.train, target) if ok(result) else None
         if run is not None:

@@ -30,7 +30,7 @@ class TargetWatch:
     says so, or when it runs out of time.
     """
 
-    _CONFIRM_STEPS = 10  # steps after the forward EMA crosses, so the zero-lag one can too
+    _CONFIRM_STEPS = 50  # most steps after the forward EMA crosses for the zero-lag one to
 
     def __init__(
         self,
@@ -50,8 +50,9 @@ class TargetWatch:
         smoothed = stability.smooth(self.losses)[-1]
         if self.crossed_at is None and smoothed <= self.target:
             self.crossed_at = len(self.losses)
-        if self.crossed_at is not None:
-            return len(self.losses) >= self.crossed_at + self._CONFIRM_STEPS
+        if self.crossed_at is not None:  # stop once time_to_target can see the crossing too
+            seen = stability.steps_to_target(self.losses, self.target) is not None
+            return seen or len(self.losses) >= self.crossed_at + self._CONFIRM_STEPS
         if self.give_up is not None and self.give_up(record.elapsed_s, smoothed):
             self.gave_up = True
             return True

@@ -1,0 +1,58 @@
+"""The search end to end on a tiny task, and its pure helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autotune.config import load_tuned_config
+from autotune.search import SearchOptions, redact, run_search
+from tests.conftest import TINY_TASK
+
+
+def test_storage_passwords_are_never_printed() -> None:
+    url = "postgresql://tuner:s3cret@db.internal:5432/autotune"
+    assert redact(url) == "postgresql://tuner:***@db.internal:5432/autotune"
+    assert redact("sqlite:///autotune.db") == "sqlite:///autotune.db"
+
+
+@pytest.mark.slow
+def test_search_writes_a_confirmed_tuned_config(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    output = tmp_path / "tuned.yaml"
+    storage = f"sqlite:///{tmp_path / 'autotune.db'}"
+    options = SearchOptions(
+        task_path=write_task(TINY_TASK),
+        budget_s=60,
+        trials=4,
+        storage=storage,
+        output=output,
+        confirm_pairs=2,
+        systems_measured=2,
+        workdir=tmp_path / "trials",
+    )
+    lines: list[str] = []
+    outcome = run_search(options, lines.append)
+    tuned = load_tuned_config(output)
+    assert tuned == outcome.tuned
+    measured = tuned.measured
+    assert measured is not None and measured.baseline is not None
+    assert measured.throughput_spread is not None and measured.throughput_spread.n == 2
+    assert measured.target_loss is not None and measured.time_to_target_s is not None
+    assert tuned.train.precision != "16-mixed"  # fp16 is ruled out on CPU by the probe
+    study = optuna.load_study(study_name="model", storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert 1 <= len(finished) <= 4
+    assert any("target loss" in line for line in lines)
+    # Run again: the same study resumes; the probe and the baseline are not paid twice.
+    again = run_search(
+        SearchOptions(**{**options.__dict__, "trials": len(finished) + 1}), lines.append
+    )
+    assert again.tuned.measured is not None
+    resumed = optuna.load_study(study_name="model", storage=storage)
+    assert resumed.user_attrs["baseline"] == study.user_attrs["baseline"]
+    assert len([t for t in resumed.trials if t.state.is_finished()]) == len(finished) + 1

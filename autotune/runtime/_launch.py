@@ -85,7 +85,10 @@ def _run_as_launched_rank(
             timeout=datetime.timedelta(seconds=options.dist_timeout_s),
         )
     try:
-        return run_rank(task, config, options, ctx, on_step)
+        result = run_rank(task, config, options, ctx, on_step)
+        if owns_group:
+            dist.barrier()  # no rank tears gloo down while a peer still talks to it
+        return result
     finally:
         if owns_group:
             dist.destroy_process_group()
@@ -188,6 +191,8 @@ class _Supervisor:
             if self.error is not None:
                 raise self._error_from_rank(*self.error)
             dead = [p for p in self.procs if p.exitcode not in (None, 0)]
+            if dead and self.result is not None and self.result.summary.steps_completed:
+                return self.result  # training finished; a rank died in teardown, after it
             if dead:
                 self._drain(timeout=1.0)  # its own error message may still be in flight
                 if self.error is not None:

@@ -28,6 +28,7 @@ __all__ = ["ConvergencePlan", "make_pruner", "make_sampler", "run_convergence", 
 
 _TOP_SYSTEMS = 3  # fastest measured systems configs the convergence phase may choose from
 _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
+_MIN_CAP_S = 2.0
 _MIN_TRIALS = 3  # trials run past the budget while none has reached the target yet
 _NOT_REACHED_PENALTY = 2.0  # a run that never reached the target ranks behind every one that did
 
@@ -75,7 +76,10 @@ def run_convergence(
     top = plan.systems[:_TOP_SYSTEMS]
     if not study.trials:
         study.enqueue_trial(_seed(plan, top[0]))
-    time_cap = plan.baseline.run.time_to_target_s or plan.baseline.run.elapsed_s[-1]
+    # A run may take twice the baseline's time to target (slower cannot win, but it is
+    # measured), and never less than _MIN_CAP_S: step times of short runs are noise.
+    baseline_tt = plan.baseline.run.time_to_target_s or plan.baseline.run.elapsed_s[-1]
+    time_cap = max(2.0 * baseline_tt, _MIN_CAP_S)
     while _may_continue(plan, study, budget, time_cap):
         trial = study.ask()
         choice = trial.suggest_categorical("systems", list(range(len(top))))

@@ -57,3 +57,52 @@ def test_search_writes_a_confirmed_tuned_config(
     resumed = optuna.load_study(study_name="model", storage=storage)
     assert resumed.user_attrs["baseline"] == study.user_attrs["baseline"]
     assert len([t for t in resumed.trials if t.state.is_finished()]) == len(finished) + 1
+
+
+def test_systems_measurement_keeps_one_candidate_per_batch_size() -> None:
+    from autotune.config import TrainConfig
+    from autotune.search._systems import Candidate, _diverse
+
+    def candidate(micro: int, precision: str, rate: float) -> Candidate:
+        config = TrainConfig.model_validate(
+            {"micro_batch_size": micro, "precision": precision, "optimizer": {"lr": 1e-3}}
+        )
+        return Candidate(config, {}, rate, None)
+
+    ranked = [
+        candidate(512, "bf16-true", 900.0),
+        candidate(512, "bf16-mixed", 850.0),
+        candidate(256, "bf16-true", 800.0),
+        candidate(128, "bf16-true", 700.0),
+        candidate(256, "32-true", 400.0),
+    ]
+    picked = _diverse(ranked, 2)
+    assert [(c.config.micro_batch_size, c.config.precision) for c in picked] == [
+        (512, "bf16-true"),
+        (256, "bf16-true"),
+    ]
+
+
+def test_target_watch_stops_once_the_smoothed_crossing_is_visible() -> None:
+    from autotune.runtime import StepRecord
+    from autotune.search._measure import TargetWatch, time_to_target
+
+    losses = [2.0 * 0.9**i for i in range(200)]
+    watch = TargetWatch(target=0.5, time_cap_s=1e9)
+    seen = 0
+    for i, loss in enumerate(losses):
+        seen += 1
+        record = StepRecord(
+            step=i + 1,
+            loss=loss,
+            elapsed_s=0.1 * (i + 1),
+            samples=i + 1,
+            step_time_s=0.1,
+            samples_per_s=10.0,
+            lr=1e-3,
+        )
+        if watch(record):
+            break
+    assert seen < 60  # stopped soon after the crossing (step 14), not at the end
+    reached = time_to_target(losses[:seen], [0.1 * (i + 1) for i in range(seen)], 0.5)
+    assert reached is not None and 1.0 < reached < 3.0

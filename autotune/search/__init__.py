@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,13 @@ def run_search(options: SearchOptions, note: Events | None = None) -> SearchOutc
         plan = ConvergencePlan(
             space, base, systems, baseline, options.trials, _reserve(baseline, options)
         )
-        run_convergence(plan, studies.convergence, trials, budget, lambda t: say(_trial_line(t)))
+        run_convergence(
+            plan,
+            studies.convergence,
+            trials,
+            budget,
+            lambda t: say(f"{_trial_line(t)} {_standing(studies.convergence, budget, options)}"),
+        )
         winner = _stable_winner(winners(studies.convergence), trials, say)
         say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         found = confirm(winner, baseline, trials, options.confirm_pairs)
@@ -230,6 +237,17 @@ def _describe(config: TrainConfig) -> str:
         f"world={config.world_size} ckpt={ckpt_text} lr={config.optimizer.lr:.2e} "
         f"{config.schedule.name}"
     )
+
+
+def _standing(study: optuna.Study, budget: Budget, options: SearchOptions) -> str:
+    """Trial k/N, status counts, best so far and budget left, for the progress log."""
+    finished = [t for t in study.trials if t.state.is_finished()]
+    counts = Counter(t.user_attrs.get("status", t.state.name) for t in finished)
+    reached = [t.value for t in finished if t.user_attrs.get("reached") and t.value is not None]
+    best = f"best {min(reached):.1f} s" if reached else "none reached the target yet"
+    total = options.trials if options.trials is not None else "budget"
+    statuses = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return f"[{len(finished)}/{total}: {statuses}; {best}; {budget.left_s:.0f} s left]"
 
 
 def _trial_line(trial: optuna.trial.FrozenTrial) -> str:

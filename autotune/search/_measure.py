@@ -77,6 +77,7 @@ class Trialist:
         watch: Callable[[StepRecord], bool] | None = None,
         time_cap_s: float | None = None,
         measure_memory: bool = False,
+        warmup_steps: int | None = None,
     ) -> TrialResult:
         """One supervised run; never raises for what the trial does."""
         self.count += 1
@@ -88,6 +89,7 @@ class Trialist:
             device=self.device,
             timeout_s=(time_cap_s or 600.0) + _STARTUP_S,
             measure_memory=measure_memory,
+            warmup_steps=warmup_steps,
         )
         return run_trial(spec, workdir=self.workdir / f"run{self.count:04d}", on_step=watch)
 

@@ -25,8 +25,9 @@ __all__ = ["Candidate", "measure_systems", "predict_systems"]
 _NOMINAL_STEPS = 100  # schedule length for building configs; the systems phase ignores LR
 _EXTRA_RANK_COST = 0.95  # on CPU an extra rank shares the same cores, plus gloo traffic
 _COMPILE_PRIOR = 0.8  # torch.compile: 10-15 s to compile that short runs rarely win back
-MEASURE_STEPS = 12  # steps of a systems measurement: 4 burn-in + 8 timed
-MEASURE_BURN_IN = 4
+MEASURE_STEPS = 12  # most steps of a systems measurement: a third burn-in, the rest timed
+_MIN_MEASURE_STEPS = 4
+_MEASURE_SECONDS = 5.0  # wall time one measurement should take at the predicted speed
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,9 @@ def measure_systems(
     for values, reason in pruned:
         _record(study, grid, values, None, {"status": "PRUNED", "reason": reason})
     runs = []
-    for candidate in candidates[:how_many]:
-        result = trials.run(candidate.config, MEASURE_STEPS)
+    for candidate in _diverse(candidates, how_many):
+        steps = _measure_steps(candidate)
+        result = trials.run(candidate.config, steps, warmup_steps=steps // 3)
         run = measured(result, candidate.config, None) if ok(result) else None
         attrs = {
             "status": result.status.value,
@@ -126,6 +128,21 @@ def measure_systems(
             runs.append(run)
         _record(study, grid, candidate.values, run.samples_per_s if run else None, attrs)
     return sorted(runs, key=lambda m: -m.samples_per_s)
+
+
+def _diverse(candidates: list[Candidate], how_many: int) -> list[Candidate]:
+    """The best-predicted candidate of each micro-batch size, for the ``how_many`` best
+    sizes: throughput favours the largest batch, time to target often does not, so the
+    convergence phase needs a choice of batch sizes, not four variants of one."""
+    best: dict[int, Candidate] = {}
+    for candidate in candidates:  # fastest first
+        best.setdefault(candidate.config.micro_batch_size, candidate)
+    return list(best.values())[:how_many]
+
+
+def _measure_steps(candidate: Candidate) -> int:
+    step_s = candidate.config.global_batch / max(candidate.samples_per_s, 1e-9)
+    return max(_MIN_MEASURE_STEPS, min(MEASURE_STEPS, int(_MEASURE_SECONDS / step_s)))
 
 
 def _record(

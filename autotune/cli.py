@@ -18,6 +18,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -285,7 +286,7 @@ def search(
         outcome = run_search(
             options,
             lambda line: err.print(
-                f"[dim]{time.monotonic() - started:6.1f}s[/] {line}", highlight=False
+                f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(line)}", highlight=False
             ),
         )
     out.print(_search_table(outcome, output))

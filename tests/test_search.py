@@ -106,3 +106,20 @@ def test_target_watch_stops_once_the_smoothed_crossing_is_visible() -> None:
     assert seen < 60  # stopped soon after the crossing (step 14), not at the end
     reached = time_to_target(losses[:seen], [0.1 * (i + 1) for i in range(seen)], 0.5)
     assert reached is not None and 1.0 < reached < 3.0
+
+
+def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
+    from autotune.config import TrainConfig
+    from autotune.search._systems import Candidate, _diverse
+
+    ranked = [
+        Candidate(
+            TrainConfig.model_validate({"micro_batch_size": m, "optimizer": {"lr": 1e-3}}),
+            {},
+            rate,
+            None,
+        )
+        for m, rate in ((512, 900.0), (256, 800.0), (128, 700.0), (16, 100.0))
+    ]
+    picked = _diverse(ranked, 3, anchor=16)
+    assert [c.config.micro_batch_size for c in picked] == [512, 256, 16]

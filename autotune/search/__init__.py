@@ -201,6 +201,7 @@ def _systems(
         trials,
         options.systems_measured,
         spaces.systems_grid(space),
+        anchor=base.micro_batch_size,
     )
     if not runs:
         raise SearchError(
@@ -247,7 +248,7 @@ def _standing(study: optuna.Study, budget: Budget, options: SearchOptions) -> st
     best = f"best {min(reached):.1f} s" if reached else "none reached the target yet"
     total = options.trials if options.trials is not None else "budget"
     statuses = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    return f"[{len(finished)}/{total}: {statuses}; {best}; {budget.left_s:.0f} s left]"
+    return f"({len(finished)}/{total}: {statuses}; {best}; {budget.left_s:.0f} s left)"
 
 
 def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
@@ -263,4 +264,4 @@ def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
             f"{attrs.get('status', 'FAIL')}: {attrs.get('stability') or attrs.get('reason', '')}"
         )
     config = TrainConfig.model_validate_json(attrs["train"]) if "train" in attrs else None
-    return f"trial {trial.number} [{_describe(config) if config else '-'}]: {outcome}"
+    return f"trial {trial.number} ({_describe(config) if config else '-'}): {outcome}"

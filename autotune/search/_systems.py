@@ -103,6 +103,7 @@ def measure_systems(
     trials: Trialist,
     how_many: int,
     grid: dict[str, list[Any]],
+    anchor: int | None = None,
 ) -> list[Measured]:
     """Measure the ``how_many`` best-predicted candidates (or reuse a resumed study's),
     record everything in ``study``, and return the measured ones, fastest first."""
@@ -113,7 +114,7 @@ def measure_systems(
     for values, reason in pruned:
         _record(study, grid, values, None, {"status": "PRUNED", "reason": reason})
     runs = []
-    for candidate in _diverse(candidates, how_many):
+    for candidate in _diverse(candidates, how_many, anchor):
         steps = _measure_steps(candidate)
         result = trials.run(candidate.config, steps, warmup_steps=steps // 3)
         run = measured(result, candidate.config, None) if ok(result) else None
@@ -130,14 +131,22 @@ def measure_systems(
     return sorted(runs, key=lambda m: -m.samples_per_s)
 
 
-def _diverse(candidates: list[Candidate], how_many: int) -> list[Candidate]:
+def _diverse(
+    candidates: list[Candidate], how_many: int, anchor: int | None = None
+) -> list[Candidate]:
     """The best-predicted candidate of each micro-batch size, for the ``how_many`` best
-    sizes: throughput favours the largest batch, time to target often does not, so the
-    convergence phase needs a choice of batch sizes, not four variants of one."""
+    sizes, always including the size nearest ``anchor`` (the baseline's): throughput
+    favours the largest batch, time to target often a small one, so the convergence
+    phase needs a choice of batch sizes, not four variants of one."""
     best: dict[int, Candidate] = {}
     for candidate in candidates:  # fastest first
         best.setdefault(candidate.config.micro_batch_size, candidate)
-    return list(best.values())[:how_many]
+    ranked = list(best.values())
+    if anchor is None or not ranked:
+        return ranked[:how_many]
+    near = min(ranked, key=lambda c: abs(c.config.micro_batch_size - anchor))
+    chosen = [c for c in ranked if c is not near][: how_many - 1]
+    return [*chosen, near]
 
 
 def _measure_steps(candidate: Candidate) -> int:

@@ -44,3 +44,11 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     """Parse a YAML file with ``yaml.safe_load`` (never the unsafe loader)."""
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
+
+
+def yaml_error_message(path: str | os.PathLike[str], exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: ``file:line: malformed YAML (problem); fix ...``."""
+    mark = getattr(exc, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    return f"{path}{line}: malformed YAML ({problem}); fix the syntax."

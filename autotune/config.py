@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from autotune._io import read_yaml, write_text_atomic
+from autotune._io import read_yaml, write_text_atomic, yaml_error_message
 from autotune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -267,10 +267,7 @@ def _read_mapping(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Config file '{path}' cannot be read ({exc}).") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{line}: malformed YAML ({problem}); fix the syntax.") from None
+        raise ConfigError(yaml_error_message(path, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a YAML mapping with a `train:` section, but got "

@@ -44,7 +44,7 @@ from pydantic import (
     model_validator,
 )
 
-from autotune._io import read_yaml
+from autotune._io import read_yaml, yaml_error_message
 from autotune.config import (
     ActivationCheckpointing,
     EveryK,
@@ -399,10 +399,7 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Search space file '{path}' cannot be read ({exc}).") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{line}: malformed YAML ({problem}); fix the syntax.") from None
+        raise ConfigError(yaml_error_message(path, exc)) from None
     return parse_space(data, str(path))
 
 

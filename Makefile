@@ -11,7 +11,9 @@ STAMP := $(VENV)/.autotune-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# The constraint keeps dev extras (lightning, accelerate) from replacing the CPU torch.
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install --quiet -c $(VENV)/torch-pin.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,6 @@
 """autotune: the fastest *stable* way to train your PyTorch model on the hardware at hand."""
 
+from autotune._apply import TunedSetup, apply
 from autotune.config import TrainConfig, TunedConfig, load_tuned_config, save_tuned_config
 from autotune.errors import AutotuneError, ConfigError, TaskError, TrainingError
 from autotune.task import Task, load_task
@@ -14,7 +15,9 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "TunedConfig",
+    "TunedSetup",
     "__version__",
+    "apply",
     "load_task",
     "load_tuned_config",
     "save_tuned_config",

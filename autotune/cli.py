@@ -14,8 +14,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
+import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -25,10 +26,22 @@ from rich.table import Table
 from autotune import __version__, profiler
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
+from autotune._tuned_view import tuned_tables
 from autotune._units import format_bytes, parse_bytes, parse_duration
 from autotune.config import TrainConfig, TunedConfig, load_tuned_config
-from autotune.errors import AutotuneError
-from autotune.runtime import RunOptions, RunResult, RunSummary, StepRecord, train
+from autotune.errors import AutotuneError, ConfigError
+from autotune.export import EXPORTERS, ExportContext, StepLogger, write_study_summaries
+from autotune.export import export as export_config
+from autotune.export import require_tensorboard as _require_tensorboard
+from autotune.runtime import (
+    RunOptions,
+    RunResult,
+    RunSummary,
+    StepCallback,
+    StepRecord,
+    threads_per_rank,
+    train,
+)
 from autotune.search import SearchOptions, SearchOutcome, redact, run_search
 from autotune.task import Task, load_task
 
@@ -110,6 +123,10 @@ def run(
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the initial weights and data order.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(help="Log loss, LR, samples/s and peak memory to this TensorBoard dir."),
+    ] = None,
 ) -> None:
     """Train TASK_FILE with a tuned config (default: the Task's baseline setup)."""
     if device not in ("auto", "cpu", "cuda"):
@@ -131,7 +148,14 @@ def run(
             save_every=save_every,
             resume=resume,
         )
-        result = _train_with_progress(task, train_config, options)
+        logger = StepLogger(tensorboard) if tensorboard and _is_main_rank() else None
+        try:
+            result = _train_with_progress(task, train_config, options, logger)
+            if logger is not None:
+                logger.log_summary(result.summary)
+        finally:
+            if logger is not None:
+                logger.close()
     if not _is_main_rank():  # under torchrun, rank 0 alone reports
         return
     if json_out is not None:
@@ -142,7 +166,10 @@ def run(
         raise typer.Exit(1)
 
 
-def _train_with_progress(task: Task, config: TrainConfig, options: RunOptions) -> RunResult:
+def _train_with_progress(
+    task: Task, config: TrainConfig, options: RunOptions, also: StepCallback | None = None
+) -> RunResult:
+    """Train with a progress bar on rank 0; ``also`` sees every step record too."""
     if not _is_main_rank():
         return train(task, config, options)
     columns = (
@@ -163,6 +190,8 @@ def _train_with_progress(task: Task, config: TrainConfig, options: RunOptions) -
                 loss=f"{record.loss:.4f}",
                 rate=f"{record.samples_per_s:,.0f}",
             )
+            if also is not None:
+                also(record)
 
         try:
             return train(task, config, options, show)
@@ -266,6 +295,10 @@ def search(
         Path, typer.Option("-o", "--output", help="Where to write the result.")
     ] = Path("tuned.yaml"),
     seed: Annotated[int, typer.Option(help="Seed of every run: same init and data order.")] = 0,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(help="After the search, write one TensorBoard point per trial here."),
+    ] = None,
 ) -> None:
     """Find the fastest stable config for TASK_FILE and write it to tuned.yaml."""
     options = SearchOptions(
@@ -282,6 +315,8 @@ def search(
     )
     started = time.monotonic()
     with _user_errors(), _scratch_dirs():
+        if tensorboard is not None:
+            _require_tensorboard()  # before the search: a missing package costs no budget
         err.print(f"study storage: {redact(storage)}", highlight=False)
         outcome = run_search(
             options,
@@ -289,6 +324,8 @@ def search(
                 f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(line)}", highlight=False
             ),
         )
+        if tensorboard is not None:
+            write_study_summaries(outcome.studies.convergence, None, tensorboard)
     out.print(_search_table(outcome, output))
 
 
@@ -348,6 +385,61 @@ def _parse_option(parse: Callable[[str], _T], text: str | None, name: str) -> _T
         return parse(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+@app.command()
+def show(
+    config: Annotated[Path, typer.Argument(help="The tuned.yaml to show.")] = Path("tuned.yaml"),
+) -> None:
+    """Show a tuned config: baseline vs tuned on every setting, the measured speed-ups
+    with their spread, peak memory, MFU, the target loss and where it came from."""
+    with _user_errors():
+        tuned = load_tuned_config(config)
+    for table in tuned_tables(tuned, str(config)):
+        out.print(table)
+
+
+@app.command()
+def export(
+    config: Annotated[Path, typer.Argument(help="The tuned.yaml to export.")],
+    to: Annotated[str, typer.Option("--to", help=f"Format: {', '.join(EXPORTERS)}.")],
+    task: Annotated[
+        str | None, typer.Option(help="Task file for torchrun (default: the config's task).")
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Optimizer steps (default: the schedule's total_steps)."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda or auto (the measured device, else CUDA if present).")
+    ] = "auto",
+) -> None:
+    """Print TUNED.YAML in another tool's format on stdout; each setting the format cannot
+    express is a `note:` line on stderr."""
+    with _user_errors():
+        tuned = load_tuned_config(config)
+        kind = _export_device(tuned, device)
+        ctx = ExportContext(
+            config_path=str(config),
+            task=task,
+            steps=steps,
+            device=kind,
+            threads_per_rank=threads_per_rank(tuned.train.world_size),
+        )
+        result = export_config(tuned, to, ctx)
+    print(result.text, end="")
+    for note in result.notes:
+        err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _export_device(tuned: TunedConfig, choice: str) -> Literal["cpu", "cuda"]:
+    if choice in ("cpu", "cuda"):
+        return choice  # type: ignore[return-value]
+    if choice != "auto":
+        raise ConfigError(f"--device must be auto, cpu or cuda, but got {choice!r}; pick one.")
+    if tuned.measured is not None:
+        return tuned.measured.device.kind
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @app.command()

@@ -18,14 +18,23 @@ _ONECYCLE_START = 1 / 25  # onecycle starts at peak/25, torch's OneCycleLR div_f
 _ONECYCLE_WARMUP = 0.3  # share of steps rising when warmup_steps is 0 (OneCycleLR's pct_start)
 
 
-def build_optimizer(model: nn.Module, config: OptimizerConfig, task: Task) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, config: OptimizerConfig, task: Task | None = None
+) -> torch.optim.Optimizer:
     """The optimizer ``config`` names, over ``model``'s trainable parameters.
+
+    ``task`` is needed only for ``name: custom`` (the Task's own optimizer function).
 
     Weight decay applies to matrices and embeddings only (``ndim >= 2``); biases and
     norm scales are not decayed, the usual practice for transformers and CNNs.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if config.name == "custom":
+        if task is None:
+            raise ConfigError(
+                "optimizer.name 'custom' means the Task's own optimizer function, but no Task "
+                "was given; pass the Task, or name a torch optimizer such as adamw."
+            )
         if isinstance(task.optimizer, str):
             raise ConfigError(
                 f"optimizer.name 'custom' means the Task's own optimizer function, but "

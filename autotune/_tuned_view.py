@@ -1,0 +1,153 @@
+"""Rich tables of a :class:`~autotune.config.TunedConfig` for ``autotune show``.
+
+Three tables: the recommendation next to the baseline it beats, the evidence (speed-ups
+with their spread, memory, MFU, the target), and where it came from. Every text that
+comes from a file (task path, device name, study URL) is escaped for rich markup.
+"""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from autotune._units import format_bytes
+from autotune.config import EveryK, Measured, Spread, TrainConfig, TunedConfig
+from autotune.search import redact
+
+__all__ = ["tuned_tables"]
+
+_NONE = "[dim]-[/]"
+
+
+def tuned_tables(tuned: TunedConfig, source: str) -> list[Table]:
+    """The recommendation, the evidence (when measured) and the provenance, in that order."""
+    tables = [_recommendation(tuned, source)]
+    if tuned.measured is not None:
+        tables.append(_evidence(tuned.measured))
+    tables.append(_provenance(tuned))
+    return tables
+
+
+def _recommendation(tuned: TunedConfig, source: str) -> Table:
+    measured = tuned.measured
+    baseline = measured.baseline.train if measured and measured.baseline else None
+    table = Table(title=f"Tuned config: {escape(source)}", title_justify="left")
+    table.add_column("setting", style="bold")
+    table.add_column("baseline")
+    table.add_column("tuned")
+    tuned_rows = _dimensions(tuned.train)
+    base_rows = _dimensions(baseline) if baseline is not None else {}
+    for key, value in tuned_rows.items():
+        before = base_rows.get(key)
+        changed = before is not None and before != value
+        table.add_row(
+            key,
+            escape(before) if before is not None else _NONE,
+            f"[bold green]{escape(value)}[/]" if changed else escape(value),
+        )
+    if baseline is None:
+        table.caption = "no baseline recorded in this file"
+    return table
+
+
+def _dimensions(train: TrainConfig) -> dict[str, str]:
+    opt, sched = train.optimizer, train.schedule
+    mode = train.activation_checkpointing
+    optimizer = f"{opt.name} lr {opt.lr:.3g}"
+    if opt.weight_decay:
+        optimizer += f", weight decay {opt.weight_decay:g}"
+    if opt.momentum:
+        optimizer += f", momentum {opt.momentum:g}"
+    schedule = f"{sched.name}, warmup {sched.warmup_steps} steps"
+    if sched.name != "constant":
+        schedule += f", min lr x{sched.min_lr_ratio:g}"
+    if sched.total_steps is not None:
+        schedule += f", over {sched.total_steps} steps"
+    return {
+        "precision": train.precision,
+        "micro-batch": str(train.micro_batch_size),
+        "grad accumulation": str(train.grad_accum_steps),
+        "global batch": str(train.global_batch),
+        "world size": str(train.world_size),
+        "activation checkpointing": f"every {mode.every_k} blocks"
+        if isinstance(mode, EveryK)
+        else mode,
+        "compile": "yes" if train.compile else "no",
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "gradient clip": f"{train.gradient_clip_val:g}" if train.gradient_clip_val else "none",
+    }
+
+
+def _evidence(measured: Measured) -> Table:
+    table = Table(title="Evidence (measured)", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    device = measured.device
+    table.add_row("device", escape(f"{device.count} x {device.kind} {device.name}"))
+    base = measured.baseline
+    table.add_row(
+        "throughput",
+        _rate(measured.throughput_samples_per_s, measured.throughput_spread)
+        + (f" (baseline {base.throughput_samples_per_s:,.1f})" if base else ""),
+    )
+    table.add_row("throughput speed-up", _ratio(measured.throughput_speedup, None))
+    table.add_row(
+        "time to target",
+        _seconds(measured.time_to_target_s, measured.time_to_target_spread)
+        + (f" (baseline {_seconds(base.time_to_target_s, None)})" if base else ""),
+    )
+    table.add_row(
+        "time-to-target speed-up",
+        _ratio(measured.speedup_spread, measured.speedup_vs_baseline),
+    )
+    table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else _NONE)
+    table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
+    table.add_row("MFU", f"{measured.mfu:.1%}" if measured.mfu is not None else _NONE)
+    return table
+
+
+def _rate(value: float, spread: Spread | None) -> str:
+    text = f"{value:,.1f} samples/s"
+    if spread is not None:
+        text += f" (range {spread.low:,.1f}-{spread.high:,.1f}, n={spread.n})"
+    return text
+
+
+def _seconds(value: float | None, spread: Spread | None) -> str:
+    if value is None:
+        return "not reached"
+    text = f"{value:.1f} s"
+    if spread is not None:
+        text += f" (range {spread.low:.1f}-{spread.high:.1f}, n={spread.n})"
+    return text
+
+
+def _ratio(spread: Spread | None, median: float | None) -> str:
+    if spread is not None:
+        return f"{spread.median:.2f}x (range {spread.low:.2f}-{spread.high:.2f}, n={spread.n})"
+    if median is not None:
+        return f"{median:.2f}x"
+    return _NONE
+
+
+def _provenance(tuned: TunedConfig) -> Table:
+    table = Table(title="Provenance", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("task", escape(tuned.task) if tuned.task else _NONE)
+    prov = tuned.provenance
+    if prov is None:
+        table.add_row("source", "not recorded (a hand-written config)")
+        return table
+    rows = {
+        "autotune": prov.autotune_version,
+        "torch": prov.torch_version,
+        "hardware": prov.hardware,
+        "study": redact(prov.study) if prov.study else None,
+        "study name": prov.study_name,
+        "trial": str(prov.trial) if prov.trial is not None else None,
+    }
+    for key, value in rows.items():
+        table.add_row(key, escape(value) if value is not None else _NONE)
+    return table

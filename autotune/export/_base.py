@@ -1,0 +1,65 @@
+"""The exporter contract: a :class:`TunedConfig` in, text and notes out, nothing touched.
+
+Every format says what it can express in its own vocabulary and, for everything it cannot,
+one note naming the setting and where to apply it by hand. A setting is never silently
+dropped: the CLI prints the text on stdout and each note on stderr.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal
+
+from autotune.config import EveryK, TrainConfig, TunedConfig
+
+__all__ = ["ExportContext", "Exported", "Exporter", "checkpointing_text"]
+
+DeviceKind = Literal["cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """What a format may need beyond the config; the CLI fills it from its options.
+
+    ``config_path`` is the tuned config as the user named it (torchrun's ``-c``);
+    ``task`` the task file (default: the config's own ``task``); ``steps`` the run's
+    optimizer steps (default: the schedule's ``total_steps``); ``device`` where training
+    runs; ``threads_per_rank`` the CPU threads each rank gets (``OMP_NUM_THREADS``).
+    """
+
+    config_path: str = "tuned.yaml"
+    task: str | None = None
+    steps: int | None = None
+    device: DeviceKind = "cpu"
+    threads_per_rank: int = 1
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The machine-readable ``text`` (stdout) and one ``note`` per unexpressed setting."""
+
+    text: str
+    notes: list[str] = field(default_factory=list)
+
+
+class Exporter(abc.ABC):
+    """One output format. Subclasses are pure: values in, values out."""
+
+    name: str
+    description: str
+
+    @abc.abstractmethod
+    def export(self, tuned: TunedConfig, ctx: ExportContext) -> Exported:
+        """``tuned`` in this format, with a note for each setting the format cannot hold."""
+
+    @staticmethod
+    def steps(tuned: TunedConfig, ctx: ExportContext) -> int | None:
+        """The run's optimizer steps: the option, else the schedule's span, else unknown."""
+        return ctx.steps or tuned.train.schedule.total_steps
+
+
+def checkpointing_text(train: TrainConfig) -> str:
+    """``none``, ``full`` or ``every_k: k``, as the config file spells it."""
+    mode = train.activation_checkpointing
+    return f"every_k: {mode.every_k}" if isinstance(mode, EveryK) else mode

@@ -28,7 +28,9 @@ __all__ = [
     "REFERENCE_TOLERANCE",
     "SMOOTHING_ALPHA",
     "StabilityVerdict",
+    "TARGET_BAND",
     "agrees_with_reference",
+    "baseline_target",
     "diverged",
     "is_decreasing",
     "is_finite",
@@ -81,6 +83,14 @@ OVERFLOW_CALIBRATION_STEPS = 16
 # per growth_interval (2000 steps); skipping 1 step in 20 loses more updates than separates
 # close configurations, and means the gradients keep hitting fp16's range (65504).
 MAX_OVERFLOW_RATE = 0.05
+
+# baseline_target: the loss the baseline reaches in its run (MLPerf's quality target) plus
+# a band of 2% of its improvement, or two noise deviations of the smoothed curve when those
+# are wider. Without a band the baseline's own time to target would be set by the lucky
+# dip of its last steps; with it, a curve that went flat early (a plateau) gets its target
+# where the plateau begins, not at a level only noise reaches. Much more than 2% would put
+# the target on the curve's steep start, where time to target measures step time alone.
+TARGET_BAND = 0.02
 
 
 class StabilityVerdict(BaseModel):
@@ -256,6 +266,25 @@ def steps_to_target(
         if value <= target:
             return k
     return None
+
+
+def baseline_target(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> float:
+    """The target loss a baseline run sets: the lowest level of its zero-lag smoothed
+    curve plus the larger of ``TARGET_BAND`` x its improvement and two standard deviations
+    of the smoothed curve's noise. The baseline itself always reaches it.
+
+    Raises ValueError for an empty or non-finite curve: it sets no target.
+    """
+    if not losses or not is_finite(losses):
+        raise ValueError("a target needs a finite, non-empty baseline loss curve.")
+    trend = _zero_lag(losses, alpha)
+    lowest = min(trend)
+    improvement = max(0.0, trend[0] - lowest)
+    tail = range(len(losses) // 2, len(losses))
+    residual = [losses[k] - trend[k] for k in tail]
+    spread = math.sqrt(sum(r * r for r in residual) / max(1, len(residual)))
+    noise = spread * math.sqrt(alpha / (2 - alpha))  # std of an EMA over white noise
+    return lowest + max(TARGET_BAND * improvement, 2 * noise)
 
 
 def verdict(

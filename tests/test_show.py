@@ -1,0 +1,94 @@
+"""`autotune show`: the recommendation beside the baseline, the evidence, the provenance."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+from autotune.cli import app
+from autotune.config import save_tuned_config
+from tests._tuned import make_tuned
+from tests.test_cli_errors import error_line
+
+runner = CliRunner()
+
+
+def show(path: Path) -> Result:
+    return runner.invoke(app, ["show", str(path)], env={"COLUMNS": "160"})
+
+
+def row(output: str, name: str) -> list[str]:
+    """The cells of the table row that starts with ``name``."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line) if c.strip()]
+        if cells and cells[0] == name:
+            return cells
+    raise AssertionError(f"no row {name!r} in:\n{output}")
+
+
+def test_baseline_beside_tuned(tmp_path: Path) -> None:
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(make_tuned(), path)
+    result = show(path)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert row(out, "precision") == ["precision", "32-true", "bf16-mixed"]
+    assert row(out, "micro-batch") == ["micro-batch", "16", "32"]
+    assert row(out, "grad accumulation") == ["grad accumulation", "1", "2"]
+    assert row(out, "global batch") == ["global batch", "16", "64"]
+    assert row(out, "world size") == ["world size", "1", "1"]
+    assert row(out, "activation checkpointing") == ["activation checkpointing", "none", "full"]
+    assert row(out, "compile") == ["compile", "no", "no"]
+    assert row(out, "optimizer")[1:] == ["adamw lr 0.001", "adamw lr 0.003, weight decay 0.1"]
+    assert row(out, "schedule")[2] == "cosine, warmup 10 steps, min lr x0.1"
+
+
+def test_evidence_with_spreads(tmp_path: Path) -> None:
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(make_tuned(), path)
+    out = show(path).stdout
+    assert row(out, "throughput speed-up")[1] == "2.03x (range 1.95-2.10, n=3)"
+    assert row(out, "time-to-target speed-up")[1] == "2.17x (range 1.90-2.30, n=3)"
+    assert "812.5 samples/s (range 790.0-830.1, n=3) (baseline 400.0)" in row(out, "throughput")[1]
+    assert row(out, "time to target")[1] == "4.2 s (range 4.0-4.9, n=3) (baseline 9.1 s)"
+    assert row(out, "peak memory")[1] == "117.7 MiB"
+    assert row(out, "MFU")[1] == "23.1%"
+    assert row(out, "target loss")[1] == "0.4321"
+    assert row(out, "trial")[1] == "17"
+
+
+def test_user_text_is_escaped_and_passwords_hidden(tmp_path: Path) -> None:
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(make_tuned(task="models/[red]gpt[/].py"), path)
+    out = show(path).stdout
+    assert row(out, "task")[1] == "models/[red]gpt[/].py"
+    assert row(out, "study name")[1] == "model [bold]x[/]"
+    assert row(out, "study")[1] == "postgresql://user:***@db/autotune"
+    assert "secret" not in out
+
+
+def test_hand_written_config_shows_what_there_is(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("train:\n  micro_batch_size: 8\n  optimizer: {lr: 0.01}\n")
+    result = show(path)
+    assert result.exit_code == 0, result.output
+    assert row(result.stdout, "micro-batch") == ["micro-batch", "-", "8"]
+    assert "no baseline recorded" in result.stdout
+    assert "Evidence" not in result.stdout
+    assert "not recorded" in row(result.stdout, "source")[1]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    result = show(tmp_path / "nope.yaml")
+    assert result.exit_code == 2
+    assert "does not exist; check the path" in error_line(result)
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "tuned.yaml"
+    path.write_text("train: [1, 2\n")
+    result = show(path)
+    assert result.exit_code == 2
+    assert re.search(r"tuned\.yaml:\d+: malformed YAML", error_line(result))

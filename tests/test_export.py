@@ -341,4 +341,3 @@ def test_invalid_config_is_one_line(tmp_path: Path) -> None:
     result = invoke(str(path), "--to", "lightning")
     assert result.exit_code == 2
     assert "warp: unknown key" in error_line(result)
-

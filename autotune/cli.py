@@ -64,7 +64,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except AutotuneError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 

@@ -414,8 +414,8 @@ def export(
         str, typer.Option(help="cpu, cuda or auto (the measured device, else CUDA if present).")
     ] = "auto",
 ) -> None:
-    """Print TUNED.YAML in another tool's format on stdout; each setting the format cannot
-    express is a `note:` line on stderr."""
+    """Print the tuned CONFIG in another tool's format on stdout; each setting the format
+    cannot express is a `note:` line on stderr."""
     with _user_errors():
         tuned = load_tuned_config(config)
         kind = _export_device(tuned, device)

@@ -154,3 +154,15 @@ def test_search_without_tensorboard_stops_before_searching(
     result = runner.invoke(app, ["search", task, "--tensorboard", str(tmp_path / "tb")])
     assert result.exit_code == 2
     assert FIX in error_line(result)
+
+
+@pytest.mark.slow
+def test_two_ranks_write_one_log(write_task: Callable[[str], Path], tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text("train: {micro_batch_size: 8, world_size: 2, optimizer: {lr: 0.01}}\n")
+    logdir = tmp_path / "tb"
+    args = ["run", str(write_task(TINY_TASK)), "-c", str(config), "--steps", "3"]
+    result = runner.invoke(app, [*args, "--tensorboard", str(logdir)])
+    assert result.exit_code == 0, result.output
+    assert len(list(logdir.glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes
+    assert [s for s, _ in scalars(events(logdir), "train/loss")] == [1, 2, 3]

@@ -121,7 +121,8 @@ def test_hf_kwargs_build_training_arguments(tmp_path: Path) -> None:
     assert args.per_device_train_batch_size == 32
     assert args.gradient_accumulation_steps == 2
     assert args.bf16 is True and args.fp16 is False
-    assert args.gradient_checkpointing is True
+    assert args.activation_checkpointing is True
+    assert args.activation_checkpointing_kwargs is None  # full: every layer
     assert args.learning_rate == pytest.approx(3e-3)
     assert args.weight_decay == pytest.approx(0.1)
     assert args.lr_scheduler_type == "cosine_with_min_lr"
@@ -176,19 +177,23 @@ def test_hf_without_clipping_turns_hf_clipping_off(tmp_path: Path) -> None:
     assert args.max_grad_norm == 0.0  # HF clips at 1.0 unless told otherwise
     assert args.optim == "sgd" and args.optim_args == "momentum=0.9"
     assert args.lr_scheduler_type == "constant_with_warmup"
-    assert args.bf16 is False and args.gradient_checkpointing is False
+    assert args.bf16 is False and args.activation_checkpointing is False
 
 
-def test_hf_notes_what_it_cannot_hold() -> None:
+def test_hf_notes_what_it_cannot_hold(tmp_path: Path) -> None:
     tuned = make_tuned(
         world_size=2,
         precision="bf16-true",
         activation_checkpointing={"every_k": 2},
         schedule={"name": "linear", "min_lr_ratio": 0.2},
     )
-    notes = "\n".join(export(tuned, "hf", ExportContext()).notes)
+    exported = export(tuned, "hf", ExportContext())
+    notes = "\n".join(exported.notes)
     assert "world_size 2" in notes and "torchrun --nproc-per-node 2" in notes
-    assert "bf16-true" in notes and "every_k: 2" in notes and "min_lr_ratio 0.2" in notes
+    assert "bf16-true" in notes and "min_lr_ratio 0.2" in notes
+    assert "gradient_checkpointing" in notes  # the transformers 4 name
+    args = _training_args(json.loads(exported.text), tmp_path)
+    assert args.activation_checkpointing_kwargs == {"every_n_layers": 2}
 
 
 # -- accelerate --------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 ``TrainingArguments(output_dir=..., **kwargs)`` gets the batch, accumulation, precision,
 checkpointing, optimizer, schedule and clipping. HF's own defaults are overridden where
 they differ from the config's meaning: it clips at 1.0 unless told ``max_grad_norm=0``.
+Names are transformers 5's (``activation_checkpointing``, ``every_n_layers``); a note
+gives the older name when checkpointing is on.
 """
 
 from __future__ import annotations
@@ -33,16 +35,31 @@ class HfExporter(Exporter):
             "gradient_accumulation_steps": train.grad_accum_steps,
             "bf16": train.precision == "bf16-mixed",
             "fp16": train.precision == "16-mixed",
-            "gradient_checkpointing": train.activation_checkpointing != "none",
             "torch_compile": train.compile,
             "max_grad_norm": train.gradient_clip_val or 0.0,  # 0 disables HF's default clip
         }
         if ctx.device == "cpu":
             kwargs["use_cpu"] = True
+        kwargs |= _checkpointing(train, notes)
         kwargs |= _optimizer(train, notes)
         kwargs |= _schedule(train, self.steps(tuned, ctx), notes)
         notes += _other_notes(train, ctx)
         return Exported(json.dumps(kwargs, indent=2) + "\n", notes)
+
+
+def _checkpointing(train: TrainConfig, notes: list[str]) -> dict[str, Any]:
+    mode = train.activation_checkpointing
+    if mode == "none":
+        return {"activation_checkpointing": False}
+    kwargs: dict[str, Any] = {"activation_checkpointing": True}
+    every = mode.every_k if isinstance(mode, EveryK) else 1
+    if every > 1:
+        kwargs["activation_checkpointing_kwargs"] = {"every_n_layers": every}
+    notes.append(
+        "transformers < 5 names activation_checkpointing gradient_checkpointing and cannot "
+        "checkpoint every n-th layer; rename it there."
+    )
+    return kwargs
 
 
 def _optimizer(train: TrainConfig, notes: list[str]) -> dict[str, Any]:
@@ -112,12 +129,6 @@ def _other_notes(train: TrainConfig, ctx: ExportContext) -> list[str]:
         notes.append(
             "precision bf16-true (bf16 weights) is not a TrainingArguments flag: load the "
             "model in bfloat16 (model.to(torch.bfloat16)); bf16 autocast is left off."
-        )
-    mode = train.activation_checkpointing
-    if isinstance(mode, EveryK) and mode.every_k > 1:
-        notes.append(
-            f"activation_checkpointing every_k: {mode.every_k} has no HF form: "
-            f"gradient_checkpointing checkpoints every layer (less memory, slower)."
         )
     if train.precision == "16-mixed" and ctx.device == "cpu":
         notes.append("fp16 on CPU: HF may refuse fp16=True without a GPU; train on a GPU.")

@@ -326,6 +326,7 @@ def search(
         )
         if tensorboard is not None:
             write_study_summaries(outcome.studies.convergence, None, tensorboard)
+            write_study_summaries(outcome.studies.systems, None, tensorboard / "systems")
     out.print(_search_table(outcome, output))
 
 

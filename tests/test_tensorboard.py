@@ -131,14 +131,15 @@ def test_search_writes_study_summaries(
     write_task: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study = _study(f"sqlite:///{tmp_path / 'study.db'}")
-    outcome = SimpleNamespace(
-        tuned=make_tuned(), removals=[], studies=SimpleNamespace(convergence=study)
-    )
+    systems = _study(f"sqlite:///{tmp_path / 'systems.db'}")
+    studies = SimpleNamespace(convergence=study, systems=systems)
+    outcome = SimpleNamespace(tuned=make_tuned(), removals=[], studies=studies)
     monkeypatch.setattr("autotune.cli.run_search", lambda *args, **kwargs: outcome)
     logdir = tmp_path / "tb"
     task = str(write_task(TINY_TASK))
     runner.invoke(app, ["search", task, "--tensorboard", str(logdir), "-o", str(tmp_path / "t.y")])
     assert [s for s, _ in scalars(events(logdir), "trial/samples_per_s")] == [0, 1, 2]
+    assert [s for s, _ in scalars(events(logdir / "systems"), "trial/value")] == [0, 1]
 
 
 def test_search_without_tensorboard_stops_before_searching(

@@ -49,7 +49,9 @@ class Budget:
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN/inf losses (a diverged trial) round-trip through the study's JSON attrs as
+    # NaN/Infinity, not as null.
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
 class Measured(_Record):

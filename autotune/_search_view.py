@@ -1,0 +1,113 @@
+"""The terminal side of ``autotune search``: a live status line over the event log while
+it runs (trial k/N, status counts, best so far, ETA), then the result and the top configs.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from autotune._units import format_bytes
+from autotune.search import SearchOutcome, Standing, TopConfig
+
+__all__ = ["SearchView", "result_table", "top_table"]
+
+
+class SearchView:
+    """A context manager: ``note`` prints an event line above a live status line that
+    ``progress`` updates. On a non-terminal console (CI logs, tests) the status line is
+    printed once per update instead of redrawn."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.monotonic()
+        self.status = Text("starting", style="bold")
+        self.live = Live(self.status, console=console, auto_refresh=False, transient=True)
+
+    def __enter__(self) -> SearchView:
+        if self.console.is_terminal:
+            self.live.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self.live.is_started:
+            self.live.stop()
+
+    def note(self, line: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.console.print(f"[dim]{elapsed:6.1f}s[/] {escape(line)}", highlight=False)
+
+    def progress(self, standing: Standing) -> None:
+        self.status = Text(f"search {standing.line()}", style="bold")
+        if self.live.is_started:
+            self.live.update(self.status, refresh=True)
+        else:
+            self.console.print(self.status, highlight=False)
+
+
+def result_table(outcome: SearchOutcome, output: str) -> Table:
+    """The recommendation and its confirmed speed-ups."""
+    tuned = outcome.tuned
+    table = _kv_table(f"autotune search -> {escape(output)}")
+    train, measured = tuned.train, tuned.measured
+    table.add_row("precision", train.precision)
+    table.add_row(
+        "batch",
+        f"{train.micro_batch_size} micro x {train.grad_accum_steps} accum x "
+        f"{train.world_size} ranks = {train.global_batch}",
+    )
+    table.add_row("checkpointing", str(train.activation_checkpointing))
+    table.add_row(
+        "optimizer",
+        f"{train.optimizer.name} lr {train.optimizer.lr:.3g}, {train.schedule.name} "
+        f"schedule, warmup {train.schedule.warmup_steps} steps",
+    )
+    if measured is None:
+        return table
+    if measured.speedup_spread is not None:
+        s = measured.speedup_spread
+        table.add_row(
+            "time-to-target speed-up",
+            f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f}, {s.n} pairs)",
+        )
+    if measured.throughput_speedup is not None:
+        s = measured.throughput_speedup
+        table.add_row("throughput speed-up", f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f})")
+    table.add_row("samples/s", f"{measured.throughput_samples_per_s:,.1f}")
+    table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
+    table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else "-")
+    return table
+
+
+def top_table(rows: list[TopConfig]) -> Table:
+    """The best convergence trials, fastest to the target first."""
+    table = Table(title="top configurations", title_justify="left")
+    for name in ("trial", "status", "config", "time to target", "samples/s"):
+        table.add_column(name, justify="right" if name != "config" else "left")
+    for row in rows:
+        table.add_row(
+            str(row.trial),
+            row.status,
+            escape(row.config),
+            f"{row.time_to_target_s:.1f} s" if row.time_to_target_s is not None else "-",
+            f"{row.samples_per_s:,.1f}" if row.samples_per_s is not None else "-",
+        )
+    return table
+
+
+def _kv_table(title: str) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    return table

@@ -444,6 +444,36 @@ def _export_device(tuned: TunedConfig, choice: str) -> Literal["cpu", "cuda"]:
 
 
 @app.command()
+def report(
+    storage: Annotated[
+        str, typer.Option(help="Optuna storage URL the search used (SQLite file or any RDB).")
+    ] = "sqlite:///autotune.db",
+    study: Annotated[
+        str | None,
+        typer.Option(help="Study name (default: the one tuned.yaml names, else the only one)."),
+    ] = None,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(help="tuned.yaml for baseline vs tuned (default: ./tuned.yaml if present)."),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write the HTML report.")
+    ] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML report (works offline) of a search's study."""
+    from autotune.report import write_report  # plotly loads only for this command
+
+    with _user_errors():
+        data = write_report(storage, output, study, tuned)
+    out.print(
+        f"wrote {output}: study {escape(data.study_name)}, {len(data.convergence)} convergence "
+        f"and {len(data.systems)} systems trials",
+        highlight=False,
+    )
+    out.print(f"explore it live: optuna-dashboard {escape(data.storage)}", highlight=False)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON schema of tuned.yaml (TunedConfig)."""
     print(json.dumps(TunedConfig.model_json_schema(), indent=2))

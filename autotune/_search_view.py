@@ -21,8 +21,8 @@ __all__ = ["SearchView", "result_table", "top_table"]
 
 class SearchView:
     """A context manager: ``note`` prints an event line above a live status line that
-    ``progress`` updates. On a non-terminal console (CI logs, tests) the status line is
-    printed once per update instead of redrawn."""
+    ``progress`` updates. On a non-terminal console (CI logs, tests) there is no live line:
+    each trial's event line already carries the same standing."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -52,8 +52,6 @@ class SearchView:
         self.status = Text(f"search {standing.line()}", style="bold")
         if self.live.is_started:
             self.live.update(self.status, refresh=True)
-        else:
-            self.console.print(self.status, highlight=False)
 
 
 def result_table(outcome: SearchOutcome, output: str) -> Table:

@@ -469,8 +469,11 @@ def report(
         f"wrote {output}: study {escape(data.study_name)}, {len(data.convergence)} convergence "
         f"and {len(data.systems)} systems trials",
         highlight=False,
+        soft_wrap=True,
     )
-    out.print(f"explore it live: optuna-dashboard {escape(data.storage)}", highlight=False)
+    out.print(
+        f"explore it live: optuna-dashboard {escape(data.storage)}", highlight=False, soft_wrap=True
+    )
 
 
 @app.command()

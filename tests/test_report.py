@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -27,9 +28,10 @@ from autotune.config import BaselineMeasured, DeviceInfo, Measured, Provenance, 
 from autotune.config import TunedConfig as Tuned
 from autotune.report import SECTIONS, load_report_data, render, write_report
 from autotune.report._figures import pareto_optimal
+from autotune.search import SearchOptions, run_search
 from autotune.search._types import BaselineRun
 from autotune.search._types import Measured as Run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_TASK
 
 runner = CliRunner()
 NAME = "digits"
@@ -386,3 +388,38 @@ def test_report_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("ok:")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_the_synthetic_study_has_the_shape_of_a_real_search(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A real (tiny) search: the attrs and params the tests fake are the ones it stores,
+    and its report reads every trial."""
+    storage = f"sqlite:///{tmp_path / 'real.db'}"
+    options = SearchOptions(
+        task_path=write_task(TINY_TASK),
+        budget_s=30,
+        trials=2,
+        target_loss=0.5,
+        storage=storage,
+        output=tmp_path / "tuned.yaml",
+        confirm_pairs=1,
+        systems_measured=2,
+        workdir=tmp_path / "trials",
+    )
+    run_search(options)
+    make_study(storage, "fake", FULL)
+    for real_name, fake_name in (("model", "fake"), ("model/systems", "fake/systems")):
+        real = optuna.load_study(study_name=real_name, storage=storage)
+        fake = optuna.load_study(study_name=fake_name, storage=storage)
+        assert set(fake.user_attrs) <= set(real.user_attrs)
+        done = [t for t in real.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert done, real_name
+        fake_done = next(t for t in fake.trials if t.state == optuna.trial.TrialState.COMPLETE)
+        assert set(fake_done.params) == set(done[0].params)
+        assert set(fake_done.user_attrs) <= set(done[0].user_attrs)
+    data = write_report(storage, tmp_path / "r.html", "model", tmp_path / "tuned.yaml")
+    assert data.comparison.speedup is not None or data.comparison.throughput_speedup is not None
+    assert all(t.train is not None for t in data.convergence if t.outcome.startswith("OK"))
+    assert all(t.samples_per_s for t in data.systems if t.outcome == "OK")

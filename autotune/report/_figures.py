@@ -45,12 +45,17 @@ def history(data: ReportData) -> go.Figure | None:
         fig.add_trace(
             go.Scatter(x=xs, y=ys, mode="lines", name="best so far", line={"shape": "hv"})
         )
-    if data.baseline_time_to_target_s is not None:
-        fig.add_hline(
-            y=data.baseline_time_to_target_s,
-            line_dash="dash",
-            annotation_text="baseline",
-            annotation_position="top left",
+    if data.baseline_time_to_target_s is not None:  # a trace, not a shape: right on log axes
+        numbers = [t.number for t in done]
+        fig.add_trace(
+            go.Scatter(
+                x=[min(numbers), max(numbers)],
+                y=[data.baseline_time_to_target_s] * 2,
+                mode="lines",
+                name="baseline",
+                line={"dash": "dash", "color": "#52606d"},
+                hovertemplate="baseline: %{y:.2f} s<extra></extra>",
+            )
         )
     values = [t.value for t in done if t.value is not None]
     spread = max(values) / min(values) if min(values) > 0 else 1.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,25 +27,41 @@ from autotune.profiler import ProbeReport
 from autotune.search._confirm import confirm, provenance, reference_check, tuned_config
 from autotune.search._convergence import (
     ConvergencePlan,
+    best_time,
     make_pruner,
     make_sampler,
     run_convergence,
     winners,
 )
 from autotune.search._measure import Trialist, measured, ok
-from autotune.search._study import Studies, redact
+from autotune.search._progress import (
+    Standing,
+    TopConfig,
+    describe,
+    standing,
+    top_configs,
+    trial_line,
+)
+from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
 from autotune.search._systems import measure_systems, predict_systems
 from autotune.search._types import BaselineRun, Budget, Measured, SearchOptions
 from autotune.task import Task, load_task
 
-__all__ = ["SearchError", "SearchOptions", "SearchOutcome", "redact", "run_search"]
+__all__ = [
+    "SearchError",
+    "SearchInterrupted",
+    "SearchOptions",
+    "SearchOutcome",
+    "Standing",
+    "TopConfig",
+    "redact",
+    "run_search",
+    "study_summary",
+]
 
 _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
 _MIN_BASELINE_STEPS = 30
 _MAX_BASELINE_STEPS = 500  # past this a small task plateaus, and a plateau makes no target
-# The target is the loss at 90% of the baseline's improvement, not its very last value: a
-# target on the flat tail of a curve is reached by luck, not by training faster.
-_PLATEAU_MARGIN = 0.1
 _STARTUP_S = 3.0  # per trial process: torch import, model build
 _STABILITY_CANDIDATES = 3  # winners tried in turn until one agrees with fp32
 
@@ -62,14 +77,23 @@ class SearchOutcome:
     tuned: TunedConfig
     removals: list[spaces.Removal]
     studies: Studies
+    top: list[TopConfig]
 
 
 Events = Callable[[str], None]
+Progress = Callable[[Standing], None]
 
 
-def run_search(options: SearchOptions, note: Events | None = None) -> SearchOutcome:
-    """Run (or resume) the search and write ``options.output``; see the module docstring."""
+def run_search(
+    options: SearchOptions, note: Events | None = None, progress: Progress | None = None
+) -> SearchOutcome:
+    """Run (or resume) the search and write ``options.output``; see the module docstring.
+
+    ``note`` receives one line per event (phase, trial outcome); ``progress`` the standing
+    after each convergence trial, for a live display.
+    """
     say = note or (lambda _: None)
+    show = progress or (lambda _: None)
     budget = Budget(options.budget_s)
     task = load_task(options.task_path)
     space = spaces.load_space(options.space)
@@ -77,6 +101,7 @@ def run_search(options: SearchOptions, note: Events | None = None) -> SearchOutc
     studies = Studies(options.storage, name, make_sampler(options.seed), make_pruner())
     with _workdir(options) as workdir:
         trials = Trialist(Path(options.task_path), workdir, options.seed)
+        studies.hold("setup", say)  # one worker probes, runs the baseline and systems phase
         say("probing the hardware and the model")
         report = studies.cached(
             "probe",
@@ -93,16 +118,25 @@ def run_search(options: SearchOptions, note: Events | None = None) -> SearchOutc
         )
         say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
         systems = _systems(space, report, base, studies, trials, options, say)
+        studies.release("setup")
+        reserve = _reserve(baseline, options)
         plan = ConvergencePlan(
-            space, base, systems, baseline, options.trials, _reserve(baseline, options)
+            space, base, systems, baseline, options.trials, reserve, options.confirm_pairs
         )
-        run_convergence(
-            plan,
-            studies.convergence,
-            trials,
-            budget,
-            lambda t: say(f"{_trial_line(t)} {_standing(studies.convergence, budget, options)}"),
-        )
+
+        def on_trial(trial: optuna.trial.FrozenTrial) -> None:
+            reserve_now = plan.reserve_now(best_time(studies.convergence))
+            now = standing(studies.convergence, options.trials, budget.left_s, reserve_now)
+            say(f"{trial_line(trial)} ({now.line()})")
+            show(now)
+
+        show(standing(studies.convergence, options.trials, budget.left_s, reserve))
+        run_convergence(plan, studies.convergence, trials, budget, on_trial)
+        key, confirmed = studies.confirmation(TunedConfig, say)  # waits for other workers
+        if confirmed is not None:  # another worker, or this search before a kill, confirmed
+            save_tuned_config(confirmed, options.output)
+            studies.release(key)
+            return SearchOutcome(confirmed, removals, studies, top_configs(studies.convergence))
         winner = _stable_winner(winners(studies.convergence), trials, say)
         say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         found = confirm(winner, baseline, trials, options.confirm_pairs)
@@ -112,8 +146,10 @@ def run_search(options: SearchOptions, note: Events | None = None) -> SearchOutc
         tuned = tuned_config(
             found, baseline, report, provenance(redact(options.storage), name, best, report)
         )
+        studies.store(key, tuned)
         save_tuned_config(tuned, options.output)
-    return SearchOutcome(tuned, removals, studies)
+        studies.release(key)
+    return SearchOutcome(tuned, removals, studies, top_configs(studies.convergence))
 
 
 @contextlib.contextmanager
@@ -172,9 +208,8 @@ def _target(run: Measured, task: Task, options: SearchOptions) -> tuple[float, s
         return options.target_loss, "user"
     if task.target_loss is not None:
         return float(task.target_loss), "task"
-    smoothed = stability.smooth(run.losses)
-    target = smoothed[-1] + _PLATEAU_MARGIN * (smoothed[0] - smoothed[-1])
-    return target, f"baseline: {1 - _PLATEAU_MARGIN:.0%} of its improvement"
+    target = stability.baseline_target(run.losses)
+    return target, f"the baseline's loss after {len(run.losses)} steps"
 
 
 def _tt(run: Measured, target: float) -> float | None:
@@ -208,7 +243,7 @@ def _systems(
             "no systems config could be measured; see `autotune probe` and the study's trials."
         )
     for run in runs:
-        say(f"systems: {_describe(run.train)} -> {run.samples_per_s:,.1f} samples/s")
+        say(f"systems: {describe(run.train)} -> {run.samples_per_s:,.1f} samples/s")
     return runs
 
 
@@ -224,44 +259,7 @@ def _stable_winner(candidates: list[Measured], trials: Trialist, say: Events) ->
         )
     for candidate in candidates[:_STABILITY_CANDIDATES]:
         verdict = reference_check(candidate, trials)
-        say(f"stability of {_describe(candidate.train)}: {'; '.join(verdict.reasons)}")
+        say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
         if verdict.stable:
             return candidate
     raise SearchError("no candidate agreed with its fp32 run; see the stability notes above.")
-
-
-def _describe(config: TrainConfig) -> str:
-    ckpt = config.activation_checkpointing
-    ckpt_text = ckpt if isinstance(ckpt, str) else f"every_k={ckpt.every_k}"
-    return (
-        f"{config.precision} micro={config.micro_batch_size} accum={config.grad_accum_steps} "
-        f"world={config.world_size} ckpt={ckpt_text} lr={config.optimizer.lr:.2e} "
-        f"{config.schedule.name}"
-    )
-
-
-def _standing(study: optuna.Study, budget: Budget, options: SearchOptions) -> str:
-    """Trial k/N, status counts, best so far and budget left, for the progress log."""
-    finished = [t for t in study.trials if t.state.is_finished()]
-    counts = Counter(t.user_attrs.get("status", t.state.name) for t in finished)
-    reached = [t.value for t in finished if t.user_attrs.get("reached") and t.value is not None]
-    best = f"best {min(reached):.1f} s" if reached else "none reached the target yet"
-    total = options.trials if options.trials is not None else "budget"
-    statuses = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    return f"({len(finished)}/{total}: {statuses}; {best}; {budget.left_s:.0f} s left)"
-
-
-def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
-    attrs = trial.user_attrs
-    if trial.state == optuna.trial.TrialState.COMPLETE and attrs.get("reached"):
-        outcome = f"reached the target in {trial.value:.1f} s"
-    elif trial.state == optuna.trial.TrialState.COMPLETE:
-        outcome = "did not reach the target in time"
-    elif trial.state == optuna.trial.TrialState.PRUNED:
-        outcome = "pruned: behind the median at the same wall time"
-    else:
-        outcome = (
-            f"{attrs.get('status', 'FAIL')}: {attrs.get('stability') or attrs.get('reason', '')}"
-        )
-    config = TrainConfig.model_validate_json(attrs["train"]) if "train" in attrs else None
-    return f"trial {trial.number} ({_describe(config) if config else '-'}): {outcome}"

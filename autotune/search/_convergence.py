@@ -22,6 +22,7 @@ from autotune import space as spaces
 from autotune import stability
 from autotune.config import TrainConfig
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._study import counted, next_trial, tracked
 from autotune.search._types import BaselineRun, Budget, Measured
 
 __all__ = ["ConvergencePlan", "make_pruner", "make_sampler", "run_convergence", "winners"]
@@ -31,6 +32,11 @@ _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
 _MIN_CAP_S = 2.0
 _MIN_TRIALS = 3  # trials run past the budget while none has reached the target yet
 _NOT_REACHED_PENALTY = 2.0  # a run that never reached the target ranks behind every one that did
+# A run still short of the target this many times the best time to target so far cannot
+# win: it stops there. The margin covers the 6-25% run-to-run noise of one fresh process.
+_CANNOT_WIN_MARGIN = 1.3
+_SAFETY_S = 10.0  # budget never planned: the confirmation's runs vary by 10-25% each
+_STARTUP_S = 3.5  # per trial process on a 2-core CPU: torch import, model build, first step
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -51,7 +57,18 @@ class ConvergencePlan:
     systems: list[Measured]
     baseline: BaselineRun
     max_trials: int | None
-    reserve_s: float  # budget kept for the confirmation
+    reserve_s: float  # budget kept for the confirmation, before any trial reached the target
+    confirm_pairs: int = 3
+
+    def reserve_now(self, best_s: float | None) -> float:
+        """Budget the fp32 check and the confirmation need, once a trial has reached the
+        target in ``best_s``: each pair runs the winner (~_CANNOT_WIN_MARGIN x best_s) and
+        the baseline (its time to target), plus the fp32 run of the winner."""
+        if best_s is None:
+            return self.reserve_s
+        base = self.baseline.run.time_to_target_s or self.baseline.run.elapsed_s[-1]
+        winner = _CANNOT_WIN_MARGIN * best_s + _STARTUP_S
+        return self.confirm_pairs * (winner + base + _STARTUP_S) + winner
 
 
 def systems_values(config: TrainConfig) -> dict[str, Any]:
@@ -73,7 +90,7 @@ def run_convergence(
     on_trial: Callable[[optuna.trial.FrozenTrial], None],
 ) -> None:
     """Run trials until ``max_trials`` have finished or the budget (less the reserve) is spent."""
-    top = plan.systems[:_TOP_SYSTEMS]
+    top = systems_choices(plan.systems, plan.base.micro_batch_size)
     if not study.trials:
         study.enqueue_trial(_seed(plan, top[0]))
     # A run may take twice the baseline's time to target (slower cannot win, but it is
@@ -81,10 +98,28 @@ def run_convergence(
     baseline_tt = plan.baseline.run.time_to_target_s or plan.baseline.run.elapsed_s[-1]
     time_cap = max(2.0 * baseline_tt, _MIN_CAP_S)
     while _may_continue(plan, study, budget, time_cap):
-        trial = study.ask()
-        choice = trial.suggest_categorical("systems", list(range(len(top))))
-        frozen = _run_one(plan, trial, top[choice], trials, time_cap)
+        trial = next_trial(study, plan.max_trials)  # None: other workers took the last ones
+        if trial is None:
+            break
+        with tracked(study, trial):  # killed or interrupted: recorded, not left RUNNING
+            choice = trial.suggest_categorical("systems", list(range(len(top))))
+            frozen = _run_one(plan, trial, top[choice], trials, time_cap)
         on_trial(frozen)
+
+
+def systems_choices(systems: list[Measured], anchor: int) -> list[Measured]:
+    """The systems configs the convergence phase chooses from: the fastest measured one
+    per micro-batch size, at most _TOP_SYSTEMS, the one nearest the baseline's micro-batch
+    (``anchor``) first. Throughput alone favours the largest batch, but a large batch can
+    need many more samples to reach the target; the baseline's batch is known to reach it,
+    so the seeded first trial is the baseline made faster, and TPE explores the others.
+    ``systems`` comes fastest first (and is stored), so the order survives a resume."""
+    best: dict[int, Measured] = {}
+    for run in systems:
+        best.setdefault(run.train.micro_batch_size, run)
+    ranked = list(best.values())
+    near = min(ranked, key=lambda r: abs(r.train.micro_batch_size - anchor))
+    return [near, *(r for r in ranked if r is not near)][:_TOP_SYSTEMS]
 
 
 def _seed(plan: ConvergencePlan, fastest: Measured) -> dict[str, Any]:
@@ -97,12 +132,13 @@ def _may_continue(
     plan: ConvergencePlan, study: optuna.Study, budget: Budget, time_cap: float
 ) -> bool:
     done = [t for t in study.trials if t.state.is_finished()]
-    if plan.max_trials is not None and len(done) >= plan.max_trials:
+    if plan.max_trials is not None and len(counted(study)) >= plan.max_trials:
         return False
-    if budget.left_s > plan.reserve_s + time_cap + 5.0:
+    best = best_time(study)
+    next_trial_s = min(time_cap, _CANNOT_WIN_MARGIN * best if best else time_cap) + _STARTUP_S
+    if budget.left_s > plan.reserve_now(best) + next_trial_s + _SAFETY_S:
         return True
-    reached = any(t.user_attrs.get("reached") for t in done)
-    return not reached and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
+    return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
 
 
 def _run_one(
@@ -116,7 +152,9 @@ def _run_one(
     values = {**fixed, **spaces.suggest_convergence(trial, plan.space, fixed)}
     steps = _planned_steps(plan, values, systems, time_cap)
     config = spaces.to_train_config(values, plan.base, steps)
-    watch = TargetWatch(plan.baseline.target_loss, time_cap, _pruning(trial))
+    best = best_time(trial.study)
+    beat_s = _CANNOT_WIN_MARGIN * best if best is not None else None
+    watch = TargetWatch(plan.baseline.target_loss, time_cap, _pruning(trial, beat_s))
     result = trials.run(config, steps, watch=watch, time_cap_s=time_cap * 1.2)
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None
     trial.set_user_attr("status", result.status.value)
@@ -134,16 +172,34 @@ def _planned_steps(
     return max(_MIN_STEPS, math.ceil(time_cap / step_s))
 
 
-def _pruning(trial: optuna.Trial) -> Callable[[float, float], bool]:
+def best_time(study: optuna.Study) -> float | None:
+    """The best time to target so far (None: no trial reached it)."""
+    reached = [
+        t.value
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.user_attrs.get("reached") and t.value is not None
+    ]
+    return min(reached) if reached else None
+
+
+def _pruning(trial: optuna.Trial, beat_s: float | None) -> Callable[[float, float], bool]:
+    """Stop a run once it cannot win (still short of the target at ``beat_s``) or when
+    the median pruner finds its smoothed loss behind the median at the same wall second."""
     reported: set[int] = set()
 
     def judge(elapsed_s: float, smoothed: float) -> bool:
+        if beat_s is not None and elapsed_s > beat_s:
+            trial.set_user_attr("pruned_by", f"not at the target after {beat_s:.1f} s")
+            return True
         second = int(elapsed_s)
         if second in reported or not math.isfinite(smoothed):
             return False
         reported.add(second)
         trial.report(smoothed, second)
-        return trial.should_prune()
+        if trial.should_prune():
+            trial.set_user_attr("pruned_by", "behind the median at the same wall time")
+            return True
+        return False
 
     return judge
 

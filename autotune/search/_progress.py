@@ -57,10 +57,13 @@ class TopConfig(BaseModel):
 
 
 def status_of(trial: optuna.trial.FrozenTrial) -> str:
-    """The trial's autotune status (OK/OOM/TIMEOUT/CRASH/UNSTABLE/PRUNED)."""
+    """The trial's autotune status: OK (finished, whether or not it reached the target),
+    PRUNED (stopped by the pruner), else what failed it (OOM/TIMEOUT/CRASH/UNSTABLE)."""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return "OK"
     if trial.state == optuna.trial.TrialState.PRUNED:
         return "PRUNED"
-    return str(trial.user_attrs.get("status", trial.state.name))
+    return str(trial.user_attrs.get("status", trial.state.name)).upper()
 
 
 def standing(
@@ -135,7 +138,7 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     elif trial.state == optuna.trial.TrialState.COMPLETE:
         outcome = "did not reach the target in time"
     elif trial.state == optuna.trial.TrialState.PRUNED:
-        outcome = "pruned: behind the median at the same wall time"
+        outcome = f"pruned: {attrs.get('pruned_by', 'behind the median')}"
     else:
         outcome = (
             f"{attrs.get('status', 'FAIL')}: {attrs.get('stability') or attrs.get('reason', '')}"

@@ -9,6 +9,7 @@ and ranking by prediction beats sampling; only the top few pay for a real run.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,14 +108,19 @@ def measure_systems(
 ) -> list[Measured]:
     """Measure the ``how_many`` best-predicted candidates (or reuse a resumed study's),
     record everything in ``study``, and return the measured ones, fastest first."""
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if done:
-        runs = [Measured.model_validate_json(t.user_attrs["run"]) for t in done]
-        return sorted(runs, key=lambda m: -m.samples_per_s)
+    # Resuming (a killed search, or another worker's phase): what is recorded stays as is.
+    recorded = {_key(t.params): t for t in study.trials}
     for values, reason in pruned:
-        _record(study, grid, values, None, {"status": "PRUNED", "reason": reason})
-    runs = []
+        if _key(spaces.encode_params(values)) not in recorded:
+            _record(study, grid, values, None, {"status": "PRUNED", "reason": reason})
+    runs = [
+        Measured.model_validate_json(t.user_attrs["run"])
+        for t in recorded.values()
+        if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     for candidate in _diverse(candidates, how_many, anchor):
+        if _key(spaces.encode_params(candidate.values)) in recorded:
+            continue
         steps = _measure_steps(candidate)
         result = trials.run(candidate.config, steps, warmup_steps=steps // 3)
         run = measured(result, candidate.config, None) if ok(result) else None
@@ -129,6 +135,10 @@ def measure_systems(
             runs.append(run)
         _record(study, grid, candidate.values, run.samples_per_s if run else None, attrs)
     return sorted(runs, key=lambda m: -m.samples_per_s)
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def _diverse(

@@ -97,8 +97,8 @@ def test_search_never_picks_a_diverging_lr_and_its_winner_stays_finite_5x_longer
     steps = 5 * max(trial_steps, tuned.train.schedule.total_steps or 0)
     report = tmp_path / "long.json"
     result = CliRunner().invoke(
-        app, ["run", str(task), "-c", str(options.output), "--steps", str(steps), "--json",
-              str(report)],
+        app,
+        ["run", str(task), "-c", str(options.output), "--steps", str(steps), "--json", str(report)],
     )
     assert result.exit_code == 0, result.output
     long_run = json.loads(report.read_text())

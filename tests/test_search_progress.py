@@ -1,0 +1,149 @@
+"""The search's pure parts: the target a baseline sets, the systems the convergence phase
+starts from, the standing line and the top-configs table, the confirmation reserve."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import optuna
+import pytest
+
+from autotune import stability
+from autotune.config import TrainConfig
+from autotune.search._convergence import ConvergencePlan, best_time, systems_choices
+from autotune.search._progress import standing, status_of, top_configs
+from autotune.search._types import BaselineRun, Measured
+from autotune.space import load_space
+
+
+def _curve(n: int, floor: float, noise: float, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [floor + 3.0 * math.exp(-k / 30) + rng.gauss(0, noise) for k in range(n)]
+
+
+def test_baseline_target_is_near_the_end_of_a_still_falling_curve() -> None:
+    losses = [5.0 - 0.02 * k + random.Random(k).gauss(0, 0.05) for k in range(150)]
+    target = stability.baseline_target(losses)
+    reached = stability.steps_to_target(losses, target)
+    assert reached is not None and reached >= 130  # not on the steep start
+    assert target < 5.0 - 0.02 * 125
+
+
+def test_baseline_target_on_a_plateau_is_where_the_plateau_begins() -> None:
+    losses = _curve(400, floor=0.5, noise=0.01)  # flat from ~step 150
+    target = stability.baseline_target(losses)
+    reached = stability.steps_to_target(losses, target)
+    assert reached is not None and 60 <= reached <= 200
+    assert 0.5 < target < 0.5 + 0.1 * 3.0
+
+
+def test_baseline_target_band_widens_with_noise() -> None:
+    quiet = stability.baseline_target(_curve(200, 1.0, 0.001))
+    noisy = stability.baseline_target(_curve(200, 1.0, 0.5))
+    assert noisy - 1.0 > quiet - 1.0
+
+
+@pytest.mark.parametrize("losses", [[], [1.0, float("nan")]])
+def test_baseline_target_needs_a_finite_curve(losses: list[float]) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        stability.baseline_target(losses)
+
+
+def _measured(micro: int, rate: float, precision: str = "bf16-mixed") -> Measured:
+    train = TrainConfig(micro_batch_size=micro, precision=precision, optimizer={"lr": 1e-3})
+    return Measured(train=train, losses=[2.0, 1.0], elapsed_s=[0.1, 0.2], samples_per_s=rate)
+
+
+def test_systems_choices_start_at_the_baseline_batch_one_per_size() -> None:
+    fastest_first = [
+        _measured(256, 300),
+        _measured(128, 290),
+        _measured(128, 280, "32-true"),
+        _measured(16, 200),
+        _measured(512, 150),
+    ]
+    chosen = systems_choices(fastest_first, anchor=16)
+    assert [m.train.micro_batch_size for m in chosen] == [16, 256, 128]
+    assert chosen[2].train.precision == "bf16-mixed"  # the faster of the two at 128
+
+
+def _study_with(trials: list[tuple[str, float | None, bool]]) -> optuna.Study:
+    study = optuna.create_study(direction="minimize")
+    config = TrainConfig(micro_batch_size=8, optimizer={"lr": 1e-3})
+    for state, value, reached in trials:
+        run = Measured(
+            train=config,
+            losses=[1.0],
+            elapsed_s=[0.5],
+            samples_per_s=10.0,
+            time_to_target_s=value if reached else None,
+        )
+        attrs = {
+            "train": config.model_dump_json(),
+            "run": run.model_dump_json(),
+            "reached": reached,
+            "status": "crash" if state == "FAIL" else "ok",
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState[state],
+                value=value if state == "COMPLETE" else None,
+                user_attrs=attrs,
+            )
+        )
+    return study
+
+
+def test_standing_counts_statuses_and_knows_the_best() -> None:
+    study = _study_with(
+        [
+            ("COMPLETE", 9.0, True),
+            ("COMPLETE", 20.0, False),
+            ("PRUNED", None, False),
+            ("FAIL", None, False),
+            ("COMPLETE", 7.5, True),
+        ]
+    )
+    now = standing(study, max_trials=10, left_s=100.0, reserve_s=30.0)
+    assert now.counts == {"OK": 3, "PRUNED": 1, "CRASH": 1}
+    assert (now.best_s, now.best_trial, now.finished, now.total) == (7.5, 4, 5, 10)
+    assert "trial 5/10" in now.line() and "best 7.5 s (trial 4)" in now.line()
+    assert best_time(study) == 7.5
+    assert [status_of(t) for t in study.trials] == ["OK", "OK", "PRUNED", "CRASH", "OK"]
+
+
+def test_top_configs_rank_reached_first_then_the_rest() -> None:
+    study = _study_with(
+        [
+            ("FAIL", None, False),
+            ("COMPLETE", 20.0, False),
+            ("COMPLETE", 9.0, True),
+            ("COMPLETE", 7.5, True),
+        ]
+    )
+    rows = top_configs(study, k=3)
+    assert [r.trial for r in rows] == [3, 2, 1]
+    assert rows[0].time_to_target_s == 7.5 and rows[2].time_to_target_s is None
+
+
+def test_reserve_follows_the_best_time_once_there_is_one() -> None:
+    baseline = BaselineRun(
+        run=_measured(16, 100).model_copy(update={"time_to_target_s": 20.0}),
+        steps=2,
+        target_loss=1.0,
+        target_from="baseline",
+    )
+    plan = ConvergencePlan(
+        load_space("default"),
+        baseline.run.train,
+        [],
+        baseline,
+        None,
+        reserve_s=500.0,
+        confirm_pairs=3,
+    )
+    assert plan.reserve_now(None) == 500.0
+    fast, slow = plan.reserve_now(5.0), plan.reserve_now(15.0)
+    assert fast < slow < 500.0
+    assert fast > 3 * 20.0  # three baseline runs at least

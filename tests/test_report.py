@@ -29,6 +29,7 @@ from autotune.config import TunedConfig as Tuned
 from autotune.report import SECTIONS, load_report_data, render, write_report
 from autotune.report._figures import pareto_optimal
 from autotune.search import SearchOptions, run_search
+from autotune.search._study import open_storage
 from autotune.search._types import BaselineRun
 from autotune.search._types import Measured as Run
 from tests.conftest import ROOT, TINY_TASK
@@ -125,9 +126,12 @@ def _convergence_trial(
         attrs["reached"] = outcome == "reached"
     elif outcome == "gave up":
         state, value = optuna.trial.TrialState.PRUNED, None
-    else:  # UNSTABLE, oom, ...: FAIL
+    elif outcome == "UNSTABLE":
         attrs["status"] = outcome
         attrs["stability"] = "diverged: smoothed loss rose 115% above its minimum"
+        state, value = optuna.trial.TrialState.FAIL, None
+    else:  # oom, crash, timeout: the trial runner's status and reason
+        attrs["status"], attrs["reason"] = outcome, f"out of memory in {HOSTILE}"
         state, value = optuna.trial.TrialState.FAIL, None
     return optuna.trial.create_trial(
         params=params,
@@ -143,7 +147,9 @@ BASELINE = BaselineRun(
 )
 
 
-def make_study(storage: str, name: str, outcomes: list[tuple[str, float | None]]) -> None:
+def make_study(
+    storage: str | optuna.storages.BaseStorage, name: str, outcomes: list[tuple[str, float | None]]
+) -> None:
     """A stored search: the convergence study (baseline attr, trials) and its systems study."""
     conv = optuna.create_study(storage=storage, study_name=name, direction="minimize")
     conv.set_user_attr("baseline", BASELINE.model_dump_json())
@@ -254,7 +260,21 @@ def test_report_is_self_contained_and_has_every_section(page: Path) -> None:
 def test_study_and_config_strings_are_escaped(page: Path) -> None:
     html = page.read_text()
     assert HOSTILE not in html
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    escaped = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
+    assert f"task: {escaped}" in html  # tuned.yaml's task
+    assert f"out of memory in {escaped}" in html  # a failed trial's reason
+
+
+def test_a_study_with_no_trial_yet_still_gets_every_section(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(storage=storage, study_name="killed", direction="minimize")
+    data = load_report_data(storage)
+    html = render(data)
+    for section, _ in SECTIONS:
+        assert f"<section id='{section}'>" in html
+    assert "No convergence trial has completed yet" in html
+    assert "The study holds no baseline run yet" in html
+    assert "plotly-graph-div" not in html
 
 
 def test_report_reads_what_the_search_stored(stored: Stored) -> None:
@@ -295,6 +315,14 @@ def test_too_few_trials_for_importances_says_so_plainly(tmp_path: Path) -> None:
     assert "Too few completed trials for parameter importances: 2 of the 5" in render(data)
 
 
+def test_a_journal_storage_reports_like_sqlite(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path / 'autotune.log'}"  # four slashes: an absolute path
+    make_study(open_storage(url), "journaled", FULL[:6])
+    data = load_report_data(url)
+    assert data.study_name == "journaled" and len(data.convergence) == 6
+    assert len(data.systems) == 5
+
+
 def test_cli_writes_the_report(stored: Stored, tmp_path: Path) -> None:
     output = tmp_path / "out.html"
     result = runner.invoke(
@@ -317,7 +345,8 @@ def _stderr(result: Result) -> list[str]:
         (["--storage", "sqlite:///missing.db"], "missing.db does not exist; run `autotune search"),
         (["--study", "nope"], "no study 'nope' in sqlite:///"),
         (["--tuned", "absent.yaml"], "absent.yaml' does not exist"),
-        (["--storage", "nonsense"], "cannot be opened"),
+        (["--storage", "nonsense"], "is not a storage URL; use sqlite:///autotune.db"),
+        (["--storage", "journal:///missing.log"], "missing.log does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy.exc
 import yaml
 from pydantic import ValidationError
 
@@ -29,6 +28,7 @@ from autotune.config import (
 )
 from autotune.errors import ConfigError
 from autotune.search import redact
+from autotune.search._study import open_storage
 
 __all__ = [
     "Comparison",
@@ -189,23 +189,21 @@ def _same_study(config: TunedConfig, name: str) -> bool:
     return given is None or given == name
 
 
+_FILE_SCHEMES = ("sqlite:///", "journal:///")  # storages that live in one local file
+
+
 def _open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open an existing storage; never create one."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
+    """Open an existing storage, as ``autotune search`` does; never create one (Optuna
+    would create an empty SQLite database or journal file at a mistyped path)."""
+    scheme = next((s for s in _FILE_SCHEMES if url.startswith(s)), None)
+    if scheme is not None and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix(scheme).split("?", 1)[0])
         if not path.is_file():
             raise ConfigError(
                 f"--storage {redact(url)}: {path} does not exist; run `autotune search model.py` "
                 f"first, or pass the --storage URL the search used."
             )
-    try:
-        return optuna.storages.RDBStorage(url)
-    except (ValueError, ImportError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        first = (str(exc).splitlines() or [""])[0].replace(url, redact(url))
-        raise ConfigError(
-            f"--storage {redact(url)} cannot be opened ({type(exc).__name__}: {first}); "
-            f"pass the URL `autotune search` used, e.g. sqlite:///autotune.db."
-        ) from None
+    return open_storage(url)
 
 
 def _choose_study(
@@ -284,8 +282,16 @@ def _convergence_trial(trial: optuna.trial.FrozenTrial) -> ConvergenceTrial:
         reached=bool(attrs.get("reached")),
         params=dict(trial.params),
         train=_train(_json_attr(attrs, "train")),
-        reason=str(attrs.get("stability") or attrs.get("reason") or ""),
+        reason=_convergence_reason(trial),
     )
+
+
+def _convergence_reason(trial: optuna.trial.FrozenTrial) -> str:
+    attrs = trial.user_attrs
+    reason = str(attrs.get("stability") or attrs.get("reason") or "")
+    if trial.state == _State.PRUNED:  # the search's median pruner stopped it
+        return f"behind the median of earlier trials at the same wall second ({reason})"
+    return reason
 
 
 def _systems_trial(trial: optuna.trial.FrozenTrial) -> SystemsTrial:

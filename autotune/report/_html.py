@@ -147,7 +147,34 @@ def _status(data: ReportData) -> str:
         f"{rows}<tr><th>total</th><td class='num'>{len(data.convergence)}</td>"
         f"<td class='num'>{len(data.systems)}</td></tr></table>"
     )
-    return table + _figure_or_note(_figures.status_counts, data, "")
+    return table + _figure_or_note(_figures.status_counts, data, "") + _failures(data)
+
+
+_MAX_LISTED = 30  # failed trials listed with their reason; the counts cover the rest
+
+
+def _failures(data: ReportData) -> str:
+    """Why each trial that did not finish OK stopped, in the search's own words."""
+    failed = [
+        (f"convergence #{t.number}", t.outcome, t.reason)
+        for t in data.convergence
+        if not t.outcome.startswith("OK")
+    ] + [(f"systems #{t.number}", t.outcome, t.reason) for t in data.systems if t.outcome != "OK"]
+    if not failed:
+        return ""
+    items = "".join(
+        f"<li><b>{escape(where)}</b> {escape(outcome)}: {escape(reason or 'no reason stored')}</li>"
+        for where, outcome, reason in failed[:_MAX_LISTED]
+    )
+    more = (
+        f"<p class='note'>and {len(failed) - _MAX_LISTED} more.</p>"
+        if len(failed) > _MAX_LISTED
+        else ""
+    )
+    summary = f"<summary>Why trials stopped ({len(failed)})</summary>"
+    return (
+        f"<details{' open' if len(failed) <= 10 else ''}>{summary}<ul>{items}</ul>{more}</details>"
+    )
 
 
 def _config(data: ReportData) -> str:

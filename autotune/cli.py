@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autotune import __version__, profiler
+from autotune._cli_support import OneLineErrors, stop_on_signals
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
 from autotune._tuned_view import tuned_tables
@@ -48,6 +49,7 @@ from autotune.task import Task, load_task
 _T = TypeVar("_T")
 
 app = typer.Typer(
+    cls=OneLineErrors,  # a wrong CLI value is one line, exit 2
     name="autotune",
     help="Find the fastest stable way to train your PyTorch model on this hardware, and apply it.",
     no_args_is_help=True,
@@ -314,10 +316,11 @@ def search(
         seed=seed,
     )
     started = time.monotonic()
-    with _user_errors(), _scratch_dirs():
+    name = study_name or task_file.stem
+    with _user_errors(), _scratch_dirs(), stop_on_signals(err, storage, name):
         if tensorboard is not None:
             _require_tensorboard()  # before the search: a missing package costs no budget
-        err.print(f"study storage: {redact(storage)}", highlight=False)
+        err.print(f"study storage: {redact(storage)}", highlight=False, soft_wrap=True)
         outcome = run_search(
             options,
             lambda line: err.print(

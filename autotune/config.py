@@ -265,7 +265,9 @@ def _read_mapping(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"Config file '{path}' does not exist; check the path.") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Config file '{path}' cannot be read ({exc}).") from None
+        raise ConfigError(
+            f"Config file '{path}' cannot be read ({exc}); pass a readable YAML file."
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(yaml_error_message(path, exc)) from None
     if not isinstance(data, dict):

@@ -218,7 +218,8 @@ class LrRange(FloatRange):
 
     @model_validator(mode="after")
     def _scaling_needs_relative(self) -> LrRange:
-        if "scaling" in self.model_fields_set and not self.relative:
+        # "auto" (the default) is harmless on an absolute range, and a dumped space has it.
+        if "scaling" in self.model_fields_set and not self.relative and self.scaling != "auto":
             raise ValueError(
                 f"scaling: {self.scaling} applies only to a relative range; set relative: true "
                 f"or remove scaling"
@@ -397,7 +398,9 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
             f"space ({', '.join(BUNDLED_SPACES)})."
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Search space file '{path}' cannot be read ({exc}).") from None
+        raise ConfigError(
+            f"Search space file '{path}' cannot be read ({exc}); pass a readable YAML file."
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(yaml_error_message(path, exc)) from None
     return parse_space(data, str(path))

@@ -226,6 +226,11 @@ def load_task(path: str | Path) -> Task:
             nor ``build_model``/``build_dataset``/``loss_fn``.
     """
     file = Path(path)
+    if file.is_dir():
+        raise TaskError(
+            f"Task file '{path}' is a directory; pass the path to the Python file in it that "
+            f"defines `task = autotune.Task(...)`, e.g. {Path(path) / 'model.py'}."
+        )
     if not file.is_file():
         raise TaskError(
             f"Task file '{path}' does not exist; pass the path to a Python file that "

@@ -1,0 +1,89 @@
+"""CLI plumbing kept out of cli.py: one-line usage errors and graceful SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from typer._click import exceptions as click_errors  # typer vendors click
+from typer.core import TyperGroup
+
+from autotune.search import SearchInterrupted, study_summary
+
+__all__ = ["OneLineErrors", "stop_on_signals"]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class OneLineErrors(TyperGroup):
+    """The app's command group: a wrong command-line value (``--budget abc``,
+    ``--trials 0``, an unknown option) is one line on stderr, ``error: ...; see ...
+    --help``, and exit status 2 - not click's usage block and boxed message."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            print(exc.format_message())
+            code = 2
+        except click_errors.UsageError as exc:  # a bad value, unknown option, missing argument
+            _usage_error(exc)
+        except click_errors.ClickException as exc:
+            print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+            code = exc.exit_code
+        except typer.Abort:
+            print("aborted.", file=sys.stderr)
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: click_errors.UsageError) -> NoReturn:
+    command = exc.ctx.command_path if exc.ctx is not None else "autotune"
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    print(f"error: {text}; see `{command} --help`.", file=sys.stderr)
+    sys.exit(exc.exit_code)
+
+
+@contextlib.contextmanager
+def stop_on_signals(console: Console, storage: str, study_name: str) -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM raise :class:`SearchInterrupted` (once; later
+    ones are ignored while the search cleans up). The search then stops its trial's
+    process group and records the trial as interrupted; here the study's state is printed
+    in one line and the command exits 130 (SIGINT) or 143 (SIGTERM)."""
+    fired: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not fired:
+            fired.append(signum)
+            raise SearchInterrupted(signum)
+
+    saved = {sig: signal.signal(sig, stop) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    except SearchInterrupted as exc:
+        summary = study_summary(storage, study_name)
+        console.print(
+            f"[bold red]interrupted[/] by {exc}: the running trial was stopped and recorded as "
+            f"interrupted; {summary}. Run the same command again to resume.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(exc.exit_code) from None
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,76 @@
+"""`autotune search` killed (SIGKILL) at random moments and restarted loses nothing;
+SIGINT and SIGTERM stop it gracefully (DESIGN.md, invariant 3)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from benchmarks.chaos import Search, Setup, _orphans, _study, run_chaos
+from tests.conftest import TINY_TASK
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform != "linux", reason="reads /proc"),
+]
+
+
+def _setup(tmp_path: Path, trials: int) -> Setup:
+    (tmp_path / "model.py").write_text(TINY_TASK)
+    return Setup(tmp_path, tmp_path / "model.py", tmp_path / "space.yaml", trials)
+
+
+def test_sigkill_at_ten_random_moments_loses_nothing(tmp_path: Path) -> None:
+    setup = _setup(tmp_path, trials=3)
+    report = run_chaos(setup, kills=10, seed=1)
+    assert report.problems == []
+    assert report.injected == 10 and report.recorded == 10 and report.lost == 0
+    assert report.final_exit == 0 and report.counted == 3
+
+
+def _running_trial(setup: Setup, timeout_s: float) -> optuna.trial.FrozenTrial:
+    """Wait for a convergence trial to be running; return it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        study = _study(setup, "chaos")
+        states = (optuna.trial.TrialState.RUNNING,)
+        running = [] if study is None else study.get_trials(states=states)
+        if running:
+            return running[0]
+        time.sleep(0.1)
+    raise TimeoutError(f"no convergence trial started within {timeout_s} s")
+
+
+def _all_output(search: Search) -> list[str]:
+    lines = []
+    while (line := search.next_line(timeout_s=30)) is not None:
+        lines.append(line)
+    return lines
+
+
+def test_sigint_and_sigterm_stop_the_search_gracefully(tmp_path: Path) -> None:
+    setup = _setup(tmp_path, trials=5)  # SIGINT first; the resumed search gets SIGTERM
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        search = Search(setup)
+        trial = _running_trial(setup, timeout_s=240)
+        search.proc.send_signal(sig)
+        assert search.wait(60) == code
+        output = _all_output(search)
+        assert not any("Traceback" in line for line in output), output
+        summary = [line for line in output if line.startswith("interrupted by")]
+        assert len(summary) == 1, output
+        assert f"interrupted by {sig.name}" in summary[0]
+        assert "study 'chaos':" in summary[0] and "Run the same command again" in summary[0]
+        study = _study(setup, "chaos")
+        after = study.trials[trial.number]
+        assert after.state == optuna.trial.TrialState.FAIL
+        assert after.user_attrs["status"] == "INTERRUPTED"
+        assert after.user_attrs["reason"] == f"interrupted by {sig.name}; the search stopped"
+        assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        assert _orphans(setup) == []  # the trial's process group went with it
+        assert not setup.output.exists()

@@ -24,7 +24,7 @@ from autotune import space as spaces
 from autotune.config import TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
 from autotune.profiler import ProbeReport
-from autotune.search._confirm import confirm, provenance, reference_check, tuned_config
+from autotune.search._confirm import confirm, provenance, stable_winner, tuned_config
 from autotune.search._convergence import (
     ConvergencePlan,
     best_time,
@@ -61,9 +61,8 @@ __all__ = [
 
 _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
 _MIN_BASELINE_STEPS = 30
-_MAX_BASELINE_STEPS = 500  # past this a small task plateaus, and a plateau makes no target
+_MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
 _STARTUP_S = 3.0  # per trial process: torch import, model build
-_STABILITY_CANDIDATES = 3  # winners tried in turn until one agrees with fp32
 
 
 class SearchError(AutotuneError):
@@ -137,7 +136,7 @@ def run_search(
             save_tuned_config(confirmed, options.output)
             studies.release(key)
             return SearchOutcome(confirmed, removals, studies, top_configs(studies.convergence))
-        winner = _stable_winner(winners(studies.convergence), trials, say)
+        winner = _stable_winner(winners(studies.convergence), trials, baseline.target_loss, say)
         say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         found = confirm(winner, baseline, trials, options.confirm_pairs)
         if not found.winner or not found.baseline:
@@ -252,14 +251,17 @@ def _reserve(baseline: BaselineRun, options: SearchOptions) -> float:
     return options.confirm_pairs * per_pair + baseline.run.elapsed_s[-1] + _STARTUP_S
 
 
-def _stable_winner(candidates: list[Measured], trials: Trialist, say: Events) -> Measured:
+def _stable_winner(
+    candidates: list[Measured], trials: Trialist, target: float, say: Events
+) -> Measured:
     if not candidates:
         raise SearchError(
             "no trial reached the target loss; give a larger --budget or a higher --target-loss."
         )
-    for candidate in candidates[:_STABILITY_CANDIDATES]:
-        verdict = reference_check(candidate, trials)
-        say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
-        if verdict.stable:
-            return candidate
-    raise SearchError("no candidate agreed with its fp32 run; see the stability notes above.")
+    winner = stable_winner(candidates, trials, target, say)
+    if winner is None:
+        raise SearchError(
+            "no candidate agreed with its fp32 run; see the stability notes above, or "
+            "restrict --space to precision [32-true]."
+        )
+    return winner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -20,10 +21,12 @@ from autotune.config import (
 )
 from autotune.profiler import ProbeReport
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._progress import describe
 from autotune.search._types import BaselineRun, Measured
 
-__all__ = ["Confirmation", "confirm", "reference_check", "tuned_config"]
+__all__ = ["Confirmation", "confirm", "reference_check", "stable_winner", "tuned_config"]
 
+_STABILITY_TRIES = 4  # fp32 checks before giving up: each is one run of the candidate's length
 _STEP_MARGIN = 1.5  # the winner's confirmation runs may take this many times its trial's steps
 
 
@@ -64,14 +67,50 @@ def confirm(winner: Measured, baseline: BaselineRun, trials: Trialist, pairs: in
     return found
 
 
-def reference_check(winner: Measured, trials: Trialist) -> stability.StabilityVerdict:
-    """For reduced precision: the same config in fp32 over the same steps must agree."""
+def reference_check(
+    winner: Measured, trials: Trialist, target: float
+) -> tuple[stability.StabilityVerdict, Measured | None]:
+    """For reduced precision: the same config in fp32 over the same steps must agree.
+
+    Returns the verdict and the fp32 run (None for an fp32 winner, or when it failed).
+    """
     if winner.train.precision == "32-true":
-        return stability.verdict(winner.losses)
+        return stability.verdict(winner.losses), None
     fp32 = winner.train.model_copy(update={"precision": "32-true"})
     result = trials.run(fp32, len(winner.losses))
-    reference = [r.loss for r in result.steps]
-    return stability.verdict(winner.losses, reference=reference or None)
+    reference = measured(result, fp32, target) if ok(result) else None
+    losses = reference.losses if reference else None
+    return stability.verdict(winner.losses, reference=losses), reference
+
+
+def stable_winner(
+    candidates: list[Measured], trials: Trialist, target: float, say: Callable[[str], None]
+) -> Measured | None:
+    """The fastest candidate that passes the stability check, trying at most
+    ``_STABILITY_TRIES`` and, after a reduced precision disagrees with fp32, no other
+    candidate in that precision (a slower LR rarely rescues it, and each check costs a
+    run). If none passes, the fastest fp32 reference run that reached the target wins:
+    fp32 is the reference, so its own curve only needs to be finite and decreasing.
+    None: no candidate, and no fallback."""
+    failed: set[str] = set()
+    fallbacks: list[Measured] = []
+    for candidate in candidates:
+        if len(failed) + len(fallbacks) >= _STABILITY_TRIES:
+            break
+        if candidate.train.precision in failed:
+            continue
+        verdict, reference = reference_check(candidate, trials, target)
+        say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
+        if verdict.stable:
+            return candidate
+        failed.add(candidate.train.precision)
+        if reference is not None and reference.time_to_target_s is not None:
+            fallbacks.append(reference)
+    for reference in sorted(fallbacks, key=lambda r: r.time_to_target_s or 0.0):
+        if stability.verdict(reference.losses).stable:
+            say(f"falling back to fp32: {describe(reference.train)}")
+            return reference
+    return None
 
 
 def _spread(values: list[float]) -> Spread:

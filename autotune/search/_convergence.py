@@ -35,8 +35,8 @@ _NOT_REACHED_PENALTY = 2.0  # a run that never reached the target ranks behind e
 # A run still short of the target this many times the best time to target so far cannot
 # win: it stops there. The margin covers the 6-25% run-to-run noise of one fresh process.
 _CANNOT_WIN_MARGIN = 1.3
-_SAFETY_S = 10.0  # budget never planned: the confirmation's runs vary by 10-25% each
-_STARTUP_S = 3.5  # per trial process on a 2-core CPU: torch import, model build, first step
+_SAFETY_S = 15.0  # budget never planned: the confirmation's runs vary by 10-25% each
+_STARTUP_S = 4.5  # per trial process on a 2-core CPU: torch import, model build, first step
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -135,7 +135,8 @@ def _may_continue(
     if plan.max_trials is not None and len(counted(study)) >= plan.max_trials:
         return False
     best = best_time(study)
-    next_trial_s = min(time_cap, _CANNOT_WIN_MARGIN * best if best else time_cap) + _STARTUP_S
+    beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else time_cap
+    next_trial_s = min(time_cap, beat_s) + _STARTUP_S
     if budget.left_s > plan.reserve_now(best) + next_trial_s + _SAFETY_S:
         return True
     return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
@@ -153,7 +154,8 @@ def _run_one(
     steps = _planned_steps(plan, values, systems, time_cap)
     config = spaces.to_train_config(values, plan.base, steps)
     best = best_time(trial.study)
-    beat_s = _CANNOT_WIN_MARGIN * best if best is not None else None
+    # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
+    beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
     watch = TargetWatch(plan.baseline.target_loss, time_cap, _pruning(trial, beat_s))
     result = trials.run(config, steps, watch=watch, time_cap_s=time_cap * 1.2)
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None

@@ -147,3 +147,23 @@ def test_reserve_follows_the_best_time_once_there_is_one() -> None:
     fast, slow = plan.reserve_now(5.0), plan.reserve_now(15.0)
     assert fast < slow < 500.0
     assert fast > 3 * 20.0  # three baseline runs at least
+
+
+def test_checkpointing_is_only_kept_where_it_lets_a_batch_fit() -> None:
+    from autotune.search._systems import Candidate, _without_needless_checkpointing
+
+    def cand(micro: int, ckpt: str, rate: float) -> Candidate:
+        config = TrainConfig(
+            micro_batch_size=micro, activation_checkpointing=ckpt, optimizer={"lr": 1e-3}
+        )
+        return Candidate(config, {}, rate, None)
+
+    # At 16 both fit: the (noisily) faster-predicted checkpointed twin goes. At 512 only the
+    # checkpointed config fits: it stays.
+    kept = _without_needless_checkpointing(
+        [cand(16, "full", 150.0), cand(16, "none", 140.0), cand(512, "full", 120.0)]
+    )
+    assert [(c.config.micro_batch_size, c.config.activation_checkpointing) for c in kept] == [
+        (16, "none"),
+        (512, "full"),
+    ]

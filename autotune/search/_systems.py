@@ -64,8 +64,33 @@ def predict_systems(
         rate = _predicted_rate(variant, config, cpu)
         predicted = None if verdict.predicted_bytes is None else int(verdict.predicted_bytes)
         fitting.append(Candidate(config, values, rate, predicted))
+    fitting = _without_needless_checkpointing(fitting)
     fitting.sort(key=lambda c: -c.samples_per_s)
     return fitting, pruned
+
+
+def _without_needless_checkpointing(fitting: list[Candidate]) -> list[Candidate]:
+    """Drop checkpointed candidates whose unchecked twin fits: recomputing the forward
+    trades time for memory and cannot make a step faster, so a prediction that says so is
+    the probe's timing noise; checkpointing stays where it lets a larger batch fit."""
+    plain = {
+        _twin_key(c.config) for c in fitting if c.config.activation_checkpointing == "none"
+    }
+    return [
+        c
+        for c in fitting
+        if c.config.activation_checkpointing == "none" or _twin_key(c.config) not in plain
+    ]
+
+
+def _twin_key(config: TrainConfig) -> tuple[Any, ...]:
+    return (
+        config.micro_batch_size,
+        config.precision,
+        config.world_size,
+        config.compile,
+        config.grad_accum_steps,
+    )
 
 
 def _combinations(space: spaces.SearchSpace) -> list[dict[str, Any]]:

@@ -140,6 +140,7 @@ class Search:
         )  # fmt: skip
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.tail: list[str] = []
+        self.ended = False  # its output reached the end: the process exited or is exiting
         self.started = time.monotonic()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -156,7 +157,9 @@ class Search:
             line = self.lines.get(timeout=timeout_s)
         except queue.Empty:
             return None
-        if line is not None:
+        if line is None:
+            self.ended = True
+        else:
             self.tail = [*self.tail[-30:], line]
         return line
 
@@ -322,7 +325,7 @@ def _one_cycle(setup: Setup, rng: random.Random, seen: set[str]) -> Search | Non
         if delay is not None and left <= 0:
             break
         line = search.next_line(timeout_s=max(0.01, left))
-        if line is None and (delay is None or search.proc.poll() is not None):
+        if search.ended or (line is None and delay is None):  # exited, or silent too long
             return None if search.wait(30) == 0 else search
         if line is not None and delay is None and _milestone(line) not in seen:
             seen.add(_milestone(line))

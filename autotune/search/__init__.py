@@ -91,64 +91,112 @@ def run_search(
     ``note`` receives one line per event (phase, trial outcome); ``progress`` the standing
     after each convergence trial, for a live display.
     """
-    say = note or (lambda _: None)
-    show = progress or (lambda _: None)
-    budget = Budget(options.budget_s)
-    task = load_task(options.task_path)
-    space = spaces.load_space(options.space)
-    name = options.study_name or Path(options.task_path).stem
-    studies = Studies(options.storage, name, make_sampler(options.seed), make_pruner())
+    search = _Search(options, note or (lambda _: None), progress or (lambda _: None))
     with _workdir(options) as workdir:
         trials = Trialist(Path(options.task_path), workdir, options.seed)
-        studies.hold("setup", say)  # one worker probes, runs the baseline and systems phase
+        setup = search.setup(trials)
+        search.converge(setup, trials)
+        tuned = search.finish(setup, trials)
+    return SearchOutcome(tuned, setup.removals, search.studies, top_configs(search.convergence))
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What the probe, the baseline and the systems phase established."""
+
+    report: ProbeReport
+    space: spaces.SearchSpace
+    removals: list[spaces.Removal]
+    base: TrainConfig
+    baseline: BaselineRun
+    systems: list[Measured]
+
+
+class _Search:
+    """The phases of one search, sharing its options, studies, budget and event sinks."""
+
+    def __init__(self, options: SearchOptions, say: Events, show: Progress) -> None:
+        self.options, self.say, self.show = options, say, show
+        self.budget = Budget(options.budget_s)
+        self.task = load_task(options.task_path)
+        self.name = options.study_name or Path(options.task_path).stem
+        sampler, pruner = make_sampler(options.seed), make_pruner()
+        self.studies = Studies(options.storage, self.name, sampler, pruner)
+        self.convergence = self.studies.convergence
+
+    def setup(self, trials: Trialist) -> _Setup:
+        """Probe, restrict the space, run the baseline (the target) and the systems phase;
+        one worker at a time, and once per study (resumes read them back)."""
+        options, say = self.options, self.say
+        self.studies.hold("setup", say)
         say("probing the hardware and the model")
-        report = studies.cached(
+        report = self.studies.cached(
             "probe",
             ProbeReport,
-            lambda: profiler.probe(task, memory_limit_bytes=options.memory_limit_bytes),
+            lambda: profiler.probe(self.task, memory_limit_bytes=options.memory_limit_bytes),
         )
-        space, removals = spaces.restrict(space, _facts(report, task))
+        space, removals = spaces.restrict(
+            spaces.load_space(options.space), _facts(report, self.task)
+        )
         for removal in removals:
             say(str(removal))
-        base = task.baseline_config()
+        base = self.task.baseline_config()
         say("running the baseline")
-        baseline = studies.cached(
-            "baseline", BaselineRun, lambda: _baseline(task, base, report, options, trials)
+        baseline = self.studies.cached(
+            "baseline", BaselineRun, lambda: _baseline(self.task, base, report, options, trials)
         )
         say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
-        systems = _systems(space, report, base, studies, trials, options, say)
-        studies.release("setup")
-        reserve = _reserve(baseline, options)
+        systems = _systems(space, report, base, self.studies, trials, options, say)
+        self.studies.release("setup")
+        return _Setup(report, space, removals, base, baseline, systems)
+
+    def converge(self, setup: _Setup, trials: Trialist) -> None:
+        """The convergence phase, reporting the standing after every trial."""
+        options = self.options
         plan = ConvergencePlan(
-            space, base, systems, baseline, options.trials, reserve, options.confirm_pairs
+            setup.space,
+            setup.base,
+            setup.systems,
+            setup.baseline,
+            options.trials,
+            _reserve(setup.baseline, options),
+            options.confirm_pairs,
         )
 
-        def on_trial(trial: optuna.trial.FrozenTrial) -> None:
-            reserve_now = plan.reserve_now(best_time(studies.convergence))
-            now = standing(studies.convergence, options.trials, budget.left_s, reserve_now)
-            say(f"{trial_line(trial)} ({now.line()})")
-            show(now)
+        def now() -> Standing:
+            reserve = plan.reserve_now(best_time(self.convergence))
+            return standing(self.convergence, options.trials, self.budget.left_s, reserve)
 
-        show(standing(studies.convergence, options.trials, budget.left_s, reserve))
-        run_convergence(plan, studies.convergence, trials, budget, on_trial)
-        key, confirmed = studies.confirmation(TunedConfig, say)  # waits for other workers
-        if confirmed is not None:  # another worker, or this search before a kill, confirmed
-            save_tuned_config(confirmed, options.output)
-            studies.release(key)
-            return SearchOutcome(confirmed, removals, studies, top_configs(studies.convergence))
-        winner = _stable_winner(winners(studies.convergence), trials, baseline.target_loss, say)
-        say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
+        def on_trial(trial: optuna.trial.FrozenTrial) -> None:
+            current = now()
+            self.say(f"{trial_line(trial)} ({current.line()})")
+            self.show(current)
+
+        self.show(now())
+        run_convergence(plan, self.convergence, trials, self.budget, on_trial)
+
+    def finish(self, setup: _Setup, trials: Trialist) -> TunedConfig:
+        """The stable winner, confirmed against the baseline, written to the output; once
+        per study: a worker that finds it confirmed (by another, or before a kill) reuses it."""
+        key, tuned = self.studies.confirmation(TunedConfig, self.say)  # waits for other workers
+        if tuned is None:
+            tuned = self._confirmed(setup, trials)
+            self.studies.store(key, tuned)
+        save_tuned_config(tuned, self.options.output)
+        self.studies.release(key)
+        return tuned
+
+    def _confirmed(self, setup: _Setup, trials: Trialist) -> TunedConfig:
+        options, baseline = self.options, setup.baseline
+        candidates = winners(self.convergence)
+        winner = _stable_winner(candidates, trials, baseline.target_loss, self.say)
+        self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         found = confirm(winner, baseline, trials, options.confirm_pairs)
         if not found.winner or not found.baseline:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
-        best = studies.convergence.best_trial.number if winners(studies.convergence) else None
-        tuned = tuned_config(
-            found, baseline, report, provenance(redact(options.storage), name, best, report)
-        )
-        studies.store(key, tuned)
-        save_tuned_config(tuned, options.output)
-        studies.release(key)
-    return SearchOutcome(tuned, removals, studies, top_configs(studies.convergence))
+        best = self.convergence.best_trial.number if candidates else None
+        where = provenance(redact(options.storage), self.name, best, setup.report)
+        return tuned_config(found, baseline, setup.report, where)
 
 
 @contextlib.contextmanager

@@ -26,24 +26,32 @@ def _setup(tmp_path: Path, trials: int) -> Setup:
 
 
 def test_sigkill_at_ten_random_moments_loses_nothing(tmp_path: Path) -> None:
-    setup = _setup(tmp_path, trials=3)
+    setup = _setup(tmp_path, trials=6)  # enough progress lines for ten kills
     report = run_chaos(setup, kills=10, seed=1)
     assert report.problems == []
     assert report.injected == 10 and report.recorded == 10 and report.lost == 0
-    assert report.final_exit == 0 and report.counted == 3
+    assert report.final_exit == 0 and report.counted == 6
 
 
-def _running_trial(setup: Setup, timeout_s: float) -> optuna.trial.FrozenTrial:
-    """Wait for a convergence trial to be running; return it."""
+def _running_trial(setup: Setup, search: Search, timeout_s: float) -> optuna.trial.FrozenTrial:
+    """Wait for a convergence trial to be running; return it. The storage is opened once
+    the search has set the study up (not before: that would race its table creation)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        study = _study(setup, "chaos")
+    seen: list[str] = []
+    while not any("target loss" in line for line in seen[-1:]):
+        line = search.next_line(timeout_s=max(0.0, deadline - time.monotonic()))
+        if line is None:
+            raise TimeoutError(f"the search set nothing up in {timeout_s} s: {search.tail}")
+        seen.append(line)
+    study = None
+    while time.monotonic() < deadline and search.proc.poll() is None:
+        study = study or _study(setup, "chaos")
         states = (optuna.trial.TrialState.RUNNING,)
-        running = [] if study is None else study.get_trials(states=states)
+        running = [] if study is None else study.get_trials(deepcopy=False, states=states)
         if running:
             return running[0]
-        time.sleep(0.1)
-    raise TimeoutError(f"no convergence trial started within {timeout_s} s")
+        time.sleep(0.25)
+    raise TimeoutError(f"no convergence trial started within {timeout_s} s: {search.tail}")
 
 
 def _all_output(search: Search) -> list[str]:
@@ -57,7 +65,7 @@ def test_sigint_and_sigterm_stop_the_search_gracefully(tmp_path: Path) -> None:
     setup = _setup(tmp_path, trials=5)  # SIGINT first; the resumed search gets SIGTERM
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         search = Search(setup)
-        trial = _running_trial(setup, timeout_s=240)
+        trial = _running_trial(setup, search, timeout_s=240)
         search.proc.send_signal(sig)
         assert search.wait(60) == code
         output = _all_output(search)

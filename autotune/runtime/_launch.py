@@ -36,6 +36,7 @@ __all__ = ["train"]
 
 _POLL_S = 0.2  # how often the parent checks on its ranks
 _GRACE_S = 10.0  # how long ranks get to exit on their own before they are killed
+_ECHO_WAIT_S = 2.0  # after a rank's error, how long to look for a peer that died silently
 
 
 def train(
@@ -183,20 +184,21 @@ class _Supervisor:
         self.procs, self.messages, self.on_step, self.options = procs, messages, on_step, options
         self.result: RunResult | None = None
         self.error: tuple[int, str, str] | None = None
+        self.reported: set[int] = set()  # ranks that sent an error before exiting
         self.last_step = 0
 
     def wait(self) -> RunResult:
         while True:
             self._drain(timeout=_POLL_S)
             if self.error is not None:
-                raise self._error_from_rank(*self.error)
+                raise self._root_cause(*self.error)
             dead = [p for p in self.procs if p.exitcode not in (None, 0)]
             if dead and self.result is not None and self.result.summary.steps_completed:
                 return self.result  # training finished; a rank died in teardown, after it
             if dead:
                 self._drain(timeout=1.0)  # its own error message may still be in flight
                 if self.error is not None:
-                    raise self._error_from_rank(*self.error)
+                    raise self._root_cause(*self.error)
                 raise self._died(dead[0])
             if all(p.exitcode == 0 for p in self.procs):
                 self._drain(timeout=1.0)
@@ -222,8 +224,29 @@ class _Supervisor:
                 self.on_step(record)
         elif kind == "result":
             self.result = RunResult.model_validate(message[1])
-        elif kind == "error" and self.error is None:
-            self.error = (message[1], message[2], message[3])
+        elif kind == "error":
+            self.reported.add(message[1])
+            if self.error is None:
+                self.error = (message[1], message[2], message[3])
+
+    def _root_cause(self, rank: int, kind: str, text: str) -> AutotuneError:
+        """The error to report for ``rank``'s: when another rank died without a word (a
+        signal, ``os._exit``), ``rank``'s is only the echo of that death in a collective
+        (gloo: "connection closed by peer"), so the death is reported, naming that rank."""
+        if kind in ("TaskError", "ConfigError"):
+            return self._error_from_rank(rank, kind, text)
+        deadline = time.monotonic() + _ECHO_WAIT_S
+        while True:
+            silent = [
+                p
+                for i, p in enumerate(self.procs)
+                if i not in self.reported and p.exitcode not in (None, 0)
+            ]
+            if silent:
+                return self._died(silent[0])
+            if time.monotonic() >= deadline:
+                return self._error_from_rank(rank, kind, text)
+            time.sleep(_POLL_S / 4)
 
     def _error_from_rank(self, rank: int, kind: str, text: str) -> AutotuneError:
         if kind == "TaskError":

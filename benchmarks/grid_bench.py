@@ -1,6 +1,6 @@
 """Search efficiency: autotune's search beside an exhaustive grid over the same space.
 
-    python benchmarks/grid_bench.py [--task examples/mlp_digits.py] [--budget 90] [--pairs 3]
+    python benchmarks/grid_bench.py [--task examples/mlp_digits.py] [--budget 90] [--lr-points 4] [--pairs 3]
 
 1. ``autotune search`` runs over ``benchmarks/spaces/grid_small.yaml`` with ``--budget``
    (its whole wall time counts: probe, baseline, trials, fp32 check, confirmation).
@@ -73,7 +73,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--task", type=Path, default=ROOT / "examples" / "mlp_digits.py")
     parser.add_argument("--space", type=Path, default=SPACE)
     parser.add_argument("--budget", type=float, default=90.0, help="search budget, seconds")
-    parser.add_argument("--lr-points", type=int, default=5, help="grid points on the LR range")
+    parser.add_argument("--lr-points", type=int, default=4, help="grid points on the LR range")
     parser.add_argument("--pairs", type=int, default=3, help="interleaved re-runs of the bests")
     return parser.parse_args()
 

@@ -1,6 +1,7 @@
 """Search efficiency: autotune's search beside an exhaustive grid over the same space.
 
-    python benchmarks/grid_bench.py [--task examples/mlp_digits.py] [--budget 90] [--lr-points 4] [--pairs 3]
+    python benchmarks/grid_bench.py [--task examples/mlp_digits.py] [--budget 90]
+        [--lr-points 4] [--pairs 3]
 
 1. ``autotune search`` runs over ``benchmarks/spaces/grid_small.yaml`` with ``--budget``
    (its whole wall time counts: probe, baseline, trials, fp32 check, confirmation).

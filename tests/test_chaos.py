@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from benchmarks.chaos import Search, Setup, _orphans, _study, run_chaos
+from benchmarks.chaos import SMALL_SPACE, Search, Setup, _orphans, _study, run_chaos
 from tests.conftest import TINY_TASK
 
 pytestmark = [
@@ -22,6 +22,7 @@ pytestmark = [
 
 def _setup(tmp_path: Path, trials: int) -> Setup:
     (tmp_path / "model.py").write_text(TINY_TASK)
+    (tmp_path / "space.yaml").write_text(SMALL_SPACE)
     return Setup(tmp_path, tmp_path / "model.py", tmp_path / "space.yaml", trials)
 
 
@@ -61,24 +62,26 @@ def _all_output(search: Search) -> list[str]:
     return lines
 
 
-def test_sigint_and_sigterm_stop_the_search_gracefully(tmp_path: Path) -> None:
-    setup = _setup(tmp_path, trials=5)  # SIGINT first; the resumed search gets SIGTERM
-    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        search = Search(setup)
-        trial = _running_trial(setup, search, timeout_s=240)
-        search.proc.send_signal(sig)
-        assert search.wait(60) == code
-        output = _all_output(search)
-        assert not any("Traceback" in line for line in output), output
-        summary = [line for line in output if line.startswith("interrupted by")]
-        assert len(summary) == 1, output
-        assert f"interrupted by {sig.name}" in summary[0]
-        assert "study 'chaos':" in summary[0] and "Run the same command again" in summary[0]
-        study = _study(setup, "chaos")
-        after = study.trials[trial.number]
-        assert after.state == optuna.trial.TrialState.FAIL
-        assert after.user_attrs["status"] == "INTERRUPTED"
-        assert after.user_attrs["reason"] == f"interrupted by {sig.name}; the search stopped"
-        assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        assert _orphans(setup) == []  # the trial's process group went with it
-        assert not setup.output.exists()
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_search_gracefully(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    setup = _setup(tmp_path, trials=5)
+    search = Search(setup)
+    trial = _running_trial(setup, search, timeout_s=240)
+    search.proc.send_signal(sig)
+    assert search.wait(60) == code
+    output = _all_output(search)
+    assert not any("Traceback" in line for line in output), output
+    summary = [line for line in output if line.startswith("interrupted by")]
+    assert len(summary) == 1, output
+    assert f"interrupted by {sig.name}" in summary[0]
+    assert "study 'chaos':" in summary[0] and "Run the same command again" in summary[0]
+    study = _study(setup, "chaos")
+    after = study.trials[trial.number]
+    assert after.state == optuna.trial.TrialState.FAIL
+    assert after.user_attrs["status"] == "INTERRUPTED"
+    assert after.user_attrs["reason"] == f"interrupted by {sig.name}; the search stopped"
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert _orphans(setup) == []  # the trial's process group went with it
+    assert not setup.output.exists()

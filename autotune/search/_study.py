@@ -68,6 +68,7 @@ log = logging.getLogger("autotune.search")
 
 BEAT_S = 10.0  # heartbeat period of a running trial or a held claim
 GRACE_S = 60.0  # a worker on another host is dead after this long without a heartbeat
+_UNCLAIMED_S = 10.0  # a RUNNING trial whose worker is still unrecorded after this is stale
 _POLL_S = 0.5  # how often a waiting worker looks again (locks, other workers' trials)
 INTERRUPTED = "INTERRUPTED"  # status of a trial whose search stopped (signal, kill, error)
 SURPLUS = "SURPLUS"  # status of a trial asked for by a worker racing past --trials
@@ -271,10 +272,10 @@ def _alive(trial: optuna.trial.FrozenTrial, now: float) -> bool:
     beat = trial.user_attrs.get("heartbeat")
     if worker is not None:
         return worker.alive(beat if isinstance(beat, (int, float)) else None, now)
-    # Asked, but its worker not yet recorded (a moment's window), or a search older than
-    # this bookkeeping: alive while younger than the grace period.
+    # Asked, but its worker not recorded: the search was killed in the moment between the
+    # two writes (next_trial takes another trial if this happens to a live one).
     start = trial.datetime_start
-    return start is None or (datetime.now() - start).total_seconds() < GRACE_S
+    return start is None or (datetime.now() - start).total_seconds() < _UNCLAIMED_S
 
 
 class _Heartbeat:
@@ -358,8 +359,11 @@ def next_trial(study: optuna.Study, max_trials: int | None) -> optuna.Trial | No
         return None
     _reseed_if_shared(study)
     trial = study.ask()
-    trial.set_user_attr("worker", str(this_worker()))
-    trial.set_user_attr("heartbeat", time.time())
+    try:
+        trial.set_user_attr("worker", str(this_worker()))
+        trial.set_user_attr("heartbeat", time.time())
+    except RuntimeError:  # judged stale before it was claimed (a very slow database)
+        return next_trial(study, max_trials)
     if max_trials is None:
         return trial
     below = [t for t in counted(study) if t.number < trial.number]

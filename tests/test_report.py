@@ -125,6 +125,7 @@ def _convergence_trial(
         attrs["stability"] = "all 40 losses are finite"
         attrs["reached"] = outcome == "reached"
     elif outcome == "gave up":
+        attrs["pruned_by"] = "not at the target after 3.1 s"
         state, value = optuna.trial.TrialState.PRUNED, None
     elif outcome == "UNSTABLE":
         attrs["status"] = outcome
@@ -263,6 +264,7 @@ def test_study_and_config_strings_are_escaped(page: Path) -> None:
     escaped = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
     assert f"task: {escaped}" in html  # tuned.yaml's task
     assert f"out of memory in {escaped}" in html  # a failed trial's reason
+    assert "PRUNED: not at the target after 3.1 s (pruned at step 40" in html
 
 
 def test_a_study_with_no_trial_yet_still_gets_every_section(tmp_path: Path) -> None:
@@ -305,6 +307,17 @@ def test_without_tuned_yaml_the_best_trial_stands_in(stored: Stored) -> None:
     assert data.comparison.speedup == pytest.approx(3.8 / 0.7)
     assert "not confirmed" in data.comparison.source
     assert "best trial #9" in data.tuned_yaml_source
+
+
+def test_the_confirmation_a_search_stored_stands_in_for_tuned_yaml(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'confirmed.db'}"
+    make_study(storage, "confirmed", FULL[:4])
+    study = optuna.load_study(study_name="confirmed", storage=storage)
+    study.set_user_attr("tuned/4", tuned_config("confirmed").model_dump_json())  # as search does
+    data = load_report_data(storage)
+    assert data.comparison.speedup == 2.0
+    assert data.comparison.source.startswith("the study's confirmed result after 4 trials")
+    assert data.tuned_yaml is not None and "micro_batch_size: 128" in data.tuned_yaml
 
 
 def test_too_few_trials_for_importances_says_so_plainly(tmp_path: Path) -> None:

@@ -289,8 +289,9 @@ def _convergence_trial(trial: optuna.trial.FrozenTrial) -> ConvergenceTrial:
 def _convergence_reason(trial: optuna.trial.FrozenTrial) -> str:
     attrs = trial.user_attrs
     reason = str(attrs.get("stability") or attrs.get("reason") or "")
-    if trial.state == _State.PRUNED:  # the search's median pruner stopped it
-        return f"behind the median of earlier trials at the same wall second ({reason})"
+    if trial.state == _State.PRUNED:  # the search stopped it: the pruner, or a lost cause
+        why = attrs.get("pruned_by") or "behind the median of earlier trials"
+        return f"{why} ({reason})" if reason else str(why)
     return reason
 
 

@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check autotune tests examples benchmarks
+	$(VENV)/bin/ruff check autotune tests examples benchmarks scripts
 	$(VENV)/bin/mypy autotune
 
 bench: $(STAMP)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -27,6 +26,7 @@ from autotune import __version__, profiler
 from autotune._cli_support import OneLineErrors, stop_on_signals
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
+from autotune._search_view import SearchView, result_table, top_table
 from autotune._tuned_view import tuned_tables
 from autotune._units import format_bytes, parse_bytes, parse_duration
 from autotune.config import TrainConfig, TunedConfig, load_tuned_config
@@ -43,7 +43,7 @@ from autotune.runtime import (
     threads_per_rank,
     train,
 )
-from autotune.search import SearchOptions, SearchOutcome, redact, run_search
+from autotune.search import SearchOptions, redact, run_search
 from autotune.task import Task, load_task
 
 _T = TypeVar("_T")
@@ -315,56 +315,18 @@ def search(
         output=output,
         seed=seed,
     )
-    started = time.monotonic()
     name = study_name or task_file.stem
     with _user_errors(), _scratch_dirs(), stop_on_signals(err, storage, name):
         if tensorboard is not None:
             _require_tensorboard()  # before the search: a missing package costs no budget
         err.print(f"study storage: {redact(storage)}", highlight=False, soft_wrap=True)
-        outcome = run_search(
-            options,
-            lambda line: err.print(
-                f"[dim]{time.monotonic() - started:6.1f}s[/] {escape(line)}", highlight=False
-            ),
-        )
+        with SearchView(err) as view:
+            outcome = run_search(options, view.note, view.progress)
         if tensorboard is not None:
             write_study_summaries(outcome.studies.convergence, None, tensorboard)
             write_study_summaries(outcome.studies.systems, None, tensorboard / "systems")
-    out.print(_search_table(outcome, output))
-
-
-def _search_table(outcome: SearchOutcome, output: Path) -> Table:
-    tuned = outcome.tuned
-    table = _kv_table(f"autotune search -> {output}")
-    train, measured = tuned.train, tuned.measured
-    table.add_row("precision", train.precision)
-    table.add_row(
-        "batch",
-        f"{train.micro_batch_size} micro x {train.grad_accum_steps} accum x "
-        f"{train.world_size} ranks = {train.global_batch}",
-    )
-    table.add_row("checkpointing", str(train.activation_checkpointing))
-    table.add_row(
-        "optimizer",
-        f"{train.optimizer.name} lr {train.optimizer.lr:.3g}, {train.schedule.name} "
-        f"schedule, warmup {train.schedule.warmup_steps} steps",
-    )
-    if measured is not None:
-        if measured.speedup_spread is not None:
-            s = measured.speedup_spread
-            table.add_row(
-                "time-to-target speed-up",
-                f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f}, {s.n} pairs)",
-            )
-        if measured.throughput_speedup is not None:
-            s = measured.throughput_speedup
-            table.add_row(
-                "throughput speed-up", f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f})"
-            )
-        table.add_row("samples/s", f"{measured.throughput_samples_per_s:,.1f}")
-        table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
-        table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else "-")
-    return table
+    out.print(result_table(outcome, str(output)))
+    out.print(top_table(outcome.top))
 
 
 def _kv_table(title: str) -> Table:
@@ -389,6 +351,39 @@ def _parse_option(parse: Callable[[str], _T], text: str | None, name: str) -> _T
         return parse(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+@app.command()
+def report(
+    storage: Annotated[
+        str, typer.Option(help="Optuna storage URL the search used (SQLite file or any RDB).")
+    ] = "sqlite:///autotune.db",
+    study: Annotated[
+        str | None,
+        typer.Option(help="Study name (default: the one tuned.yaml names, else the only one)."),
+    ] = None,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(help="tuned.yaml for baseline vs tuned (default: ./tuned.yaml if present)."),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write the HTML report.")
+    ] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML report (works offline) of a search's study."""
+    from autotune.report import write_report  # plotly loads only for this command
+
+    with _user_errors():
+        data = write_report(storage, output, study, tuned)
+    out.print(
+        f"wrote {output}: study {escape(data.study_name)}, {len(data.convergence)} convergence "
+        f"and {len(data.systems)} systems trials",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"explore it live: optuna-dashboard {escape(data.storage)}", highlight=False, soft_wrap=True
+    )
 
 
 @app.command()
@@ -444,39 +439,6 @@ def _export_device(tuned: TunedConfig, choice: str) -> Literal["cpu", "cuda"]:
     if tuned.measured is not None:
         return tuned.measured.device.kind
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@app.command()
-def report(
-    storage: Annotated[
-        str, typer.Option(help="Optuna storage URL the search used (SQLite file or any RDB).")
-    ] = "sqlite:///autotune.db",
-    study: Annotated[
-        str | None,
-        typer.Option(help="Study name (default: the one tuned.yaml names, else the only one)."),
-    ] = None,
-    tuned: Annotated[
-        Path | None,
-        typer.Option(help="tuned.yaml for baseline vs tuned (default: ./tuned.yaml if present)."),
-    ] = None,
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="Where to write the HTML report.")
-    ] = Path("report.html"),
-) -> None:
-    """Write one self-contained HTML report (works offline) of a search's study."""
-    from autotune.report import write_report  # plotly loads only for this command
-
-    with _user_errors():
-        data = write_report(storage, output, study, tuned)
-    out.print(
-        f"wrote {output}: study {escape(data.study_name)}, {len(data.convergence)} convergence "
-        f"and {len(data.systems)} systems trials",
-        highlight=False,
-        soft_wrap=True,
-    )
-    out.print(
-        f"explore it live: optuna-dashboard {escape(data.storage)}", highlight=False, soft_wrap=True
-    )
 
 
 @app.command()

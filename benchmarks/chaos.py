@@ -1,6 +1,6 @@
 """Chaos: ``autotune search`` killed with SIGKILL at random moments, restarted each time.
 
-    python benchmarks/chaos.py [--kills 20] [--trials 8] [--seed 0] [--task model.py]
+    python benchmarks/chaos.py [--kills 20] [--trials 14] [--seed 0] [--task model.py]
 
 Each cycle starts the search (same SQLite storage, same command) and kills it - half the
 time a random 1-8 s after it started, half the time a random 0-3 s after it printed a
@@ -330,8 +330,6 @@ def _one_cycle(setup: Setup, rng: random.Random, seen: set[str]) -> Search | Non
         if line is not None and delay is None and _milestone(line) not in seen:
             seen.add(_milestone(line))
             delay = time.monotonic() - search.started + rng.uniform(0.0, 3.0)
-        if line is not None:
-            seen.add(_milestone(line))
     search.kill()
     return search
 
@@ -370,7 +368,7 @@ def run_chaos(setup: Setup, kills: int, seed: int = 0) -> ChaosReport:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=14)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task", type=Path, help="task file (default: a tiny MLP)")
     args = parser.parse_args()

@@ -167,3 +167,13 @@ def test_checkpointing_is_only_kept_where_it_lets_a_batch_fit() -> None:
         (16, "none"),
         (512, "full"),
     ]
+
+
+def test_a_systems_measurement_is_capped_so_a_hang_costs_a_minute() -> None:
+    from autotune.search._systems import Candidate, _measure_cap_s
+
+    config = TrainConfig(micro_batch_size=32, optimizer={"lr": 1e-3})
+    fast = Candidate(config, {}, samples_per_s=320.0, peak_bytes=None)  # 0.1 s per step
+    slow = Candidate(config, {}, samples_per_s=3.2, peak_bytes=None)  # 10 s per step
+    assert _measure_cap_s(fast, 12) == 60.0
+    assert _measure_cap_s(slow, 12) == pytest.approx(1200.0)

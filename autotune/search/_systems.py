@@ -29,6 +29,8 @@ _COMPILE_PRIOR = 0.8  # torch.compile: 10-15 s to compile that short runs rarely
 MEASURE_STEPS = 12  # most steps of a systems measurement: a third burn-in, the rest timed
 _MIN_MEASURE_STEPS = 4
 _MEASURE_SECONDS = 5.0  # wall time one measurement should take at the predicted speed
+_MEASURE_SLACK = 10.0  # the probe's step-time model is rarely off by more than 2x
+_MIN_MEASURE_CAP_S = 60.0  # first steps of a compiled or cold model can take tens of seconds
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def measure_systems(
         if _key(spaces.encode_params(candidate.values)) in recorded:
             continue
         steps = _measure_steps(candidate)
-        result = trials.run(candidate.config, steps, warmup_steps=steps // 3)
+        cap = _measure_cap_s(candidate, steps)
+        result = trials.run(candidate.config, steps, warmup_steps=steps // 3, time_cap_s=cap)
         run = measured(result, candidate.config, None) if ok(result) else None
         attrs = {
             "status": result.status.value,
@@ -182,6 +185,13 @@ def _diverse(
     near = min(ranked, key=lambda c: abs(c.config.micro_batch_size - anchor))
     chosen = [c for c in ranked if c is not near][: how_many - 1]
     return [*chosen, near]
+
+
+def _measure_cap_s(candidate: Candidate, steps: int) -> float:
+    """A systems measurement may take _MEASURE_SLACK x its predicted time (at least
+    _MIN_MEASURE_CAP_S): a hanging config is recorded TIMEOUT in a minute, not ten."""
+    predicted = steps * candidate.config.global_batch / max(candidate.samples_per_s, 1e-9)
+    return max(_MIN_MEASURE_CAP_S, _MEASURE_SLACK * predicted)
 
 
 def _measure_steps(candidate: Candidate) -> int:

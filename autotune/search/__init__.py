@@ -119,6 +119,7 @@ class _Search:
         self.options, self.say, self.show = options, say, show
         self.budget = Budget(options.budget_s)
         self.task = load_task(options.task_path)
+        self.space = spaces.load_space(options.space)  # a bad file fails before any work
         self.name = options.study_name or Path(options.task_path).stem
         sampler, pruner = make_sampler(options.seed), make_pruner()
         self.studies = Studies(options.storage, self.name, sampler, pruner)
@@ -135,9 +136,7 @@ class _Search:
             ProbeReport,
             lambda: profiler.probe(self.task, memory_limit_bytes=options.memory_limit_bytes),
         )
-        space, removals = spaces.restrict(
-            spaces.load_space(options.space), _facts(report, self.task)
-        )
+        space, removals = spaces.restrict(self.space, _facts(report, self.task))
         for removal in removals:
             say(str(removal))
         base = self.task.baseline_config()

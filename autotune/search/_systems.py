@@ -75,9 +75,7 @@ def _without_needless_checkpointing(fitting: list[Candidate]) -> list[Candidate]
     """Drop checkpointed candidates whose unchecked twin fits: recomputing the forward
     trades time for memory and cannot make a step faster, so a prediction that says so is
     the probe's timing noise; checkpointing stays where it lets a larger batch fit."""
-    plain = {
-        _twin_key(c.config) for c in fitting if c.config.activation_checkpointing == "none"
-    }
+    plain = {_twin_key(c.config) for c in fitting if c.config.activation_checkpointing == "none"}
     return [
         c
         for c in fitting

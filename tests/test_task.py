@@ -124,7 +124,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_task_file(tmp_path: Path) -> None:
-    fails(TaskError, "does not exist", load_task, tmp_path)
+    fails(TaskError, "is a directory; pass the path to the Python file in it", load_task, tmp_path)
 
 
 def test_not_a_py_file(write_task: WriteTask) -> None:

@@ -94,11 +94,13 @@ def stable_winner(
     None: no candidate, and no fallback."""
     failed: set[str] = set()
     fallbacks: list[Measured] = []
+    tries = 0
     for candidate in candidates:
-        if len(failed) + len(fallbacks) >= _STABILITY_TRIES:
+        if tries >= _STABILITY_TRIES:
             break
         if candidate.train.precision in failed:
             continue
+        tries += 1
         verdict, reference = reference_check(candidate, trials, target)
         say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
         if verdict.stable:

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.autotune-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench benchmarks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job on an example: a 2-minute search, stored in SQLite (./autotune.db, no server).
 demo: $(STAMP)
-	$(VENV)/bin/autotune run examples/tiny_gpt.py --steps 30
+	$(VENV)/bin/autotune search examples/mlp_digits.py --budget 2m --storage sqlite:///autotune.db -o tuned.yaml
+	$(VENV)/bin/autotune show tuned.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -30,6 +32,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_bench.py
+
+# The benchmark suite behind BENCHMARKS.md (about 15 minutes per workload on 2 cores).
+benchmarks: $(STAMP)
+	$(PY) -m benchmarks.suite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,157 @@
+"""Shared by the benchmarks: an exhaustive grid over a search space, and interleaved
+re-runs of several configs to one target loss.
+
+Both run configs as the search's own supervised trials (:class:`Trialist`), so every
+contender pays the same process start-up and is timed by the same runtime.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autotune import space as spaces
+from autotune.config import TrainConfig
+from autotune.profiler import ProbeReport
+from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._progress import describe
+
+__all__ = ["GridRun", "Timed", "grid_points", "interleaved", "run_grid", "spread"]
+
+_CONTINUOUS = ("lr", "warmup_fraction", "min_lr_ratio", "weight_decay")
+_OPEN_ENDED_STEPS = 1_000_000  # a constant-schedule run is stopped by its watch, not its length
+
+
+@dataclass
+class GridRun:
+    """One grid point, run once to the target (or stopped)."""
+
+    config: TrainConfig
+    time_to_target_s: float | None
+    wall_s: float
+    status: str
+
+
+@dataclass
+class Timed:
+    """A config's interleaved runs: one entry per round (None: it missed the target)."""
+
+    config: TrainConfig
+    times_to_target_s: list[float | None] = field(default_factory=list)
+    samples_per_s: list[float] = field(default_factory=list)
+
+
+def grid_points(space: spaces.SearchSpace, lr_points: int) -> list[dict[str, Any]]:
+    """Every combination of the space's choices; the LR range cut into ``lr_points``
+    log-even values (continuous dimensions other than the LR keep their low end)."""
+    axes: dict[str, list[Any]] = {}
+    for section in (space.systems, space.convergence):
+        for name in type(section).model_fields:
+            spec = getattr(section, name)
+            if spec is None or name in _CONTINUOUS:
+                continue
+            axes[name] = spaces.choices(spec)
+    lr = space.convergence.lr
+    if lr is not None:
+        ratio = lr.high / lr.low
+        axes["lr_multiplier" if lr.relative else "lr"] = [
+            lr.low * ratio ** (k / max(1, lr_points - 1)) for k in range(lr_points)
+        ]
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def grid_config(
+    values: dict[str, Any], base: TrainConfig, report: ProbeReport, cap_s: float
+) -> TrainConfig:
+    """The grid point as a TrainConfig whose schedule spans the time cap (as a trial's)."""
+    decoded = {**values, "lr_scaling": "auto"}
+    variant = report.variant(decoded["precision"], decoded.get("activation_checkpointing", "none"))
+    step_s = variant.predict_step_time_s(decoded["micro_batch_size"])
+    steps = max(20, math.ceil(cap_s / (step_s * decoded.get("grad_accum_steps", 1))))
+    return spaces.to_train_config(decoded, base, steps)
+
+
+def run_grid(
+    points: Sequence[dict[str, Any]],
+    base: TrainConfig,
+    report: ProbeReport,
+    trials: Trialist,
+    target: float,
+    cap_s: float,
+    *,
+    give_up_ratio: float | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[GridRun]:
+    """Run every point once to ``target``, each stopped at ``cap_s``. With
+    ``give_up_ratio``, a point still short of the target at that multiple of the best
+    time so far stops early (it cannot be the grid's best), as the search's trials do."""
+    runs: list[GridRun] = []
+    best = math.inf
+    for k, values in enumerate(points):
+        config = grid_config(values, base, report, cap_s)
+        limit = math.inf if give_up_ratio is None else give_up_ratio * best
+        started = time.perf_counter()
+        result = trials.run(
+            config,
+            config.schedule.total_steps or 1,
+            watch=TargetWatch(target, cap_s, give_up=_later_than(limit)),
+            time_cap_s=cap_s * 1.2,
+        )
+        run = measured(result, config, target) if ok(result) else None
+        tt = run.time_to_target_s if run is not None else None
+        runs.append(GridRun(config, tt, time.perf_counter() - started, result.status.value))
+        best = min(best, tt if tt is not None else math.inf)
+        shown = f"{tt:.2f} s" if tt is not None else result.status.value
+        say(f"grid {k + 1}/{len(points)}: {describe(config)} -> {shown}")
+    return runs
+
+
+def _later_than(limit_s: float) -> Callable[[float, float], bool]:
+    return lambda elapsed_s, _loss: elapsed_s > limit_s
+
+
+def interleaved(
+    configs: Sequence[TrainConfig],
+    trials: Trialist,
+    target: float,
+    cap_s: float,
+    rounds: int,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[Timed]:
+    """Each config run to ``target`` once per round; the order rotates every round so no
+    config always runs first (or right after the slowest one)."""
+    timed = [Timed(config) for config in configs]
+    for r in range(rounds):
+        order = list(range(len(configs)))
+        order = order[r % len(order) :] + order[: r % len(order)]
+        for k in order:
+            tt, rate = _to_target(configs[k], trials, target, cap_s)
+            timed[k].times_to_target_s.append(tt)
+            if rate is not None:
+                timed[k].samples_per_s.append(rate)
+            shown = f"{tt:.2f} s" if tt is not None else "missed"
+            say(f"round {r + 1}/{rounds}: {describe(configs[k])} -> {shown}")
+    return timed
+
+
+def _to_target(
+    config: TrainConfig, trials: Trialist, target: float, cap_s: float
+) -> tuple[float | None, float | None]:
+    steps = config.schedule.total_steps or _OPEN_ENDED_STEPS
+    result = trials.run(config, steps, watch=TargetWatch(target, cap_s), time_cap_s=cap_s * 1.2)
+    run = measured(result, config, target) if ok(result) else None
+    if run is None:
+        return None, None
+    return run.time_to_target_s, run.samples_per_s
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float, int] | None:
+    """(median, low, high, n) of ``values``; None when there are none."""
+    if not values:
+        return None
+    return statistics.median(values), min(values), max(values), len(values)

@@ -1,0 +1,151 @@
+"""BENCHMARKS.md from the suite's result files (``benchmarks/results/suite/*.json``)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["render"]
+
+_COLUMNS = (
+    "contender",
+    "config",
+    "time to target: speed-up (median, range, n)",
+    "throughput ratio",
+    "peak memory",
+    "MFU",
+    "search wall",
+    "trials run",
+    "pruned before running",
+)
+
+
+def render(results: Sequence[dict[str, Any]], command: str) -> str:
+    """The whole page: how it was made, then one section per workload."""
+    lines = ["# Benchmarks", ""]
+    lines += _preamble(results, command)
+    for result in results:
+        lines += _workload(result)
+    return "\n".join(lines) + "\n"
+
+
+def _preamble(results: Sequence[dict[str, Any]], command: str) -> list[str]:
+    if not results:
+        return ["No results yet: run `python -m benchmarks.suite`.", ""]
+    machine = results[0]["machine"]
+    dates = sorted({r["date"] for r in results})
+    return [
+        f"Produced by `{command}` (then `python -m benchmarks.suite --markdown-only`), "
+        f"{dates[0]} to {dates[-1]}.",
+        "",
+        f"- **Machine:** {machine['device']}, {machine['cores']} cores; no GPU.",
+        f"- **Versions:** Python {machine['python']}, torch {machine['torch']}, "
+        f"optuna {machine['optuna']}, pytorch-lightning {machine['lightning']}.",
+        "- **Target:** the loss the Task's baseline reaches (set by autotune's baseline run); "
+        "every contender is timed to the same target, through the same runtime and "
+        "supervised trial processes.",
+        "- **Ratios** are per round against the baseline run in the same round, then the "
+        "median over the interleaved rounds, with the range. A run still short of the "
+        "target at 2.5x the baseline's time counts as missed.",
+        "- **Contenders:** *baseline* = the Task's own setup; *autotune* = `autotune search` "
+        "with the default space and budget; *grid* = the fastest point of an exhaustive grid "
+        "over `benchmarks/spaces/suite_grid.yaml`; *lightning* = Lightning's "
+        "`Tuner.scale_batch_size` + `Tuner.lr_find` pick (batch scaling bounded by the default "
+        "space's largest micro-batch, since a CPU never raises out-of-memory), precision left "
+        "as the baseline's.",
+        "",
+    ]
+
+
+def _workload(result: dict[str, Any]) -> list[str]:
+    rows = result["rows"]
+    by_name = {row["contender"]: row for row in rows}
+    base_tt = result["baseline_time_to_target_s"]
+    lines = [
+        f"## {result['workload']} (`{result['task']}`)",
+        "",
+        f"{result['parameters']:,} parameters, {result['flops_per_sample'] / 1e6:.1f} MFLOP "
+        f"per sample; target loss {result['target_loss']:.4f}, which the baseline reached "
+        f"in {base_tt:.1f} s on this machine ({result['machine']['device']}).",
+        "",
+        "| " + " | ".join(_COLUMNS) + " |",
+        "|" + "---|" * len(_COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    lines += ["", *_comparisons(result, by_name), ""]
+    return lines
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    cost = row["cost"] or {}
+    missed = sum(1 for t in row["times_to_target_s"] if t is None)
+    speed = _ratio(row["speedup"])
+    if missed:
+        speed += f"; missed {missed}/{len(row['times_to_target_s'])}"
+    return [
+        row["contender"],
+        f"`{row['config']}`",
+        speed,
+        _ratio(row["throughput_ratio"]),
+        _bytes(row["peak_memory_bytes"]),
+        "-" if row["mfu"] is None else f"{row['mfu']:.1%}",
+        "-" if cost.get("wall_s") is None else f"{cost['wall_s']:.0f} s",
+        "-" if cost.get("trials_run") is None else str(cost["trials_run"]),
+        "-" if cost.get("pruned") is None else str(cost["pruned"]),
+    ]
+
+
+def _ratio(spread: list[float] | None) -> str:
+    if spread is None:
+        return "never reached"
+    median, low, high, n = spread
+    return f"**{median:.2f}x** ({low:.2f}-{high:.2f}, n={int(n)})"
+
+
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _comparisons(result: dict[str, Any], by_name: dict[str, dict[str, Any]]) -> list[str]:
+    auto, grid, light = by_name["autotune"], by_name["grid"], by_name["lightning"]
+    lines = [
+        f"- autotune vs grid: autotune's best is {_fraction(auto, grid)} of the grid's best "
+        f"(time to target), found in {_cost_fraction(auto, grid)} of the grid's wall time "
+        f"({result['grid_points']} grid points).",
+        f"- autotune vs Lightning's tuner: {_versus(auto, light)}.",
+    ]
+    measured = result.get("tuned_measured_samples_per_s")
+    if measured and auto["samples_per_s"]:
+        rate = statistics.median(auto["samples_per_s"])
+        lines.append(
+            f"- tuned.yaml reproduction: the re-runs of autotune's pick measured "
+            f"{rate / measured:.0%} of the throughput its tuned.yaml records."
+        )
+    return lines
+
+
+def _median_time(row: dict[str, Any]) -> float | None:
+    times = [t for t in row["times_to_target_s"] if t is not None]
+    return statistics.median(times) if times else None
+
+
+def _fraction(auto: dict[str, Any], grid: dict[str, Any]) -> str:
+    mine, theirs = _median_time(auto), _median_time(grid)
+    if mine is None or theirs is None:
+        return "not comparable (one never reached the target)"
+    return f"**{theirs / mine:.0%}**"
+
+
+def _cost_fraction(auto: dict[str, Any], grid: dict[str, Any]) -> str:
+    return f"**{auto['cost']['wall_s'] / grid['cost']['wall_s']:.0%}**"
+
+
+def _versus(auto: dict[str, Any], light: dict[str, Any]) -> str:
+    mine, theirs = _median_time(auto), _median_time(light)
+    if mine is None:
+        return "autotune's pick missed the target"
+    if theirs is None:
+        return "Lightning's pick never reached the target within 2.5x the baseline's time"
+    verdict = "ahead" if mine < theirs else "**behind**"
+    return f"autotune is {verdict}: {theirs / mine:.2f}x Lightning's time to target"

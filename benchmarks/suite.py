@@ -1,0 +1,281 @@
+"""The benchmark suite: autotune against the baseline, an exhaustive grid and Lightning's tuner.
+
+    python -m benchmarks.suite                       # every workload, then BENCHMARKS.md
+    python -m benchmarks.suite --workloads mlp_digits,cnn_digits
+    python -m benchmarks.suite --markdown-only       # rebuild BENCHMARKS.md from the results
+
+For each workload (a task file in ``examples/``), on the same machine in one run:
+
+1. **autotune**: ``autotune search`` with the default space and ``--budget`` (its whole
+   wall time counts). Its probe and baseline run give the target loss every contender
+   must reach: the loss the Task's baseline reaches.
+2. **grid**: every point of ``benchmarks/spaces/suite_grid.yaml`` (micro-batch x precision
+   x LR) run once to the target, each stopped at 1.5x the baseline's time, or earlier once
+   it is 1.3x behind the grid's best so far (as the search's own trials are).
+3. **lightning**: ``Tuner.scale_batch_size`` then ``Tuner.lr_find`` on the same model,
+   data and optimizer (``benchmarks/lightning_tuner.py``); its pick is trained through the
+   same runtime.
+4. The baseline and the three picks are re-run to the target ``--rounds`` times,
+   interleaved (the order rotates each round); every ratio is the median over rounds of
+   the per-round ratio to the baseline, with its range. One short profiled run per pick
+   gives its peak memory; MFU is counted FLOPs x samples/s over the measured peak.
+
+Results go to ``benchmarks/results/suite/<workload>.json``; ``BENCHMARKS.md`` is rendered
+from every result file there. Run it on a quiet machine: other processes on the cores
+slow 2-thread torch 10-20x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from rich.console import Console
+
+from autotune import hardware
+from autotune import space as spaces
+from autotune.config import ConfigError, TrainConfig
+from autotune.profiler import ProbeReport
+from autotune.search import SearchOptions, SearchOutcome, run_search
+from autotune.search._measure import Trialist
+from autotune.search._progress import describe
+from autotune.search._types import BaselineRun
+from benchmarks import _grid
+from benchmarks._markdown import render
+from benchmarks.lightning_tuner import lightning_pick
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "suite"
+GRID_SPACE = ROOT / "benchmarks" / "spaces" / "suite_grid.yaml"
+WORKLOADS = ("mlp_digits", "cnn_digits", "tiny_gpt", "hf_gpt2", "lstm_text")
+GRID_CAP = 1.5  # a grid point slower than 1.5x the baseline cannot be a useful best
+GRID_GIVE_UP = 1.3  # the search's own "cannot win" margin, so the grid is not handicapped
+RUN_CAP = 2.5  # a re-run still short of the target at 2.5x the baseline's time "missed"
+MEMORY_STEPS = 8  # a profiled run long enough to see optimizer state and one full step
+console = Console()
+
+
+def main() -> int:
+    args = _arguments()
+    if not args.markdown_only:
+        for name in args.workloads.split(","):
+            result = bench_workload(ROOT / "examples" / f"{name}.py", args)
+            args.results.mkdir(parents=True, exist_ok=True)
+            (args.results / f"{name}.json").write_text(json.dumps(result, indent=1))
+    args.output.write_text(render(_results(args.results), _command(args)))
+    console.print(f"wrote {args.output}")
+    return 0
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    parser.add_argument("--budget", type=float, default=300.0, help="search budget, seconds")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved re-runs")
+    parser.add_argument("--lr-points", type=int, default=3, help="grid points on the LR range")
+    parser.add_argument("--grid-space", type=Path, default=GRID_SPACE)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="result JSON directory")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--markdown-only", action="store_true", help="only rebuild the page")
+    return parser.parse_args()
+
+
+def _command(args: argparse.Namespace) -> str:
+    return "python -m benchmarks.suite" + (
+        "" if args.workloads == ",".join(WORKLOADS) else f" --workloads {args.workloads}"
+    )
+
+
+def _results(directory: Path) -> list[dict[str, Any]]:
+    order = {name: k for k, name in enumerate(WORKLOADS)}
+    files = sorted(directory.glob("*.json"), key=lambda p: order.get(p.stem, len(order)))
+    return [json.loads(p.read_text()) for p in files]
+
+
+def _say(line: str) -> None:
+    console.print(f"  {line}", highlight=False, markup=False)
+
+
+def bench_workload(task: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every contender on one workload; the JSON-able result (see the module docstring)."""
+    console.rule(task.stem)
+    with tempfile.TemporaryDirectory(prefix=f"suite-{task.stem}-") as scratch:
+        os.environ["TMPDIR"] = scratch
+        work = Path(scratch)
+        started = time.perf_counter()
+        outcome = run_search(_search_options(task, args, work), lambda s: _say(f"search: {s}"))
+        search_s = time.perf_counter() - started
+        study = outcome.studies.convergence
+        baseline = BaselineRun.model_validate_json(study.user_attrs["baseline"])
+        report = ProbeReport.model_validate_json(study.user_attrs["probe"])
+        trials = Trialist(task, work / "runs", seed=0)
+        lightning = lightning_pick(task, max_batch_size=_largest_micro_batch())
+        _say(f"lightning: batch {lightning.batch_size}, lr {lightning.lr:.2e}")
+        grid = _run_grid(args, baseline, report, trials)
+        picks = {
+            "baseline": baseline.run.train,
+            "autotune": outcome.tuned.train,
+            "grid": _grid_best(grid),
+            "lightning": lightning.config,
+        }
+        tt_base = _baseline_time(baseline)
+        timed = _grid.interleaved(
+            list(picks.values()), trials, baseline.target_loss, RUN_CAP * tt_base, args.rounds, _say
+        )
+        costs = {
+            "autotune": _autotune_cost(outcome, search_s),
+            "grid": {"wall_s": sum(r.wall_s for r in grid), "trials_run": len(grid), "pruned": 0},
+            "lightning": {"wall_s": lightning.tuner_wall_s, "trials_run": None, "pruned": 0},
+        }
+        rows = [
+            _row(name, t, timed[0], costs.get(name), report, trials)
+            for name, t in zip(picks, timed, strict=True)
+        ]
+    return _result(task, baseline, report, rows, outcome, grid)
+
+
+def _search_options(task: Path, args: argparse.Namespace, work: Path) -> SearchOptions:
+    return SearchOptions(
+        task_path=task,
+        budget_s=args.budget,
+        storage=f"sqlite:///{work}/search.db",
+        output=work / "tuned.yaml",
+        workdir=work / "search",
+    )
+
+
+def _largest_micro_batch() -> int:
+    """The default space's largest micro-batch: Lightning's batch scaling is bounded by it
+    (on CPU it never sees an out-of-memory error and would double without end)."""
+    return int(max(spaces.choices(spaces.load_space("default").systems.micro_batch_size)))
+
+
+def _baseline_time(baseline: BaselineRun) -> float:
+    return baseline.run.time_to_target_s or baseline.run.elapsed_s[-1]
+
+
+def _run_grid(
+    args: argparse.Namespace, baseline: BaselineRun, report: ProbeReport, trials: Trialist
+) -> list[_grid.GridRun]:
+    points = _grid.grid_points(spaces.load_space(str(args.grid_space)), args.lr_points)
+    cap = GRID_CAP * _baseline_time(baseline)
+    return _grid.run_grid(
+        points,
+        baseline.run.train,
+        report,
+        trials,
+        baseline.target_loss,
+        cap,
+        give_up_ratio=GRID_GIVE_UP,
+        say=_say,
+    )
+
+
+def _grid_best(grid: list[_grid.GridRun]) -> TrainConfig:
+    reached = [r for r in grid if r.time_to_target_s is not None]
+    if not reached:
+        raise RuntimeError("no grid point reached the target; widen the grid's space")
+    return min(reached, key=lambda r: r.time_to_target_s or 0.0).config
+
+
+def _autotune_cost(outcome: SearchOutcome, search_s: float) -> dict[str, Any]:
+    """Trials that ran (systems measurements and convergence trials) and the systems
+    combinations the memory model pruned before any process started."""
+    systems = outcome.studies.systems.trials
+    before = [t for t in systems if t.user_attrs.get("status") == "PRUNED"]
+    converged = [t for t in outcome.studies.convergence.trials if t.state.is_finished()]
+    ran = len(systems) - len(before) + len(converged)
+    return {"wall_s": search_s, "trials_run": ran, "pruned": len(before)}
+
+
+def _row(
+    name: str,
+    timed: _grid.Timed,
+    base: _grid.Timed,
+    cost: dict[str, Any] | None,
+    report: ProbeReport,
+    trials: Trialist,
+) -> dict[str, Any]:
+    speedups = [
+        b / t
+        for b, t in zip(base.times_to_target_s, timed.times_to_target_s, strict=True)
+        if b is not None and t is not None and t > 0
+    ]
+    ratios = [t / b for b, t in zip(base.samples_per_s, timed.samples_per_s, strict=False)]
+    rate = _grid.spread(timed.samples_per_s)
+    return {
+        "contender": name,
+        "config": describe(timed.config),
+        "train": timed.config.model_dump(mode="json"),
+        "times_to_target_s": timed.times_to_target_s,
+        "samples_per_s": timed.samples_per_s,
+        "speedup": _grid.spread(speedups),
+        "throughput_ratio": _grid.spread(ratios),
+        "peak_memory_bytes": _peak_memory(timed.config, trials),
+        "mfu": None if rate is None else _mfu(report, timed.config, rate[0]),
+        "cost": cost,
+    }
+
+
+def _peak_memory(config: TrainConfig, trials: Trialist) -> int | None:
+    result = trials.run(config, MEMORY_STEPS, measure_memory=True)
+    return result.summary.peak_memory_bytes if result.summary else None
+
+
+def _mfu(report: ProbeReport, config: TrainConfig, samples_per_s: float) -> float | None:
+    try:
+        achieved = report.model.flops_per_sample * samples_per_s
+        return hardware.mfu(achieved, report.hardware, config.precision)
+    except (ConfigError, ValueError):
+        return None
+
+
+def _result(
+    task: Path,
+    baseline: BaselineRun,
+    report: ProbeReport,
+    rows: list[dict[str, Any]],
+    outcome: SearchOutcome,
+    grid: list[_grid.GridRun],
+) -> dict[str, Any]:
+    measured = outcome.tuned.measured
+    return {
+        "workload": task.stem,
+        "task": str(task.relative_to(ROOT)),
+        "target_loss": baseline.target_loss,
+        "baseline_time_to_target_s": baseline.run.time_to_target_s,
+        "flops_per_sample": report.model.flops_per_sample,
+        "parameters": report.model.total_params,
+        "tuned_measured_samples_per_s": measured.throughput_samples_per_s if measured else None,
+        "tuned_speedup": measured.speedup_vs_baseline if measured else None,
+        "grid_points": len(grid),
+        "rows": rows,
+        "machine": _machine(report),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _machine(report: ProbeReport) -> dict[str, Any]:
+    import pytorch_lightning
+    import torch
+
+    device = report.hardware.device
+    return {
+        "device": f"{device.count}x {device.kind} {device.name}",
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "lightning": pytorch_lightning.__version__,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

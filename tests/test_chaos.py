@@ -85,3 +85,31 @@ def test_a_signal_stops_the_search_gracefully(
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     assert _orphans(setup) == []  # the trial's process group went with it
     assert not setup.output.exists()
+
+
+_EXIT_BOUND_S = 10.0  # SIGTERM to exit: the trial's 3 s grace, the records, the summary
+
+
+@pytest.mark.parametrize("first_stop", [signal.SIGKILL, signal.SIGINT])
+def test_sigterm_stops_a_resumed_search_within_seconds(
+    tmp_path: Path, first_stop: signal.Signals
+) -> None:
+    setup = _setup(tmp_path, trials=5)
+    first = Search(setup)
+    _running_trial(setup, first, timeout_s=240)
+    first.proc.send_signal(first_stop)  # killed, or stopped gracefully: either is resumed
+    first.wait(60)
+    resumed = Search(setup)
+    trial = _running_trial(setup, resumed, timeout_s=240)
+    sent = time.monotonic()
+    resumed.proc.send_signal(signal.SIGTERM)
+    code = resumed.wait(60)
+    took = time.monotonic() - sent
+    output = _all_output(resumed)
+    assert code == 143 and took <= _EXIT_BOUND_S, (code, took, output[-20:])
+    summary = [line for line in output if line.startswith("interrupted by SIGTERM")]
+    assert len(summary) == 1 and "Run the same command again" in summary[0], output
+    study = _study(setup, "chaos")
+    assert study.trials[trial.number].user_attrs["status"] == "INTERRUPTED"
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert _orphans(setup) == []

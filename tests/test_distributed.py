@@ -99,7 +99,59 @@ def test_search_workers_share_a_postgres_study(
     assert len(workers) >= 1
 
 
+_SEED = {"x": 0.5}
+_SEEDING_WORKER = """
+import pathlib, sys, time
+import optuna
+from autotune.search._study import Studies, tracked
+url, ready, workers = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+studies = Studies(url, "seeded", optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())
+(ready / sys.argv[4]).touch()
+while len(list(ready.iterdir())) < workers:  # every worker asks at the same moment
+    time.sleep(0.001)
+while (trial := studies.next_convergence_trial(6, {"x": 0.5})) is not None:
+    with tracked(studies.convergence, trial):
+        value = trial.suggest_float("x", 0.0, 1.0)
+        time.sleep(0.05)
+        studies.convergence.tell(trial, value)
+"""
+
+
+def test_workers_starting_together_run_the_seed_trial_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/seed.db"
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    command = [sys.executable, "-c", _SEEDING_WORKER, url, str(ready), "2"]
+    procs = [
+        subprocess.Popen([*command, str(i)], stderr=subprocess.PIPE, text=True) for i in range(2)
+    ]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-2000:]
+    study = optuna.load_study(study_name="seeded", storage=open_storage(url))
+    assert [t.number for t in study.trials if t.params == _SEED] == [0]  # taken once, first
+    assert len(counted(study)) == 6
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
 # -- the bookkeeping, in one process -------------------------------------------------------
+
+
+def test_the_seed_trial_is_created_running_and_owned(tmp_path: Path) -> None:
+    studies = _studies(tmp_path)
+    trial = studies.next_convergence_trial(None, _SEED)  # never WAITING: no one else pops it
+    assert trial is not None and trial.number == 0
+    frozen = studies.convergence.trials[0]
+    assert frozen.state == optuna.trial.TrialState.RUNNING
+    assert frozen.user_attrs["worker"] == str(_study.this_worker())
+    assert trial.suggest_float("x", 0.0, 1.0) == 0.5
+    studies.convergence.tell(trial, 0.5)
+    again = studies.next_convergence_trial(None, _SEED)  # the study is not empty: TPE's
+    assert again is not None and again.number == 1
+    assert "fixed_params" not in studies.convergence.trials[1].system_attrs
 
 
 def _dead_pid() -> int:

@@ -172,7 +172,7 @@ class _Search:
             self.show(current)
 
         self.show(now())
-        run_convergence(plan, self.convergence, trials, self.budget, on_trial)
+        run_convergence(plan, self.studies, trials, self.budget, on_trial)
 
     def finish(self, setup: _Setup, trials: Trialist) -> TunedConfig:
         """The stable winner, confirmed against the baseline, written to the output; once

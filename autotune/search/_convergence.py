@@ -22,7 +22,7 @@ from autotune import space as spaces
 from autotune import stability
 from autotune.config import TrainConfig
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
-from autotune.search._study import counted, next_trial, tracked
+from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import BaselineRun, Budget, Measured
 
 __all__ = ["ConvergencePlan", "make_pruner", "make_sampler", "run_convergence", "winners"]
@@ -84,21 +84,23 @@ def systems_values(config: TrainConfig) -> dict[str, Any]:
 
 def run_convergence(
     plan: ConvergencePlan,
-    study: optuna.Study,
+    studies: Studies,
     trials: Trialist,
     budget: Budget,
     on_trial: Callable[[optuna.trial.FrozenTrial], None],
 ) -> None:
-    """Run trials until ``max_trials`` have finished or the budget (less the reserve) is spent."""
+    """Run trials until ``max_trials`` have finished or the budget (less the reserve) is
+    spent; the study's first trial, by whichever worker, is the seed (:func:`_seed`)."""
+    study = studies.convergence
     top = systems_choices(plan.systems, plan.base.micro_batch_size)
-    if not study.trials:
-        study.enqueue_trial(_seed(plan, top[0]))
+    seed = _seed(plan, top[0])
     # A run may take twice the baseline's time to target (slower cannot win, but it is
     # measured), and never less than _MIN_CAP_S: step times of short runs are noise.
     baseline_tt = plan.baseline.run.time_to_target_s or plan.baseline.run.elapsed_s[-1]
     time_cap = max(2.0 * baseline_tt, _MIN_CAP_S)
     while _may_continue(plan, study, budget, time_cap):
-        trial = next_trial(study, plan.max_trials)  # None: other workers took the last ones
+        # None: other workers took the last ones
+        trial = studies.next_convergence_trial(plan.max_trials, seed)
         if trial is None:
             break
         with tracked(study, trial):  # killed or interrupted: recorded, not left RUNNING

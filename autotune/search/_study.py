@@ -351,19 +351,22 @@ def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     ]
 
 
-def next_trial(study: optuna.Study, max_trials: int | None) -> optuna.Trial | None:
+def next_trial(
+    study: optuna.Study, max_trials: int | None, fixed: dict[str, Any] | None = None
+) -> optuna.Trial | None:
     """A new trial of ``study`` for this worker, or None when ``max_trials`` trials are
-    counted (see the module docstring for why the count is exact with several workers)."""
+    counted (see the module docstring for why the count is exact with several workers).
+    With ``fixed``, the trial's ``suggest_*`` calls return those params (see :func:`_ask`)."""
     fail_stale(study)
     if max_trials is not None and len(counted(study)) >= max_trials:
         return None
     _reseed_if_shared(study)
-    trial = study.ask()
+    trial = _ask(study, fixed)
     try:
         trial.set_user_attr("worker", str(this_worker()))
         trial.set_user_attr("heartbeat", time.time())
     except RuntimeError:  # judged stale before it was claimed (a very slow database)
-        return next_trial(study, max_trials)
+        return next_trial(study, max_trials, fixed)
     if max_trials is None:
         return trial
     below = [t for t in counted(study) if t.number < trial.number]
@@ -372,6 +375,29 @@ def next_trial(study: optuna.Study, max_trials: int | None) -> optuna.Trial | No
     handle = study._storage.get_trial(trial._trial_id)
     _mark(study, handle, SURPLUS, f"another worker reached --trials {max_trials} first")
     return None
+
+
+def _ask(study: optuna.Study, fixed: dict[str, Any] | None) -> optuna.Trial:
+    """``study.ask()``; with ``fixed``, a new trial with those params, as an enqueued one
+    has them, but created RUNNING and owned by this worker in one write: an enqueued
+    (WAITING) trial can be popped by two workers at once on SQLite, and run twice."""
+    if fixed is None:
+        return study.ask()
+    template = optuna.trial.FrozenTrial(
+        number=-1,
+        state=_RUNNING,
+        value=None,
+        datetime_start=datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={"worker": str(this_worker()), "heartbeat": time.time()},
+        system_attrs={"fixed_params": fixed},
+        intermediate_values={},
+        trial_id=-1,
+    )
+    study._thread_local.cached_all_trials = None  # as ask() does: the sampler sees it all
+    return optuna.Trial(study, study._storage.create_new_trial(study._study_id, template))
 
 
 def _reseed_if_shared(study: optuna.Study) -> None:
@@ -481,6 +507,22 @@ class Studies:
         value = compute()
         self.store(key, value)
         return value
+
+    def next_convergence_trial(
+        self, max_trials: int | None, seed: dict[str, Any]
+    ) -> optuna.Trial | None:
+        """:func:`next_trial` of the convergence study, whose first trial has the params
+        ``seed``: with several workers starting at once, exactly one creates it, the one
+        that finds the study empty while it holds the lock ``seed``."""
+        study = self.convergence
+        if study.get_trials(deepcopy=False):
+            return next_trial(study, max_trials)
+        self.hold("seed")
+        try:
+            fixed = None if study.get_trials(deepcopy=False) else seed
+            return next_trial(study, max_trials, fixed)
+        finally:
+            self.release("seed")
 
     def finished(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         """Trials that ended (any state but RUNNING/WAITING), in number order."""

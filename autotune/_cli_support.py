@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any, NoReturn
@@ -19,6 +22,7 @@ from autotune.search import SearchInterrupted, study_summary
 __all__ = ["OneLineErrors", "stop_on_signals"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_BOUND_S = 9.0  # a signalled search exits within this, however its cleanup fares
 
 
 class OneLineErrors(TyperGroup):
@@ -74,7 +78,8 @@ def stop_on_signals(console: Console, storage: str, study_name: str) -> Iterator
 
     saved = {sig: signal.signal(sig, stop) for sig in _STOP_SIGNALS}
     try:
-        yield
+        with _exit_deadline(STOP_BOUND_S):
+            yield
     except SearchInterrupted as exc:
         summary = study_summary(storage, study_name)
         console.print(
@@ -87,3 +92,44 @@ def stop_on_signals(console: Console, storage: str, study_name: str) -> Iterator
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _exit_deadline(bound_s: float) -> Iterator[None]:
+    """The last resort behind the graceful stop: once SIGINT or SIGTERM arrives, the
+    process exits within ``bound_s`` even if the cleanup hangs. Python runs a signal
+    handler only between bytecodes, so a main thread stuck in C - SQLite waiting up to a
+    minute for another connection's lock - would not even begin to stop; the C-level
+    handler's wakeup byte reaches this watcher thread at once, though. A trial it leaves
+    behind kills its own group when its parent is gone; the next search records it."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    done = threading.Event()
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    watcher = threading.Thread(
+        target=_watch, args=(reader, done, bound_s), name="autotune-stop", daemon=True
+    )
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(previous)
+        writer.close()  # the watcher reads the end and returns
+
+
+def _watch(reader: socket.socket, done: threading.Event, bound_s: float) -> None:
+    with reader:
+        while (data := reader.recv(1)) and data[0] not in _STOP_SIGNALS:
+            pass  # another signal with a Python handler: not ours
+    if not data or done.wait(bound_s):
+        return
+    name = signal.Signals(data[0]).name
+    print(
+        f"interrupted by {name}: the search did not stop within {bound_s:.0f} s and exits "
+        f"now; its running trial is recorded as interrupted when the same command is run "
+        f"again to resume.",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(128 + data[0])

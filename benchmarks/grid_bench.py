@@ -1,6 +1,6 @@
 """Search efficiency: autotune's search beside an exhaustive grid over the same space.
 
-    python benchmarks/grid_bench.py [--task examples/mlp_digits.py] [--budget 90]
+    python -m benchmarks.grid_bench [--task examples/mlp_digits.py] [--budget 90]
         [--lr-points 4] [--pairs 3]
 
 1. ``autotune search`` runs over ``benchmarks/spaces/grid_small.yaml`` with ``--budget``
@@ -19,7 +19,6 @@ Run it on a quiet machine: other processes on the cores slow 2-thread torch 10-2
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import os
 import statistics
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 from rich.console import Console
@@ -37,10 +35,11 @@ from autotune import space as spaces
 from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
 from autotune.search import SearchOptions, run_search
-from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._measure import Trialist
 from autotune.search._progress import describe
 from autotune.search._types import BaselineRun
 from autotune.task import load_task
+from benchmarks import _grid as _grid_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "benchmarks" / "spaces" / "grid_small.yaml"
@@ -62,9 +61,10 @@ def main() -> int:
         report = ProbeReport.model_validate_json(study.user_attrs["probe"])
         trials = Trialist(args.task, Path(scratch) / "grid", seed=0)
         grid = _grid(args, baseline, report, trials)
-        grid_s = sum(run["wall_s"] for run in grid)
-        best = min((r for r in grid if r["tt"] is not None), key=lambda r: r["tt"])
-        confirmed = _interleaved([best["config"], outcome.tuned.train], baseline, trials, args)
+        grid_s = sum(run.wall_s for run in grid)
+        reached = [r for r in grid if r.time_to_target_s is not None]
+        best = min(reached, key=lambda r: r.time_to_target_s or 0.0)
+        confirmed = _interleaved([best.config, outcome.tuned.train], baseline, trials, args)
         console.print(_grid_table(grid))
         return _summary(outcome.tuned.train, best, confirmed, search_s, grid_s, len(grid), study)
 
@@ -94,68 +94,33 @@ def _say(line: str) -> None:
     console.print(f"  search: {line}", highlight=False, markup=False)
 
 
-def _grid_points(space: spaces.SearchSpace, lr_points: int) -> list[dict[str, Any]]:
-    """Every combination of the space's choices; the LR range cut log-evenly."""
-    axes: dict[str, list[Any]] = {}
-    for section in (space.systems, space.convergence):
-        for name in type(section).model_fields:
-            spec = getattr(section, name)
-            if spec is None or name in ("lr", "warmup_fraction", "min_lr_ratio", "weight_decay"):
-                continue
-            axes[name] = spaces.choices(spec)
-    lr = space.convergence.lr
-    if lr is not None:
-        ratio = lr.high / lr.low
-        axes["lr_multiplier" if lr.relative else "lr"] = [
-            lr.low * ratio ** (k / max(1, lr_points - 1)) for k in range(lr_points)
-        ]
-    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
-
-
 def _grid(
     args: argparse.Namespace, baseline: BaselineRun, report: ProbeReport, trials: Trialist
-) -> list[dict[str, Any]]:
-    space = spaces.load_space(str(args.space))
-    base = load_task(args.task).baseline_config()
+) -> list[_grid_runs.GridRun]:
+    """Every point of the space once, each stopped at twice the baseline's time."""
+    points = _grid_runs.grid_points(spaces.load_space(str(args.space)), args.lr_points)
     cap = 2.0 * (baseline.run.time_to_target_s or baseline.run.elapsed_s[-1])
-    points = _grid_points(space, args.lr_points)
-    runs = []
-    for k, values in enumerate(points):
-        config = _config(values, base, report, cap)
-        started = time.perf_counter()
-        result = trials.run(
-            config,
-            config.schedule.total_steps or 1,
-            watch=TargetWatch(baseline.target_loss, cap),
-            time_cap_s=cap * 1.2,
-        )
-        run = measured(result, config, baseline.target_loss) if ok(result) else None
-        tt = run.time_to_target_s if run is not None else None
-        runs.append({"config": config, "tt": tt, "wall_s": time.perf_counter() - started})
-        shown = f"{tt:.2f} s" if tt is not None else result.status.value
-        console.print(f"  grid {k + 1}/{len(points)}: {describe(config)} -> {shown}")
-    return runs
+    base = load_task(args.task).baseline_config()
+    return _grid_runs.run_grid(
+        points, base, report, trials, baseline.target_loss, cap, say=_say_grid
+    )
 
 
-def _config(
-    values: dict[str, Any], base: TrainConfig, report: ProbeReport, cap: float
-) -> TrainConfig:
-    """The grid point as a TrainConfig whose schedule spans the time cap (as a trial's)."""
-    decoded = {**values, "lr_scaling": "auto"}
-    variant = report.variant(decoded["precision"], "none")
-    step_s = variant.predict_step_time_s(decoded["micro_batch_size"])
-    steps = max(20, math.ceil(cap / (step_s * decoded.get("grad_accum_steps", 1))))
-    return spaces.to_train_config(decoded, base, steps)
+def _say_grid(line: str) -> None:
+    console.print(f"  {line}", highlight=False, markup=False)
 
 
-def _grid_table(grid: list[dict[str, Any]], shown: int = 10) -> Table:
+def _grid_table(grid: list[_grid_runs.GridRun], shown: int = 10) -> Table:
     """The grid's fastest points to the target (one run each: noisy, hence the re-runs)."""
     table = Table(title=f"Grid: the {shown} fastest of {len(grid)} points (one run each)")
     for col in ("config", "time to target s", "run wall s"):
         table.add_column(col)
-    reached = sorted((r for r in grid if r["tt"] is not None), key=lambda r: r["tt"])
+    reached = sorted(
+        (r for r in grid if r.time_to_target_s is not None),
+        key=lambda r: r.time_to_target_s or 0.0,
+    )
     for run in reached[:shown]:
-        table.add_row(describe(run["config"]), f"{run['tt']:.2f}", f"{run['wall_s']:.1f}")
+        table.add_row(describe(run.config), f"{run.time_to_target_s:.2f}", f"{run.wall_s:.1f}")
     return table
 
 
@@ -164,20 +129,13 @@ def _interleaved(
 ) -> list[list[float]]:
     """Time to target of each config, run in turn ``args.pairs`` times."""
     cap = 3.0 * (baseline.run.time_to_target_s or baseline.run.elapsed_s[-1])
-    times: list[list[float]] = [[] for _ in configs]
-    for _ in range(args.pairs):
-        for k, config in enumerate(configs):
-            watch = TargetWatch(baseline.target_loss, cap)
-            result = trials.run(config, config.schedule.total_steps or 1, watch=watch)
-            run = measured(result, config, baseline.target_loss) if ok(result) else None
-            if run is not None and run.time_to_target_s is not None:
-                times[k].append(run.time_to_target_s)
-    return times
+    timed = _grid_runs.interleaved(configs, trials, baseline.target_loss, cap, args.pairs)
+    return [[t for t in run.times_to_target_s if t is not None] for run in timed]
 
 
 def _summary(
     winner: TrainConfig,
-    best: dict[str, Any],
+    best: _grid_runs.GridRun,
     confirmed: list[list[float]],
     search_s: float,
     grid_s: float,
@@ -191,7 +149,7 @@ def _summary(
     for col in ("", "configs run", "wall s", "best config", "time to target s (median, range)"):
         table.add_column(col)
     for name, runs, wall, config, tts in (
-        ("grid", points, grid_s, best["config"], confirmed[0]),
+        ("grid", points, grid_s, best.config, confirmed[0]),
         ("search", len(study.trials), search_s, winner, confirmed[1]),
     ):
         shown = f"{statistics.median(tts):.2f} ({min(tts):.2f}-{max(tts):.2f})" if tts else "-"

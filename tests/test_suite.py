@@ -1,0 +1,133 @@
+"""The benchmark suite (benchmarks/suite.py): its grid, its page, and one real run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotune import space as spaces
+from benchmarks import _grid
+from benchmarks._markdown import render
+from tests.conftest import ROOT
+
+
+def _row(name: str, times: list[float | None], wall: float | None = None) -> dict[str, Any]:
+    reached = [t for t in times if t is not None]
+    return {
+        "contender": name,
+        "config": f"{name} config",
+        "train": {},
+        "times_to_target_s": times,
+        "samples_per_s": [100.0, 110.0, 105.0],
+        "speedup": [2.0, 1.5, 2.5, 3] if reached else None,
+        "throughput_ratio": [1.2, 1.1, 1.3, 3],
+        "peak_memory_bytes": 3 * 2**20,
+        "mfu": 0.0123,
+        "cost": None if wall is None else {"wall_s": wall, "trials_run": 7, "pruned": 2},
+    }
+
+
+def _result(light: list[float | None]) -> dict[str, Any]:
+    return {
+        "workload": "toy",
+        "task": "examples/toy.py",
+        "target_loss": 0.5,
+        "baseline_time_to_target_s": 20.0,
+        "flops_per_sample": 2e6,
+        "parameters": 12345,
+        "tuned_measured_samples_per_s": 100.0,
+        "tuned_speedup": 2.0,
+        "grid_points": 18,
+        "rows": [
+            _row("baseline", [20.0, 21.0, 19.0]),
+            _row("autotune", [10.0, 10.0, 10.0], wall=60.0),
+            _row("grid", [12.0, 11.0, 12.0], wall=600.0),
+            _row("lightning", light, wall=30.0),
+        ],
+        "machine": {
+            "device": "1x cpu Toy",
+            "cores": 2,
+            "python": "3.11",
+            "torch": "2.13.0",
+            "optuna": "5.0",
+            "lightning": "2.6",
+        },
+        "date": "2026-11-24 22:00 UTC",
+    }
+
+
+def test_suite_grid_is_small_and_exhaustive() -> None:
+    space = spaces.load_space(str(ROOT / "benchmarks" / "spaces" / "suite_grid.yaml"))
+    points = _grid.grid_points(space, lr_points=3)
+    assert len(points) == 18
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == 18
+    assert sorted({p["lr_multiplier"] for p in points}) == pytest.approx([0.5, 2**0.5, 4.0])
+
+
+def test_page_has_a_table_per_workload_with_ratios_and_verdicts() -> None:
+    page = render([_result([15.0, 16.0, 14.0])], "python -m benchmarks.suite")
+    assert "## toy (`examples/toy.py`)" in page
+    assert "| autotune | `autotune config` | **2.00x** (1.50-2.50, n=3) |" in page
+    assert "**120%** of the grid's best" in page  # 12 s / 10 s
+    assert "**10%** of the grid's wall time" in page  # 60 s / 600 s
+    assert "autotune is ahead: 1.50x Lightning's time to target" in page
+    assert "3.0 MiB" in page and "1.2%" in page
+    assert "2 cores" in page and "torch 2.13.0" in page
+
+
+def test_page_says_when_lightning_never_reached_or_wins() -> None:
+    missed = render([_result([None, None, None])], "cmd")
+    assert "Lightning's pick never reached the target" in missed
+    assert "never reached; missed 3/3" in missed
+    wins = render([_result([5.0, 5.0, 5.0])], "cmd")
+    assert "autotune is **behind**" in wins
+
+
+def test_interleaved_rounds_rotate_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def fake(config: Any, *_: Any) -> tuple[float, float]:
+        seen.append(config)
+        return 1.0, 2.0
+
+    monkeypatch.setattr(_grid, "_to_target", fake)
+    monkeypatch.setattr(_grid, "describe", str)
+    timed = _grid.interleaved(["a", "b", "c"], None, 0.5, 10.0, rounds=3)  # type: ignore[list-item, arg-type]
+    assert seen == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert [t.times_to_target_s for t in timed] == [[1.0] * 3] * 3
+
+
+@pytest.mark.slow
+def test_suite_runs_end_to_end_on_mlp_digits(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.suite",
+        "--workloads",
+        "mlp_digits",
+        "--budget",
+        "45",
+        "--rounds",
+        "1",
+        "--lr-points",
+        "1",
+        "--results",
+        str(tmp_path / "results"),
+        "--output",
+        str(tmp_path / "BENCHMARKS.md"),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "results" / "mlp_digits.json").read_text())
+    names = [row["contender"] for row in result["rows"]]
+    assert names == ["baseline", "autotune", "grid", "lightning"]
+    assert result["grid_points"] == 6
+    base = result["rows"][0]
+    assert base["times_to_target_s"][0] is not None and base["speedup"][0] == 1.0
+    assert all(row["peak_memory_bytes"] for row in result["rows"])
+    assert "## mlp_digits" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -29,6 +29,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check autotune tests examples benchmarks scripts
 	$(VENV)/bin/mypy autotune
+	$(VENV)/bin/mypy --strict --explicit-package-bases benchmarks
 
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_bench.py

@@ -47,13 +47,13 @@ def _preamble(results: Sequence[dict[str, Any]], command: str) -> list[str]:
         "supervised trial processes.",
         "- **Ratios** are per round against the baseline run in the same round, then the "
         "median over the interleaved rounds, with the range. A run still short of the "
-        "target at 2.5x the baseline's time counts as missed.",
+        "target at 2x the baseline's time counts as missed.",
         "- **Contenders:** *baseline* = the Task's own setup; *autotune* = `autotune search` "
         "with the default space and budget; *grid* = the fastest point of an exhaustive grid "
         "over `benchmarks/spaces/suite_grid.yaml`; *lightning* = Lightning's "
         "`Tuner.scale_batch_size` + `Tuner.lr_find` pick (batch scaling bounded by the default "
         "space's largest micro-batch, since a CPU never raises out-of-memory), precision left "
-        "as the baseline's.",
+        "as the baseline's; its trials are the batch sizes it tried plus the LR range test.",
         "",
     ]
 
@@ -146,6 +146,6 @@ def _versus(auto: dict[str, Any], light: dict[str, Any]) -> str:
     if mine is None:
         return "autotune's pick missed the target"
     if theirs is None:
-        return "Lightning's pick never reached the target within 2.5x the baseline's time"
+        return "Lightning's pick never reached the target within 2x the baseline's time"
     verdict = "ahead" if mine < theirs else "**behind**"
     return f"autotune is {verdict}: {theirs / mine:.2f}x Lightning's time to target"

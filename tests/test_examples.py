@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from autotune.config import TrainConfig
-from autotune.runtime import RunOptions, RunResult, train
+from autotune.runtime import RunOptions, RunResult, apply_checkpointing, find_blocks, train
 from autotune.task import load_task
 from tests.conftest import EXAMPLES
 
@@ -23,7 +24,13 @@ def _falls(result: RunResult, by: float = 0.9) -> bool:
 
 
 def test_every_example_is_covered() -> None:
-    assert {p.name for p in EXAMPLE_FILES} >= {"mlp_digits.py", "cnn_digits.py", "tiny_gpt.py"}
+    assert {p.name for p in EXAMPLE_FILES} >= {
+        "mlp_digits.py",
+        "cnn_digits.py",
+        "tiny_gpt.py",
+        "hf_gpt2.py",
+        "lstm_text.py",
+    }
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.stem)
@@ -31,6 +38,23 @@ def test_example_baseline_loss_falls(path: Path) -> None:
     task = load_task(path)
     result = train(task, task.baseline_config(), RunOptions(steps=30, device="cpu"))
     assert result.summary.loss_finite and _falls(result), [r.loss for r in result.steps]
+
+
+def test_hf_gpt2_blocks_are_checkpointed_with_the_same_gradients() -> None:
+    task = load_task(EXAMPLES / "hf_gpt2.py")
+    plain, checkpointed = task.model(), task.model()
+    checkpointed.load_state_dict(plain.state_dict())
+    blocks = [f"transformer.h.{i}" for i in range(4)]
+    # The Task's pattern and the automatic finder agree on the four GPT2Blocks.
+    assert [name for name, _ in find_blocks(plain)] == blocks
+    assert apply_checkpointing(checkpointed, "full", task.blocks) == blocks
+    x, y = task.dataset()[0]
+    batch = [x[None, :16], y[None, :16]]  # one short window: a forward and backward in ms
+    for model in (plain, checkpointed):
+        task.loss(model, batch).backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
 def _tiny_gpt(**values: Any) -> RunResult:

@@ -1,0 +1,104 @@
+"""A Hugging Face ``GPT2LMHeadModel`` built from a small config, trained on stdlib source bytes.
+
+The model comes from ``transformers.GPT2Config`` alone: random init, no downloaded weights
+and no tokenizer, since every byte is its own token. The text is the top-level ``*.py``
+files of the running interpreter's standard library, read in name order and cut at
+``TEXT_BYTES``, as in ``tiny_gpt.py``, so nothing is downloaded. The blocks to checkpoint
+are the ``GPT2Block`` modules in ``model.transformer.h``. The baseline is the cautious setup
+of many GPT recipes: AdamW at 3e-4 with small batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from autotune.task import Task
+
+BLOCK_SIZE = 64  # bytes of context; short enough that a step is matmul-bound, not attention-bound
+D_MODEL = 256  # wide enough for bf16 matmuls to pay off on a CPU with bf16 instructions
+N_LAYER = 4  # four GPT2Blocks: a real stack to checkpoint, still fast on two cores
+N_HEAD = 4  # 64-dim heads, GPT-2's head size
+VOCAB = 256  # one token per byte: no tokenizer to download
+TEXT_BYTES = 1_500_000  # ~23k training windows: many steps before an epoch ends
+
+
+def build_model() -> nn.Module:
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=BLOCK_SIZE,
+        n_embd=D_MODEL,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        # No dropout: the same config gives the same loss curve, so trials compare fairly.
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,  # bytes have no special tokens; GPT-2's 50256 is outside VOCAB
+        eos_token_id=None,
+        use_cache=False,  # training only; a KV cache would be dead weight in every forward
+        # Eager attention, not SDPA: on CPU, SDPA's bf16 backward for 64-wide heads is
+        # slower than fp32, which would hide what bf16 autocast buys everywhere else.
+        attn_implementation="eager",
+    )
+    return GPT2LMHeadModel(config)
+
+
+class ByteWindows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Non-overlapping windows of ``BLOCK_SIZE + 1`` bytes, split into input and target."""
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return (len(self.data) - 1) // BLOCK_SIZE
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = self.data[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE + 1].long()
+        return window[:-1], window[1:]
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_bytes() -> torch.Tensor:
+    text = bytearray()
+    for path in sorted(Path(os.__file__).parent.glob("*.py")):
+        text += path.read_bytes()
+        if len(text) >= TEXT_BYTES:
+            break
+    del text[TEXT_BYTES:]
+    return torch.frombuffer(text, dtype=torch.uint8)
+
+
+def build_dataset() -> ByteWindows:
+    return ByteWindows(_stdlib_bytes())
+
+
+def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    logits = model(input_ids=x).logits
+    # float() keeps the softmax in fp32 when the model runs in bf16; the targets are already
+    # shifted by the dataset, so this is plain cross entropy, not labels= (which shifts again).
+    return nn.functional.cross_entropy(logits.float().view(-1, VOCAB), y.view(-1))
+
+
+def _gpt2_blocks(model: nn.Module) -> list[nn.Module]:
+    # The GPT2Blocks themselves. Not the pattern "transformer.h.*": fnmatch's * also matches
+    # dots, so it would select every submodule inside the blocks too.
+    return list(model.get_submodule("transformer.h").children())
+
+
+task = Task(
+    model=build_model,
+    dataset=build_dataset,
+    loss=loss_fn,
+    optimizer="adamw",
+    baseline=dict(batch_size=16, lr=3e-4),  # the cautious GPT recipe: small batch, AdamW at 3e-4
+    blocks=_gpt2_blocks,
+    name="hf_gpt2",
+)

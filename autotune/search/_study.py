@@ -362,6 +362,13 @@ def next_trial(
         return None
     _reseed_if_shared(study)
     trial = _ask(study, fixed)
+    with _interrupted_if_raised(study, trial):  # a signal before the caller tracks it
+        return _claim(study, trial, max_trials, fixed)
+
+
+def _claim(
+    study: optuna.Study, trial: optuna.Trial, max_trials: int | None, fixed: dict[str, Any] | None
+) -> optuna.Trial | None:
     try:
         trial.set_user_attr("worker", str(this_worker()))
         trial.set_user_attr("heartbeat", time.time())
@@ -415,14 +422,26 @@ def tracked(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Heartbeat ``trial`` while the block runs; if the block raises anything (a signal's
     SearchInterrupted, an error) while the trial is unfinished, record it FAIL with status
     INTERRUPTED and the reason, and re-raise."""
-    _HEART.add(study, trial._trial_id)
     try:
+        _HEART.add(study, trial._trial_id)
         yield
     except BaseException as exc:
         _record_interrupted(study, trial, exc)
         raise
     finally:
         _HEART.remove(study, trial._trial_id)
+
+
+@contextlib.contextmanager
+def _interrupted_if_raised(study: optuna.Study, trial: optuna.Trial | None) -> Iterator[None]:
+    """If the block raises while ``trial`` is unfinished, record it INTERRUPTED (as
+    :func:`tracked` does, for the moments between asking for a trial and tracking it)."""
+    try:
+        yield
+    except BaseException as exc:
+        if trial is not None:
+            _record_interrupted(study, trial, exc)
+        raise
 
 
 def _record_interrupted(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> None:
@@ -518,11 +537,14 @@ class Studies:
         if study.get_trials(deepcopy=False):
             return next_trial(study, max_trials)
         self.hold("seed")
+        trial = None
         try:
             fixed = None if study.get_trials(deepcopy=False) else seed
-            return next_trial(study, max_trials, fixed)
+            trial = next_trial(study, max_trials, fixed)
         finally:
-            self.release("seed")
+            with _interrupted_if_raised(study, trial):
+                self.release("seed")
+        return trial
 
     def finished(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         """Trials that ended (any state but RUNNING/WAITING), in number order."""

@@ -43,8 +43,8 @@ def build_model() -> nn.Module:
         bos_token_id=None,  # bytes have no special tokens; GPT-2's 50256 is outside VOCAB
         eos_token_id=None,
         use_cache=False,  # training only; a KV cache would be dead weight in every forward
-        # Eager attention, not SDPA: on CPU, SDPA's bf16 backward for 64-wide heads is
-        # slower than fp32, which would hide what bf16 autocast buys everywhere else.
+        # Eager attention, not SDPA: on CPU, bf16 autocast sped eager steps up ~1.9x but SDPA
+        # steps far less (its bf16 backward for 64-wide heads is slow), hiding what bf16 buys.
         attn_implementation="eager",
     )
     return GPT2LMHeadModel(config)

@@ -53,8 +53,9 @@ class Task:
         baseline: the user's current setup, the one to beat: ``batch_size`` and ``lr``
             plus, optionally, any :class:`~autotune.config.TrainConfig` field.
         target_loss: the loss to reach; ``None`` means the loss the baseline reaches.
-        blocks: modules to checkpoint: qualified names (``fnmatch`` patterns allowed,
-            e.g. ``"blocks.*"``) or ``model -> [modules]``; ``None`` finds them.
+        blocks: modules to checkpoint: qualified names (glob patterns matched one dotted
+            segment at a time, so ``"blocks.*"`` is the blocks, not their insides) or
+            ``model -> [modules]``; ``None`` finds them.
         collate_fn: how samples become a batch; ``None`` is torch's ``default_collate``.
         name: a display name; defaults to the file name.
         source: the task file; set by :func:`load_task`, used in error messages.

@@ -87,18 +87,12 @@ def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.float().view(-1, VOCAB), y.view(-1))
 
 
-def _gpt2_blocks(model: nn.Module) -> list[nn.Module]:
-    # The GPT2Blocks themselves. Not the pattern "transformer.h.*": fnmatch's * also matches
-    # dots, so it would select every submodule inside the blocks too.
-    return list(model.get_submodule("transformer.h").children())
-
-
 task = Task(
     model=build_model,
     dataset=build_dataset,
     loss=loss_fn,
     optimizer="adamw",
     baseline=dict(batch_size=16, lr=3e-4),  # the cautious GPT recipe: small batch, AdamW at 3e-4
-    blocks=_gpt2_blocks,
+    blocks=["transformer.h.*"],  # the GPT2Blocks (a * stays within one dotted segment)
     name="hf_gpt2",
 )

@@ -57,7 +57,7 @@ def _blocks_from_patterns(model: nn.Module, patterns: Any) -> list[Block]:
     named = [(n, m) for n, m in model.named_modules() if n]
     blocks: list[Block] = []
     for pattern in patterns:
-        hits = [(n, m) for n, m in named if fnmatch.fnmatchcase(n, pattern)]
+        hits = [(n, m) for n, m in named if _matches(n, pattern)]
         if not hits:
             examples = ", ".join(n for n, _ in named[:4])
             raise TaskError(
@@ -66,6 +66,16 @@ def _blocks_from_patterns(model: nn.Module, patterns: Any) -> list[Block]:
             )
         blocks.extend(hit for hit in hits if all(hit[0] != b[0] for b in blocks))
     return blocks
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """Glob ``pattern`` against a qualified module name one dotted segment at a time, as a
+    path glob is matched per directory: ``"transformer.h.*"`` is the blocks themselves,
+    not every module inside them (plain fnmatch's ``*`` would cross the dots)."""
+    names, globs = name.split("."), pattern.split(".")
+    return len(names) == len(globs) and all(
+        fnmatch.fnmatchcase(n, g) for n, g in zip(names, globs, strict=True)
+    )
 
 
 def _blocks_from_modules(model: nn.Module, modules: Any) -> list[Block]:

@@ -76,6 +76,13 @@ def test_every_k_selects_every_kth_block() -> None:
     assert apply_checkpointing(Net(), "none") == []
 
 
+def test_a_star_stays_within_one_name_segment() -> None:
+    net = Net()
+    assert [n for n, _ in find_blocks(net, ["blocks.*"])] == [f"blocks.{k}" for k in range(4)]
+    inner = [n for n, _ in find_blocks(net, ["blocks.*.*"])]
+    assert inner and all(n.count(".") == 2 for n in inner)
+
+
 def test_checkpointing_without_blocks_names_the_fix() -> None:
     with pytest.raises(
         ConfigError, match=r"Task\(blocks=\[.*\]\) or use activation_checkpointing: none"

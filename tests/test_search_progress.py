@@ -11,7 +11,12 @@ import pytest
 
 from autotune import stability
 from autotune.config import TrainConfig
-from autotune.search._convergence import ConvergencePlan, best_time, systems_choices
+from autotune.search._convergence import (
+    ConvergencePlan,
+    best_time,
+    fastest_realisation,
+    systems_choices,
+)
 from autotune.search._progress import standing, status_of, top_configs
 from autotune.search._types import BaselineRun, Measured
 from autotune.space import load_space
@@ -66,6 +71,17 @@ def test_systems_choices_start_at_the_baseline_batch_one_per_size() -> None:
     chosen = systems_choices(fastest_first, anchor=16)
     assert [m.train.micro_batch_size for m in chosen] == [16, 256, 128]
     assert chosen[2].train.precision == "bf16-mixed"  # the faster of the two at 128
+
+
+def test_accumulation_is_realised_on_the_fastest_micro_batch_that_divides_it() -> None:
+    systems = [_measured(128, 900), _measured(64, 700), _measured(256, 1000, "32-true")]
+    chosen = _measured(16, 200)
+    values = {"micro_batch_size": 16, "precision": "bf16-mixed", "grad_accum_steps": 8}
+    realised, run = fastest_realisation(values, chosen, systems)
+    assert (realised["micro_batch_size"], realised["grad_accum_steps"]) == (128, 1)
+    assert run.samples_per_s == 900  # 256 is faster but another precision, and too big
+    kept, same = fastest_realisation({**values, "grad_accum_steps": 1}, chosen, systems)
+    assert kept["micro_batch_size"] == 16 and same is chosen  # nothing else divides 16
 
 
 def _study_with(trials: list[tuple[str, float | None, bool]]) -> optuna.Study:

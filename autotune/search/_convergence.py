@@ -25,7 +25,14 @@ from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import BaselineRun, Budget, Measured
 
-__all__ = ["ConvergencePlan", "make_pruner", "make_sampler", "run_convergence", "winners"]
+__all__ = [
+    "ConvergencePlan",
+    "fastest_realisation",
+    "make_pruner",
+    "make_sampler",
+    "run_convergence",
+    "winners",
+]
 
 _TOP_SYSTEMS = 3  # fastest measured systems configs the convergence phase may choose from
 _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
@@ -153,6 +160,7 @@ def _run_one(
 ) -> optuna.trial.FrozenTrial:
     fixed = systems_values(systems.train)
     values = {**fixed, **spaces.suggest_convergence(trial, plan.space, fixed)}
+    values, systems = fastest_realisation(values, systems, plan.systems)
     steps = _planned_steps(plan, values, systems, time_cap)
     config = spaces.to_train_config(values, plan.base, steps)
     best = best_time(trial.study)
@@ -165,6 +173,36 @@ def _run_one(
     trial.set_user_attr("reason", result.reason)
     trial.set_user_attr("train", config.model_dump_json())
     return _tell(trial, run, watch, time_cap)
+
+
+def fastest_realisation(
+    values: dict[str, Any], chosen: Measured, measured_systems: list[Measured]
+) -> tuple[dict[str, Any], Measured]:
+    """The same global batch on the fastest measured micro-batch that divides it.
+
+    Accumulating ``a`` micro-batches of ``m`` computes the same update as one micro-batch
+    of ``m x a`` (BatchNorm statistics aside), so when the systems phase measured a larger
+    micro-batch (same precision, world size and compile, hence fitting in memory) that runs
+    faster, the trial uses it with less accumulation: the convergence phase chooses the
+    global batch, the systems phase how to compute it. LR and schedule are unchanged.
+    """
+    accum = int(values.get("grad_accum_steps", 1))
+    per_rank = chosen.train.micro_batch_size * accum
+    best = chosen
+    for run in measured_systems:
+        cfg = run.train
+        same = (cfg.precision, cfg.world_size, cfg.compile) == (
+            chosen.train.precision,
+            chosen.train.world_size,
+            chosen.train.compile,
+        )
+        if same and per_rank % cfg.micro_batch_size == 0 and run.samples_per_s > best.samples_per_s:
+            best = run
+    if best is chosen:
+        return values, chosen
+    realised = {**values, **systems_values(best.train)}
+    realised["grad_accum_steps"] = per_rank // best.train.micro_batch_size
+    return realised, best
 
 
 def _planned_steps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from autotune._tables import key_value_table
 from autotune._units import format_bytes
 from autotune.profiler import ProbeReport, VariantReport
 
@@ -15,20 +16,13 @@ def probe_tables(report: ProbeReport) -> list[Table]:
     return [_hardware(report), _model(report), _variants(report), _verdicts(report)]
 
 
-def _two_columns(title: str) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    return table
-
-
 def _flops(value: float) -> str:
     return f"{value / 1e12:,.2f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
 
 
 def _hardware(report: ProbeReport) -> Table:
     hw = report.hardware
-    table = _two_columns("Hardware (measured)")
+    table = key_value_table("Hardware (measured)")
     table.add_row("device", f"{hw.device.count} x {hw.device.kind} {hw.device.name}")
     table.add_row("memory", format_bytes(hw.device.memory_bytes))
     table.add_row("cpu", f"{hw.cpu_cores} cores, torch uses {hw.cpu_threads} threads")
@@ -41,7 +35,7 @@ def _hardware(report: ProbeReport) -> Table:
 
 def _model(report: ProbeReport) -> Table:
     model, noise = report.model, report.noise_scale
-    table = _two_columns(f"Model: {report.task}")
+    table = key_value_table(f"Model: {report.task}")
     table.add_row("parameters", f"{model.trainable_params:,} trainable of {model.total_params:,}")
     table.add_row("FLOPs / sample", f"{model.flops_per_sample / 1e6:,.1f} MFLOP (fwd+bwd)")
     if model.flops_vs_rule is not None:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from autotune._tables import key_value_table
 from autotune._units import format_bytes
 from autotune.search import SearchOutcome, Standing, TopConfig
 
@@ -57,7 +58,7 @@ class SearchView:
 def result_table(outcome: SearchOutcome, output: str) -> Table:
     """The recommendation and its confirmed speed-ups."""
     tuned = outcome.tuned
-    table = _kv_table(f"autotune search -> {escape(output)}")
+    table = key_value_table(f"autotune search -> {escape(output)}")
     train, measured = tuned.train, tuned.measured
     table.add_row("precision", train.precision)
     table.add_row(
@@ -101,11 +102,4 @@ def top_table(rows: list[TopConfig]) -> Table:
             f"{row.time_to_target_s:.1f} s" if row.time_to_target_s is not None else "-",
             f"{row.samples_per_s:,.1f}" if row.samples_per_s is not None else "-",
         )
-    return table
-
-
-def _kv_table(title: str) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
     return table

@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from autotune._tables import key_value_table
 from autotune._units import format_bytes
 from autotune.config import EveryK, Measured, Spread, TrainConfig, TunedConfig
 from autotune.search import redact
@@ -80,9 +81,7 @@ def _dimensions(train: TrainConfig) -> dict[str, str]:
 
 
 def _evidence(measured: Measured) -> Table:
-    table = Table(title="Evidence (measured)", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_table("Evidence (measured)")
     device = measured.device
     table.add_row("device", escape(f"{device.count} x {device.kind} {device.name}"))
     base = measured.baseline
@@ -132,9 +131,7 @@ def _ratio(spread: Spread | None, median: float | None) -> str:
 
 
 def _provenance(tuned: TunedConfig) -> Table:
-    table = Table(title="Provenance", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_table("Provenance")
     table.add_row("task", escape(tuned.task) if tuned.task else _NONE)
     prov = tuned.provenance
     if prov is None:

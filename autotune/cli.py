@@ -27,6 +27,7 @@ from autotune._cli_support import OneLineErrors, stop_on_signals
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
 from autotune._search_view import SearchView, result_table, top_table
+from autotune._tables import key_value_table
 from autotune._tuned_view import tuned_tables
 from autotune._units import format_bytes, parse_bytes, parse_duration
 from autotune.config import TrainConfig, TunedConfig, load_tuned_config
@@ -207,9 +208,7 @@ def _is_main_rank() -> bool:
 
 
 def _summary_table(summary: RunSummary, config: TrainConfig) -> Table:
-    table = Table(title="autotune run", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_table("autotune run")
     rows = {
         "steps": f"{summary.steps_completed} / {summary.steps_requested}"
         + (f" (resumed at {summary.resumed_from_step})" if summary.resumed_from_step else ""),
@@ -327,13 +326,6 @@ def search(
             write_study_summaries(outcome.studies.systems, None, tensorboard / "systems")
     out.print(result_table(outcome, str(output)))
     out.print(top_table(outcome.top))
-
-
-def _kv_table(title: str) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    return table
 
 
 _PROBE_COLUMNS = (

@@ -21,10 +21,13 @@ _COLUMNS = (
 )
 
 
-def render(results: Sequence[dict[str, Any]], command: str) -> str:
-    """The whole page: how it was made, then one section per workload."""
+def render(results: Sequence[dict[str, Any]], command: str, findings: str = "") -> str:
+    """The whole page: how it was made, the hand-written ``findings`` (what the numbers
+    mean; kept beside the result files), then one section per workload."""
     lines = ["# Benchmarks", ""]
     lines += _preamble(results, command)
+    if findings.strip():
+        lines += [findings.strip(), ""]
     for result in results:
         lines += _workload(result)
     return "\n".join(lines) + "\n"

@@ -21,8 +21,9 @@ For each workload (a task file in ``examples/``), on the same machine in one run
    gives its peak memory; MFU is counted FLOPs x samples/s over the measured peak.
 
 Results go to ``benchmarks/results/suite/<workload>.json``; ``BENCHMARKS.md`` is rendered
-from every result file there. Run it on a quiet machine: other processes on the cores
-slow 2-thread torch 10-20x.
+from every result file there, with ``findings.md`` (what the numbers mean) after the
+preamble. Run it on a quiet machine: other processes on the cores slow 2-thread torch
+10-20x.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def main() -> int:
             result = bench_workload(ROOT / "examples" / f"{name}.py", args)
             args.results.mkdir(parents=True, exist_ok=True)
             (args.results / f"{name}.json").write_text(json.dumps(result, indent=1))
-    args.output.write_text(render(_results(args.results), _command(args)))
+    notes = args.results / "findings.md"
+    findings = notes.read_text() if notes.is_file() else ""
+    args.output.write_text(render(_results(args.results), _command(args), findings))
     console.print(f"wrote {args.output}")
     return 0
 

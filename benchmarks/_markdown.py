@@ -70,7 +70,8 @@ def _workload(result: dict[str, Any]) -> list[str]:
         "",
         f"{result['parameters']:,} parameters, {result['flops_per_sample'] / 1e6:.1f} MFLOP "
         f"per sample; target loss {result['target_loss']:.4f}, which the baseline reached "
-        f"in {base_tt:.1f} s on this machine ({result['machine']['device']}).",
+        f"in {base_tt:.1f} s on this machine ({result['machine']['device']}). "
+        f"Measured {result['date']} at commit `{result.get('commit', '?')}`.",
         "",
         "| " + " | ".join(_COLUMNS) + " |",
         "|" + "---|" * len(_COLUMNS),

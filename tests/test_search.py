@@ -119,7 +119,9 @@ def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
             rate,
             None,
         )
-        for m, rate in ((512, 900.0), (256, 800.0), (128, 700.0), (16, 100.0))
+        for m, rate in ((512, 900.0), (256, 800.0), (128, 700.0), (64, 500.0), (16, 100.0))
     ]
     picked = _diverse(ranked, 3, anchor=16)
-    assert [c.config.micro_batch_size for c in picked] == [512, 256, 16]
+    assert [c.config.micro_batch_size for c in picked] == [512, 16, 64]  # 64 ~ sqrt(16 x 512)
+    spread = _diverse(ranked, 4, anchor=16)
+    assert [c.config.micro_batch_size for c in spread] == [512, 16, 64, 128]

@@ -69,7 +69,7 @@ def test_systems_choices_start_at_the_baseline_batch_one_per_size() -> None:
         _measured(512, 150),
     ]
     chosen = systems_choices(fastest_first, anchor=16)
-    assert [m.train.micro_batch_size for m in chosen] == [16, 256, 128]
+    assert [m.train.micro_batch_size for m in chosen] == [16, 256, 128, 512]
     assert chosen[2].train.precision == "bf16-mixed"  # the faster of the two at 128
 
 

@@ -34,7 +34,7 @@ __all__ = [
     "winners",
 ]
 
-_TOP_SYSTEMS = 3  # fastest measured systems configs the convergence phase may choose from
+_TOP_SYSTEMS = 4  # systems configs (one per measured micro-batch) the convergence phase may use
 _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
 _MIN_CAP_S = 2.0
 _MIN_TRIALS = 3  # trials run past the budget while none has reached the target yet
@@ -118,11 +118,12 @@ def run_convergence(
 
 def systems_choices(systems: list[Measured], anchor: int) -> list[Measured]:
     """The systems configs the convergence phase chooses from: the fastest measured one
-    per micro-batch size, at most _TOP_SYSTEMS, the one nearest the baseline's micro-batch
-    (``anchor``) first. Throughput alone favours the largest batch, but a large batch can
-    need many more samples to reach the target; the baseline's batch is known to reach it,
-    so the seeded first trial is the baseline made faster, and TPE explores the others.
-    ``systems`` comes fastest first (and is stored), so the order survives a resume."""
+    per micro-batch size, at most _TOP_SYSTEMS (every size measured, by default), the one
+    nearest the baseline's micro-batch (``anchor``) first. Throughput alone favours the
+    largest batch, but a large batch can need many more samples to reach the target; the
+    baseline's batch is known to reach it, so the seeded first trial is the baseline made
+    faster, and TPE explores the others. ``systems`` comes fastest first (and is stored),
+    so the order survives a resume."""
     best: dict[int, Measured] = {}
     for run in systems:
         best.setdefault(run.train.micro_batch_size, run)

@@ -60,9 +60,12 @@ MIN_RELATIVE_DECREASE = 0.01
 # half the best loss is a run going the wrong way, as when the LR is too large. (LR range
 # tests stop at 4x the minimum; during training we want to catch it much earlier.)
 DIVERGENCE_RISE = 0.5
-# ... measured against max(|running min|, 1% of the first smoothed loss), so a loss
-# converging towards 0 (a memorised tiny dataset) does not turn its noise into a "rise".
-DIVERGENCE_FLOOR_FRACTION = 0.01
+# ... measured against max(|running min|, 10% of the first smoothed loss), so a loss
+# converging towards 0 (a memorised tiny dataset) does not turn its noise into a "rise":
+# mlp_digits at lr 1e-3 wobbles from 0.13 to 0.20 near the end of a 220-step run (CI saw
+# its baseline called diverged with a 1% floor), while a real divergence at that level
+# climbs back by a large part of the starting loss.
+DIVERGENCE_FLOOR_FRACTION = 0.1
 
 # agrees_with_reference: the mean relative gap between the smoothed reduced-precision
 # curve and the smoothed fp32 curve may be at most 5%. Mixed-precision runs track fp32

@@ -21,7 +21,7 @@ from autotune.profiler import ProbeReport
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
 
-__all__ = ["GridRun", "Timed", "grid_points", "interleaved", "run_grid", "spread"]
+__all__ = ["GridRun", "Missed", "Timed", "grid_points", "interleaved", "run_grid", "spread"]
 
 _CONTINUOUS = ("lr", "warmup_fraction", "min_lr_ratio", "weight_decay")
 _OPEN_ENDED_STEPS = 1_000_000  # a constant-schedule run is stopped by its watch, not its length
@@ -35,6 +35,13 @@ class GridRun:
     time_to_target_s: float | None
     wall_s: float
     status: str
+
+
+@dataclass(frozen=True)
+class Missed:
+    """A contender with no config that reached the target (``config``: one it tried)."""
+
+    config: TrainConfig
 
 
 @dataclass
@@ -58,11 +65,16 @@ def grid_points(space: spaces.SearchSpace, lr_points: int) -> list[dict[str, Any
             axes[name] = spaces.choices(spec)
     lr = space.convergence.lr
     if lr is not None:
-        ratio = lr.high / lr.low
-        axes["lr_multiplier" if lr.relative else "lr"] = [
-            lr.low * ratio ** (k / max(1, lr_points - 1)) for k in range(lr_points)
-        ]
+        axes["lr_multiplier" if lr.relative else "lr"] = _log_even(lr.low, lr.high, lr_points)
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _log_even(low: float, high: float, points: int) -> list[float]:
+    """``points`` log-even values from ``low`` to ``high``; one point is their geometric
+    middle (the low end alone is the smallest LR, which may never reach a target)."""
+    if points == 1:
+        return [math.sqrt(low * high)]
+    return [low * (high / low) ** (k / (points - 1)) for k in range(points)]
 
 
 def grid_config(

@@ -130,18 +130,15 @@ def bench_workload(task: Path, args: argparse.Namespace) -> dict[str, Any]:
             "grid": _grid_best(grid),
             "lightning": lightning.config,
         }
-        tt_base = _baseline_time(baseline)
-        timed = _grid.interleaved(
-            list(picks.values()), trials, baseline.target_loss, RUN_CAP * tt_base, args.rounds, _say
-        )
+        timed = _rerun(picks, trials, baseline, args.rounds)
         costs = {
             "autotune": _autotune_cost(outcome, search_s),
             "grid": {"wall_s": sum(r.wall_s for r in grid), "trials_run": len(grid), "pruned": 0},
             "lightning": _lightning_cost(lightning, baseline.run.train),
         }
         rows = [
-            _row(name, t, timed[0], costs.get(name), report, trials)
-            for name, t in zip(picks, timed, strict=True)
+            _row(name, timed[name], timed["baseline"], costs.get(name), report, trials)
+            for name in picks
         ]
     return _result(task, baseline, report, rows, outcome, grid)
 
@@ -183,11 +180,35 @@ def _run_grid(
     )
 
 
-def _grid_best(grid: list[_grid.GridRun]) -> TrainConfig:
+def _grid_best(grid: list[_grid.GridRun]) -> TrainConfig | _grid.Missed:
+    """The grid's fastest point to the target; when none reached it, the grid's result is
+    that it missed (reported as such, not an error: a grid too coarse is a finding)."""
     reached = [r for r in grid if r.time_to_target_s is not None]
     if not reached:
-        raise RuntimeError("no grid point reached the target; widen the grid's space")
+        return _grid.Missed(grid[0].config)
     return min(reached, key=lambda r: r.time_to_target_s or 0.0).config
+
+
+def _rerun(
+    picks: dict[str, TrainConfig | _grid.Missed],
+    trials: Trialist,
+    baseline: BaselineRun,
+    rounds: int,
+) -> dict[str, _grid.Timed]:
+    """Every pick re-run to the target ``rounds`` times, interleaved; a pick that already
+    missed it counts as missed in every round without running."""
+    runnable = {k: c for k, c in picks.items() if isinstance(c, TrainConfig)}
+    cap = RUN_CAP * _baseline_time(baseline)
+    timed = _grid.interleaved(
+        list(runnable.values()), trials, baseline.target_loss, cap, rounds, _say
+    )
+    ran = dict(zip(runnable, timed, strict=True))
+    return {
+        name: _grid.Timed(pick.config, [None] * rounds)
+        if isinstance(pick, _grid.Missed)
+        else ran[name]
+        for name, pick in picks.items()
+    }
 
 
 def _lightning_cost(pick: LightningPick, base: TrainConfig) -> dict[str, Any]:

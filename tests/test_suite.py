@@ -69,6 +69,38 @@ def test_suite_grid_is_small_and_exhaustive() -> None:
     assert sorted({p["lr_multiplier"] for p in points}) == pytest.approx([0.5, 2**0.5, 4.0])
 
 
+def test_one_lr_point_is_the_middle_of_the_range() -> None:
+    space = spaces.load_space(str(ROOT / "benchmarks" / "spaces" / "suite_grid.yaml"))
+    points = _grid.grid_points(space, lr_points=1)
+    assert len(points) == 6
+    assert [p["lr_multiplier"] for p in points] == pytest.approx([2**0.5] * 6)
+
+
+def test_a_grid_that_never_reached_is_reported_missed_not_rerun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import suite
+
+    ran: list[Any] = []
+
+    def fake(configs: list[Any], *_: Any) -> list[_grid.Timed]:
+        ran.extend(configs)
+        return [_grid.Timed(c, [1.0, 2.0]) for c in configs]
+
+    monkeypatch.setattr(suite._grid, "interleaved", fake)
+    monkeypatch.setattr(suite, "TrainConfig", str)
+    tried = [_grid.GridRun("g1", None, 3.0, "OK"), _grid.GridRun("g2", None, 4.0, "OK")]  # type: ignore[arg-type]
+    grid = suite._grid_best(tried)
+    assert isinstance(grid, _grid.Missed)
+    baseline: Any = type("B", (), {"target_loss": 0.5, "run": None})()
+    monkeypatch.setattr(suite, "_baseline_time", lambda _: 10.0)
+    timed = suite._rerun({"baseline": "b", "grid": grid, "light": "l"}, None, baseline, 2)  # type: ignore[dict-item, arg-type]
+    assert ran == ["b", "l"]
+    assert list(timed) == ["baseline", "grid", "light"]
+    assert timed["grid"].times_to_target_s == [None, None]
+    assert timed["light"].times_to_target_s == [1.0, 2.0]
+
+
 def test_page_has_a_table_per_workload_with_ratios_and_verdicts() -> None:
     page = render([_result([15.0, 16.0, 14.0])], "python -m benchmarks.suite")
     assert "## toy (`examples/toy.py`)" in page

@@ -44,7 +44,7 @@ from autotune.runtime import (
     threads_per_rank,
     train,
 )
-from autotune.search import SearchOptions, redact, run_search
+from autotune.search import PATIENCE, SearchOptions, redact, run_search
 from autotune.task import Task, load_task
 
 _T = TypeVar("_T")
@@ -296,6 +296,14 @@ def search(
         Path, typer.Option("-o", "--output", help="Where to write the result.")
     ] = Path("tuned.yaml"),
     seed: Annotated[int, typer.Option(help="Seed of every run: same init and data order.")] = 0,
+    patience: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Stop once this many trials in a row gain under 5% on the best "
+            "(0: spend the whole budget; --trials always runs them all).",
+        ),
+    ] = PATIENCE,
     tensorboard: Annotated[
         Path | None,
         typer.Option(help="After the search, write one TensorBoard point per trial here."),
@@ -313,6 +321,7 @@ def search(
         memory_limit_bytes=_parse_option(parse_bytes, memory_limit, "--memory-limit"),
         output=output,
         seed=seed,
+        patience=patience or None,
     )
     name = study_name or task_file.stem
     with _user_errors(), _scratch_dirs(), stop_on_signals(err, storage, name):

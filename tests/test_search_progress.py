@@ -15,6 +15,7 @@ from autotune.search._convergence import (
     ConvergencePlan,
     best_time,
     fastest_realisation,
+    plateaued,
     systems_choices,
 )
 from autotune.search._progress import standing, status_of, top_configs
@@ -109,6 +110,18 @@ def _study_with(trials: list[tuple[str, float | None, bool]]) -> optuna.Study:
             )
         )
     return study
+
+
+def test_patience_counts_trials_since_the_last_real_gain() -> None:
+    missed = [("PRUNED", None, False), ("COMPLETE", 20.0, False), ("FAIL", None, False)]
+    assert not plateaued(_study_with(missed * 4), patience=8)  # nothing reached: never
+    gains = [("COMPLETE", 10.0, True), ("COMPLETE", 9.0, True), ("COMPLETE", 8.0, True)]
+    assert not plateaued(_study_with(gains + missed[:2]), patience=3)  # 8.0 gained 11%
+    assert plateaued(_study_with(gains + missed), patience=3)
+    tail = [("COMPLETE", 7.9, True), ("COMPLETE", 7.8, True), *missed[:1]]  # < 5% each
+    assert plateaued(_study_with(gains + tail), patience=3)
+    assert not plateaued(_study_with(gains + tail + [("COMPLETE", 7.0, True)]), patience=3)
+    assert plateaued(_study_with(gains + missed + missed), patience=6)
 
 
 def test_standing_counts_statuses_and_knows_the_best() -> None:

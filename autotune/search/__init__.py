@@ -30,6 +30,7 @@ from autotune.search._convergence import (
     best_time,
     make_pruner,
     make_sampler,
+    plateaued,
     run_convergence,
     winners,
 )
@@ -44,10 +45,11 @@ from autotune.search._progress import (
 )
 from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
 from autotune.search._systems import measure_systems, predict_systems
-from autotune.search._types import BaselineRun, Budget, Measured, SearchOptions
+from autotune.search._types import PATIENCE, REAL_GAIN, BaselineRun, Budget, Measured, SearchOptions
 from autotune.task import Task, load_task
 
 __all__ = [
+    "PATIENCE",
     "SearchError",
     "SearchInterrupted",
     "SearchOptions",
@@ -160,6 +162,7 @@ class _Search:
             options.trials,
             _reserve(setup.baseline, options),
             options.confirm_pairs,
+            options.patience,
         )
 
         def now() -> Standing:
@@ -173,6 +176,15 @@ class _Search:
 
         self.show(now())
         run_convergence(plan, self.studies, trials, self.budget, on_trial)
+        if (
+            options.trials is None
+            and options.patience
+            and plateaued(self.convergence, options.patience)
+        ):
+            self.say(
+                f"stopped early: the last {options.patience} trials did not beat the best time "
+                f"to target by {REAL_GAIN:.0%} ({self.budget.left_s:.0f} s of the budget left)"
+            )
 
     def finish(self, setup: _Setup, trials: Trialist) -> TunedConfig:
         """The stable winner, confirmed against the baseline, written to the output; once

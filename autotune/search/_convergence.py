@@ -23,13 +23,14 @@ from autotune import stability
 from autotune.config import TrainConfig
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._study import Studies, counted, tracked
-from autotune.search._types import BaselineRun, Budget, Measured
+from autotune.search._types import REAL_GAIN, BaselineRun, Budget, Measured
 
 __all__ = [
     "ConvergencePlan",
     "fastest_realisation",
     "make_pruner",
     "make_sampler",
+    "plateaued",
     "run_convergence",
     "winners",
 ]
@@ -66,6 +67,7 @@ class ConvergencePlan:
     max_trials: int | None
     reserve_s: float  # budget kept for the confirmation, before any trial reached the target
     confirm_pairs: int = 3
+    patience: int | None = None  # None: spend the whole budget (always with max_trials)
 
     def reserve_now(self, best_s: float | None) -> float:
         """Budget the fp32 check and the confirmation need, once a trial has reached the
@@ -144,12 +146,28 @@ def _may_continue(
     done = [t for t in study.trials if t.state.is_finished()]
     if plan.max_trials is not None and len(counted(study)) >= plan.max_trials:
         return False
+    if plan.max_trials is None and plan.patience and plateaued(study, plan.patience):
+        return False
     best = best_time(study)
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else time_cap
     next_trial_s = min(time_cap, beat_s) + _STARTUP_S
     if budget.left_s > plan.reserve_now(best) + next_trial_s + _SAFETY_S:
         return True
     return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
+
+
+def plateaued(study: optuna.Study, patience: int) -> bool:
+    """Whether the last ``patience`` finished trials (in number order) all failed to beat
+    the best time to target before them by more than REAL_GAIN; False until one reached
+    the target. Smaller gains still lower the best, but do not restart the count."""
+    best, since = math.inf, 0
+    for t in counted(study):
+        if not t.state.is_finished():
+            continue
+        value = t.value if t.user_attrs.get("reached") and t.value is not None else math.inf
+        since = 0 if value < best * (1 - REAL_GAIN) else since + 1
+        best = min(best, value)
+    return math.isfinite(best) and since >= patience
 
 
 def _run_one(

@@ -10,7 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autotune.config import TrainConfig
 
-__all__ = ["BaselineRun", "Budget", "Measured", "SearchOptions"]
+__all__ = ["PATIENCE", "REAL_GAIN", "BaselineRun", "Budget", "Measured", "SearchOptions"]
+
+
+# Patience: a budget-bound search stops once this many finished trials in a row have not
+# beaten the best time to target by REAL_GAIN. A gain under the 6-25% run-to-run noise of
+# one fresh process is not a real one, and on a fast workload the rest of the budget would
+# only re-draw the same answer (the grid benchmark's cost goal). 8 = TPE's 4 random startup
+# trials plus 4 guided ones past the last real gain.
+PATIENCE = 8
+REAL_GAIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class SearchOptions:
     memory_limit_bytes: int | None = None
     output: Path = Path("tuned.yaml")
     seed: int = 0
+    patience: int | None = PATIENCE  # None: spend the whole budget
     confirm_pairs: int = 3  # winner/baseline pairs re-run interleaved for the spread
     systems_measured: int = 4  # best-predicted systems configs measured for real
     workdir: Path | None = None  # trial files; None: a temp dir removed afterwards

@@ -12,15 +12,11 @@ textbook learning rate with small batches.
 
 from __future__ import annotations
 
-import functools
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
+from autotune.data import ByteWindows, stdlib_bytes
 from autotune.task import Task
 
 BLOCK_SIZE = 64  # bytes per sequence, and time steps per forward: the unroll length
@@ -44,37 +40,12 @@ class ByteLSTM(nn.Module):
         return self.head(out)
 
 
-class ByteWindows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Non-overlapping windows of ``BLOCK_SIZE + 1`` bytes, split into input and target."""
-
-    def __init__(self, data: torch.Tensor) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return (len(self.data) - 1) // BLOCK_SIZE
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        window = self.data[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE + 1].long()
-        return window[:-1], window[1:]
-
-
-@functools.lru_cache(maxsize=1)
-def _stdlib_bytes() -> torch.Tensor:
-    text = bytearray()
-    for path in sorted(Path(os.__file__).parent.glob("*.py")):
-        text += path.read_bytes()
-        if len(text) >= TEXT_BYTES:
-            break
-    del text[TEXT_BYTES:]
-    return torch.frombuffer(text, dtype=torch.uint8)
-
-
 def build_model() -> nn.Module:
     return ByteLSTM()
 
 
 def build_dataset() -> ByteWindows:
-    return ByteWindows(_stdlib_bytes())
+    return ByteWindows(stdlib_bytes(TEXT_BYTES), BLOCK_SIZE)
 
 
 def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,47 @@
+"""benchmarks/reproduce.py: `autotune run -c tuned.yaml` against what tuned.yaml records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import reproduce
+from tests.conftest import TINY_TASK
+
+
+def test_within_is_a_two_sided_relative_bound() -> None:
+    assert reproduce.within(109.0, 100.0) and reproduce.within(91.0, 100.0)
+    assert not reproduce.within(111.0, 100.0) and not reproduce.within(89.0, 100.0)
+
+
+def test_pairs_alternate_which_runs_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def fake(task: Path, config: list[str], *_: Any) -> float:
+        calls.append(tuple(config))
+        return 200.0 if config else 100.0
+
+    monkeypatch.setattr(reproduce, "run_once", fake)
+    found = reproduce.reproduce(Path("t.py"), Path("tuned.yaml"), 3, 10, tmp_path)
+    tuned, base = ("-c", "tuned.yaml"), ()
+    assert calls == [tuned, base, base, tuned, tuned, base]
+    assert found.pair_speedups == [2.0, 2.0, 2.0]
+
+
+def test_run_once_reads_the_real_commands_json(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    task = write_task(TINY_TASK)
+    rate = reproduce.run_once(task, [], 12, tmp_path / "out.json", tmp_path)
+    assert rate > 0
+
+
+def test_a_failing_run_is_an_error_with_its_output(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    task = write_task("raise SystemExit('no task here')")
+    with pytest.raises(RuntimeError, match="exited"):
+        reproduce.run_once(task, [], 12, tmp_path / "out.json", tmp_path)

@@ -110,7 +110,7 @@ studies = Studies(url, "seeded", optuna.samplers.RandomSampler(), optuna.pruners
 (ready / sys.argv[4]).touch()
 while len(list(ready.iterdir())) < workers:  # every worker asks at the same moment
     time.sleep(0.001)
-while (trial := studies.next_convergence_trial(6, {"x": 0.5})) is not None:
+while (trial := studies.next_convergence_trial(6, [{"x": 0.5}, {"x": 0.25}])) is not None:
     with tracked(studies.convergence, trial):
         value = trial.suggest_float("x", 0.0, 1.0)
         time.sleep(0.05)
@@ -118,7 +118,7 @@ while (trial := studies.next_convergence_trial(6, {"x": 0.5})) is not None:
 """
 
 
-def test_workers_starting_together_run_the_seed_trial_once(tmp_path: Path) -> None:
+def test_workers_starting_together_run_each_seed_trial_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/seed.db"
     ready = tmp_path / "ready"
     ready.mkdir()
@@ -131,6 +131,7 @@ def test_workers_starting_together_run_the_seed_trial_once(tmp_path: Path) -> No
         assert proc.returncode == 0, stderr[-2000:]
     study = optuna.load_study(study_name="seeded", storage=open_storage(url))
     assert [t.number for t in study.trials if t.params == _SEED] == [0]  # taken once, first
+    assert [t.number for t in study.trials if t.params == {"x": 0.25}] == [1]  # then the 2nd
     assert len(counted(study)) == 6
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
@@ -142,14 +143,14 @@ def test_workers_starting_together_run_the_seed_trial_once(tmp_path: Path) -> No
 
 def test_the_seed_trial_is_created_running_and_owned(tmp_path: Path) -> None:
     studies = _studies(tmp_path)
-    trial = studies.next_convergence_trial(None, _SEED)  # never WAITING: no one else pops it
+    trial = studies.next_convergence_trial(None, [_SEED])  # never WAITING: no one else pops it
     assert trial is not None and trial.number == 0
     frozen = studies.convergence.trials[0]
     assert frozen.state == optuna.trial.TrialState.RUNNING
     assert frozen.user_attrs["worker"] == str(_study.this_worker())
     assert trial.suggest_float("x", 0.0, 1.0) == 0.5
     studies.convergence.tell(trial, 0.5)
-    again = studies.next_convergence_trial(None, _SEED)  # the study is not empty: TPE's
+    again = studies.next_convergence_trial(None, [_SEED])  # the study is not empty: TPE's
     assert again is not None and again.number == 1
     assert "fixed_params" not in studies.convergence.trials[1].system_attrs
 
@@ -180,9 +181,7 @@ def test_a_dead_workers_trial_is_interrupted_and_not_counted(tmp_path: Path) -> 
     stale = study.trials[:2]
     assert [t.state for t in stale] == [optuna.trial.TrialState.FAIL] * 2
     assert all(t.user_attrs["status"] == INTERRUPTED for t in stale)
-    assert stale[0].user_attrs["reason"] == (
-        f"interrupted: its search process ({dead_here}) died"
-    )
+    assert stale[0].user_attrs["reason"] == (f"interrupted: its search process ({dead_here}) died")
     assert [t.number for t in counted(study)] == [2, 3]
 
 

@@ -14,6 +14,7 @@ from autotune.config import TrainConfig
 from autotune.search._convergence import (
     ConvergencePlan,
     best_time,
+    decayed,
     fastest_realisation,
     plateaued,
     systems_choices,
@@ -110,6 +111,19 @@ def _study_with(trials: list[tuple[str, float | None, bool]]) -> optuna.Study:
             )
         )
     return study
+
+
+def test_the_second_seed_is_the_first_at_a_decayed_higher_lr() -> None:
+    space = load_space("default")
+    first = {"lr_multiplier": 1.0, "schedule": "constant", "grad_accum_steps": 1, "systems": 0}
+    second = decayed(space, first)
+    assert second == {**first, "lr_multiplier": 4.0, "schedule": "cosine"}
+    assert decayed(space, {**first, "lr_multiplier": 3.0}) == {**second, "lr_multiplier": 8.0}
+    assert decayed(space, {**first, "lr_multiplier": 8.0}) is None  # no room above
+    no_cosine = space.model_copy(
+        update={"convergence": space.convergence.model_copy(update={"schedule": ["constant"]})}
+    )
+    assert decayed(no_cosine, first) is None
 
 
 def test_patience_counts_trials_since_the_last_real_gain() -> None:

@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -528,19 +528,20 @@ class Studies:
         return value
 
     def next_convergence_trial(
-        self, max_trials: int | None, seed: dict[str, Any]
+        self, max_trials: int | None, seeds: Sequence[dict[str, Any]]
     ) -> optuna.Trial | None:
-        """:func:`next_trial` of the convergence study, whose first trial has the params
-        ``seed``: with several workers starting at once, exactly one creates it, the one
-        that finds the study empty while it holds the lock ``seed``."""
+        """:func:`next_trial` of the convergence study, whose first ``len(seeds)`` trials
+        have the params ``seeds[k]``, in order: with several workers starting at once,
+        exactly one creates trial k, the one that finds k trials while it holds the lock
+        ``seed``; later trials are the sampler's."""
         study = self.convergence
-        if study.get_trials(deepcopy=False):
+        if len(study.get_trials(deepcopy=False)) >= len(seeds):
             return next_trial(study, max_trials)
         self.hold("seed")
         trial = None
         try:
-            fixed = None if study.get_trials(deepcopy=False) else seed
-            trial = next_trial(study, max_trials, fixed)
+            made = len(study.get_trials(deepcopy=False))
+            trial = next_trial(study, max_trials, seeds[made] if made < len(seeds) else None)
         finally:
             with _interrupted_if_raised(study, trial):
                 self.release("seed")

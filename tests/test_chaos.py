@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from autotune.search._study import fail_stale
 from benchmarks.chaos import SMALL_SPACE, Search, Setup, _orphans, _study, run_chaos
 from tests.conftest import TINY_TASK
 
@@ -108,8 +109,15 @@ def test_sigterm_stops_a_resumed_search_within_seconds(
     output = _all_output(resumed)
     assert code == 143 and took <= _EXIT_BOUND_S, (code, took, output[-20:])
     summary = [line for line in output if line.startswith("interrupted by SIGTERM")]
-    assert len(summary) == 1 and "Run the same command again" in summary[0], output
+    assert len(summary) == 1, output
     study = _study(setup, "chaos")
+    if "did not stop within" in summary[0]:
+        # The bounded fallback: the clean-up was stuck (CI once caught it in SQLAlchemy's
+        # GC callback), so the watcher exited at 9 s and left the trial to the next run,
+        # which marks it first thing, as fail_stale does here.
+        assert fail_stale(study) == 1
+    else:
+        assert "Run the same command again" in summary[0], output
     assert study.trials[trial.number].user_attrs["status"] == "INTERRUPTED"
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     assert _orphans(setup) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -22,6 +23,7 @@ from autotune.search import SearchInterrupted, study_summary
 __all__ = ["OneLineErrors", "stop_on_signals"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_REDELIVER_AFTER_S = 0.05  # long enough for the collector to finish its callbacks
 STOP_BOUND_S = 9.0  # a signalled search exits within this, however its cleanup fares
 
 
@@ -78,7 +80,7 @@ def stop_on_signals(console: Console, storage: str, study_name: str) -> Iterator
 
     saved = {sig: signal.signal(sig, stop) for sig in _STOP_SIGNALS}
     try:
-        with _exit_deadline(STOP_BOUND_S):
+        with _exit_deadline(STOP_BOUND_S), _redeliver_if_swallowed(fired):
             yield
     except SearchInterrupted as exc:
         summary = study_summary(storage, study_name)
@@ -92,6 +94,37 @@ def stop_on_signals(console: Console, storage: str, study_name: str) -> Iterator
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _redeliver_if_swallowed(fired: list[int]) -> Iterator[None]:
+    """Python runs a signal handler at the next bytecode of the main thread, and that may
+    be inside a callback whose exceptions it cannot propagate: a weakref callback run by
+    the garbage collector (SQLAlchemy's ``_collection_gced``), a ``__del__``. There the
+    :class:`SearchInterrupted` is printed as "Exception ignored" and dropped, and the
+    search would run on until the watcher's hard exit. Every such drop passes through
+    ``sys.unraisablehook``: here it re-arms the handler and re-delivers the signal, which
+    is then raised again once the callback has returned (should it land in another such
+    callback, the same happens again)."""
+    previous = sys.unraisablehook
+
+    def redeliver(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SearchInterrupted):
+            previous(unraisable)
+            return
+        fired.clear()
+        # from another thread, a moment later: from here the handler would run in this hook
+        later = threading.Timer(
+            _REDELIVER_AFTER_S, _thread.interrupt_main, (unraisable.exc_value.signum,)
+        )
+        later.daemon = True
+        later.start()
+
+    sys.unraisablehook = redeliver
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 @contextlib.contextmanager
@@ -119,11 +152,11 @@ def _exit_deadline(bound_s: float) -> Iterator[None]:
 
 
 def _watch(reader: socket.socket, done: threading.Event, bound_s: float) -> None:
-    with reader:
+    with reader:  # open until the end: a re-delivered signal writes its byte too
         while (data := reader.recv(1)) and data[0] not in _STOP_SIGNALS:
             pass  # another signal with a Python handler: not ours
-    if not data or done.wait(bound_s):
-        return
+        if not data or done.wait(bound_s):
+            return
     name = signal.Signals(data[0]).name
     print(
         f"interrupted by {name}: the search did not stop within {bound_s:.0f} s and exits "

@@ -41,3 +41,41 @@ def test_sigterm_exits_within_the_bound_while_stuck_in_c(tmp_path: Path) -> None
     took = time.monotonic() - sent
     assert proc.returncode == code and took < STOP_BOUND_S + 1.0, (took, stderr)
     assert f"interrupted by {sig.name}" in stderr and "run again to resume" in stderr
+
+
+_IN_A_GC_CALLBACK = """
+import gc, os, signal, sys, time, weakref
+import typer
+from rich.console import Console
+from autotune._cli_support import stop_on_signals
+
+class Node:
+    pass
+
+def arrives_in_callback(ref):
+    os.kill(os.getpid(), signal.SIGTERM)
+    sum(range(1000))  # bytecodes inside the callback: the handler runs here
+
+try:
+    with stop_on_signals(Console(stderr=True), f"sqlite:///{sys.argv[1]}", "s"):
+        node = Node()
+        node.cycle = node
+        ref = weakref.ref(node, arrives_in_callback)
+        del node
+        gc.collect()  # the callback runs inside the collector, which drops its exceptions
+        time.sleep(3)  # ordinary code: a re-delivered signal stops the search here
+        print("not stopped", flush=True)
+except typer.Exit as stopped:
+    sys.exit(stopped.exit_code)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals")
+def test_a_signal_dropped_inside_a_gc_callback_still_stops_the_search(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", _IN_A_GC_CALLBACK, str(tmp_path / "none.db")]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 143, done.stderr
+    assert "not stopped" not in done.stdout and "Traceback" not in done.stderr, done.stderr
+    assert "interrupted by SIGTERM" in done.stderr and took < STOP_BOUND_S, done.stderr

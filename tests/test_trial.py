@@ -205,7 +205,9 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(
 
 def test_interrupting_the_parent_leaves_no_orphan(write_task: WriteTask, tmp_path: Path) -> None:
     pid_file = tmp_path / "worker.pid"
-    source = _faulty(f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))", "time.sleep(0.02)")
+    # written once: rewritten every step, a kill between truncate and write leaves it empty
+    write = f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))"
+    source = _faulty(f"if _calls[0] == 1: {write}", "time.sleep(0.02)")
     spec = _spec(write_task(source), steps=10_000)
 
     def interrupt(record: StepRecord) -> bool:

@@ -220,3 +220,17 @@ def test_a_systems_measurement_is_capped_so_a_hang_costs_a_minute() -> None:
     slow = Candidate(config, {}, samples_per_s=3.2, peak_bytes=None)  # 10 s per step
     assert _measure_cap_s(fast, 12) == 60.0
     assert _measure_cap_s(slow, 12) == pytest.approx(1200.0)
+
+
+def test_no_reserve_for_an_fp32_check_the_baseline_already_ran() -> None:
+    baseline = BaselineRun(
+        run=_measured(16, 100).model_copy(update={"time_to_target_s": 20.0}),
+        steps=2,
+        target_loss=1.0,
+        target_from="baseline",
+    )
+    plan = ConvergencePlan(load_space("default"), baseline.run.train, [], baseline, None, 500.0)
+    from autotune.search._convergence import _CANNOT_WIN_MARGIN, _STARTUP_S
+
+    saved = plan.reserve_now(5.0) - plan.reserve_now(5.0, check_free=True)
+    assert saved == pytest.approx(_CANNOT_WIN_MARGIN * 5.0 + _STARTUP_S)  # one winner run

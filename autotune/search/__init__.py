@@ -27,7 +27,6 @@ from autotune.profiler import ProbeReport
 from autotune.search._confirm import confirm, provenance, stable_winner, tuned_config
 from autotune.search._convergence import (
     ConvergencePlan,
-    best_time,
     make_pruner,
     make_sampler,
     plateaued,
@@ -166,7 +165,7 @@ class _Search:
         )
 
         def now() -> Standing:
-            reserve = plan.reserve_now(best_time(self.convergence))
+            reserve = plan.reserve_for(self.convergence)
             return standing(self.convergence, options.trials, self.budget.left_s, reserve)
 
         def on_trial(trial: optuna.trial.FrozenTrial) -> None:
@@ -200,7 +199,7 @@ class _Search:
     def _confirmed(self, setup: _Setup, trials: Trialist) -> TunedConfig:
         options, baseline = self.options, setup.baseline
         candidates = winners(self.convergence)
-        winner = _stable_winner(candidates, trials, baseline.target_loss, self.say)
+        winner = _stable_winner(candidates, trials, baseline, self.say)
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         found = confirm(winner, baseline, trials, options.confirm_pairs)
         if not found.winner or not found.baseline:
@@ -311,13 +310,13 @@ def _reserve(baseline: BaselineRun, options: SearchOptions) -> float:
 
 
 def _stable_winner(
-    candidates: list[Measured], trials: Trialist, target: float, say: Events
+    candidates: list[Measured], trials: Trialist, baseline: BaselineRun, say: Events
 ) -> Measured:
     if not candidates:
         raise SearchError(
             "no trial reached the target loss; give a larger --budget or a higher --target-loss."
         )
-    winner = stable_winner(candidates, trials, target, say)
+    winner = stable_winner(candidates, trials, baseline.target_loss, say, [baseline.run])
     if winner is None:
         raise SearchError(
             "no candidate agreed with its fp32 run; see the stability notes above, or "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +24,14 @@ from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
 from autotune.search._types import BaselineRun, Measured
 
-__all__ = ["Confirmation", "confirm", "reference_check", "stable_winner", "tuned_config"]
+__all__ = [
+    "Confirmation",
+    "confirm",
+    "known_reference",
+    "reference_check",
+    "stable_winner",
+    "tuned_config",
+]
 
 _STABILITY_TRIES = 4  # fp32 checks before giving up: each is one run of the candidate's length
 _STEP_MARGIN = 1.5  # the winner's confirmation runs may take this many times its trial's steps
@@ -67,31 +74,58 @@ def confirm(winner: Measured, baseline: BaselineRun, trials: Trialist, pairs: in
     return found
 
 
+def known_reference(
+    candidate: Measured, known: Sequence[Measured], target: float
+) -> Measured | None:
+    """An fp32 run in ``known`` of exactly ``candidate``'s config but its precision that
+    covers the candidate's steps up to the target; None if there is none. The usual case
+    is the baseline when the winner is the baseline in bf16: every run shares the seed and
+    the data order, so the baseline *is* the winner's fp32 run, and the check costs no run
+    (one baseline's length, 20 s on lstm_text, for more trials in a tight budget)."""
+    if candidate.train.precision == "32-true":
+        return None
+    fp32 = candidate.train.model_copy(update={"precision": "32-true"})
+    reached = stability.steps_to_target(candidate.losses, target)
+    needed = len(candidate.losses) if reached is None else reached + 1
+    for run in known:
+        if run.train == fp32 and len(run.losses) >= needed:
+            return run
+    return None
+
+
 def reference_check(
-    winner: Measured, trials: Trialist, target: float
+    winner: Measured, trials: Trialist, target: float, known: Sequence[Measured] = ()
 ) -> tuple[stability.StabilityVerdict, Measured | None]:
     """For reduced precision: the same config in fp32 over the same steps must agree.
+    The fp32 run is taken from ``known`` when one matches (:func:`known_reference`), else run.
 
     Returns the verdict and the fp32 run (None for an fp32 winner, or when it failed).
     """
     if winner.train.precision == "32-true":
         return stability.verdict(winner.losses), None
-    fp32 = winner.train.model_copy(update={"precision": "32-true"})
-    result = trials.run(fp32, len(winner.losses))
-    reference = measured(result, fp32, target) if ok(result) else None
+    reference = known_reference(winner, known, target)
+    if reference is None:
+        fp32 = winner.train.model_copy(update={"precision": "32-true"})
+        result = trials.run(fp32, len(winner.losses))
+        reference = measured(result, fp32, target) if ok(result) else None
     losses = reference.losses if reference else None
     return stability.verdict(winner.losses, reference=losses), reference
 
 
 def stable_winner(
-    candidates: list[Measured], trials: Trialist, target: float, say: Callable[[str], None]
+    candidates: list[Measured],
+    trials: Trialist,
+    target: float,
+    say: Callable[[str], None],
+    known: Sequence[Measured] = (),
 ) -> Measured | None:
     """The fastest candidate that passes the stability check, trying at most
     ``_STABILITY_TRIES`` and, after a reduced precision disagrees with fp32, no other
     candidate in that precision (a slower LR rarely rescues it, and each check costs a
     run). If none passes, the fastest fp32 reference run that reached the target wins:
     fp32 is the reference, so its own curve only needs to be finite and decreasing.
-    None: no candidate, and no fallback."""
+    ``known``: fp32 runs already measured (the baseline), reused as references where they
+    match. None: no candidate, and no fallback."""
     failed: set[str] = set()
     fallbacks: list[Measured] = []
     tries = 0
@@ -101,7 +135,7 @@ def stable_winner(
         if candidate.train.precision in failed:
             continue
         tries += 1
-        verdict, reference = reference_check(candidate, trials, target)
+        verdict, reference = reference_check(candidate, trials, target, known)
         say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
         if verdict.stable:
             return candidate

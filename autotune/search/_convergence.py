@@ -21,6 +21,7 @@ import optuna
 from autotune import space as spaces
 from autotune import stability
 from autotune.config import TrainConfig
+from autotune.search._confirm import known_reference
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import REAL_GAIN, BaselineRun, Budget, Measured
@@ -76,15 +77,23 @@ class ConvergencePlan:
     confirm_pairs: int = 3
     patience: int | None = None  # None: spend the whole budget (always with max_trials)
 
-    def reserve_now(self, best_s: float | None) -> float:
+    def reserve_now(self, best_s: float | None, check_free: bool = False) -> float:
         """Budget the fp32 check and the confirmation need, once a trial has reached the
         target in ``best_s``: each pair runs the winner (~_CANNOT_WIN_MARGIN x best_s) and
-        the baseline (its time to target), plus the fp32 run of the winner."""
+        the baseline (its time to target), plus the fp32 run of the winner unless
+        ``check_free`` (the baseline is that run: :func:`known_reference`)."""
         if best_s is None:
             return self.reserve_s
         base = self.baseline.run.time_to_target_s or self.baseline.run.elapsed_s[-1]
         winner = _CANNOT_WIN_MARGIN * best_s + _STARTUP_S
-        return self.confirm_pairs * (winner + base + _STARTUP_S) + winner
+        return self.confirm_pairs * (winner + base + _STARTUP_S) + (0.0 if check_free else winner)
+
+    def reserve_for(self, study: optuna.Study) -> float:
+        """:meth:`reserve_now` for the study's best trial so far."""
+        top = winners(study)
+        known = [self.baseline.run]
+        free = bool(top) and known_reference(top[0], known, self.baseline.target_loss) is not None
+        return self.reserve_now(best_time(study), check_free=free)
 
 
 def systems_values(config: TrainConfig) -> dict[str, Any]:
@@ -176,7 +185,7 @@ def _may_continue(
     best = best_time(study)
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else time_cap
     next_trial_s = min(time_cap, beat_s) + _STARTUP_S
-    if budget.left_s > plan.reserve_now(best) + next_trial_s + _SAFETY_S:
+    if budget.left_s > plan.reserve_for(study) + next_trial_s + _SAFETY_S:
         return True
     return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
 

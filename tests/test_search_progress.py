@@ -170,22 +170,17 @@ def test_top_configs_rank_reached_first_then_the_rest() -> None:
     assert rows[0].time_to_target_s == 7.5 and rows[2].time_to_target_s is None
 
 
+def _plan_with_baseline_at(time_to_target_s: float) -> ConvergencePlan:
+    """A plan whose baseline reaches the target in ``time_to_target_s``; 500 s reserve."""
+    run = _measured(16, 100).model_copy(update={"time_to_target_s": time_to_target_s})
+    baseline = BaselineRun(run=run, steps=2, target_loss=1.0, target_from="baseline")
+    return ConvergencePlan(
+        load_space("default"), run.train, [], baseline, None, reserve_s=500.0, confirm_pairs=3
+    )
+
+
 def test_reserve_follows_the_best_time_once_there_is_one() -> None:
-    baseline = BaselineRun(
-        run=_measured(16, 100).model_copy(update={"time_to_target_s": 20.0}),
-        steps=2,
-        target_loss=1.0,
-        target_from="baseline",
-    )
-    plan = ConvergencePlan(
-        load_space("default"),
-        baseline.run.train,
-        [],
-        baseline,
-        None,
-        reserve_s=500.0,
-        confirm_pairs=3,
-    )
+    plan = _plan_with_baseline_at(20.0)
     assert plan.reserve_now(None) == 500.0
     fast, slow = plan.reserve_now(5.0), plan.reserve_now(15.0)
     assert fast < slow < 500.0
@@ -223,13 +218,7 @@ def test_a_systems_measurement_is_capped_so_a_hang_costs_a_minute() -> None:
 
 
 def test_no_reserve_for_an_fp32_check_the_baseline_already_ran() -> None:
-    baseline = BaselineRun(
-        run=_measured(16, 100).model_copy(update={"time_to_target_s": 20.0}),
-        steps=2,
-        target_loss=1.0,
-        target_from="baseline",
-    )
-    plan = ConvergencePlan(load_space("default"), baseline.run.train, [], baseline, None, 500.0)
+    plan = _plan_with_baseline_at(20.0)
     from autotune.search._convergence import _CANNOT_WIN_MARGIN, _STARTUP_S
 
     saved = plan.reserve_now(5.0) - plan.reserve_now(5.0, check_free=True)

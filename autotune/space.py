@@ -80,6 +80,7 @@ __all__ = [
     "encode_checkpointing",
     "encode_params",
     "load_space",
+    "lr_seed_value",
     "parse_space",
     "restrict",
     "scaled_lr",
@@ -849,6 +850,19 @@ def convergence_seed(
     return params
 
 
+def lr_seed_value(lr: LrRange, base: TrainConfig, batch: int, value: float) -> float:
+    """The parameter (``lr``, or ``lr_multiplier`` when ``lr`` is relative) that gives the
+    learning rate ``value`` at global ``batch``, clipped into the range."""
+    raw = value / _rule_lr(base, batch, lr.scaling) if lr.relative else value
+    return _clip(raw, lr)
+
+
+def _rule_lr(base: TrainConfig, batch: int, scaling: ScalingRule | Literal["auto"]) -> float:
+    """The baseline's LR scaled to ``batch`` by ``scaling`` (``auto``: the optimizer's)."""
+    rule = scaling_rule_for(base.optimizer.name) if scaling == "auto" else scaling
+    return scaled_lr(base.optimizer.lr, base.global_batch, batch, rule)
+
+
 def _clip(value: float, bounds: FloatRange) -> float:
     return min(max(value, bounds.low), bounds.high)
 
@@ -895,11 +909,8 @@ def to_train_config(values: Mapping[str, Any], base: TrainConfig, steps: int) ->
     if "lr" in values:
         optimizer["lr"] = float(values["lr"])
     elif "lr_multiplier" in values:
-        rule = values.get("lr_scaling", "auto")
-        if rule == "auto":
-            rule = scaling_rule_for(base.optimizer.name)
         batch = data["micro_batch_size"] * data["grad_accum_steps"] * data["world_size"]
-        seed = scaled_lr(base.optimizer.lr, base.global_batch, batch, rule)
+        seed = _rule_lr(base, batch, values.get("lr_scaling", "auto"))
         optimizer["lr"] = float(values["lr_multiplier"]) * seed
     if "weight_decay" in values:
         optimizer["weight_decay"] = float(values["weight_decay"])

@@ -19,7 +19,7 @@ from tests.conftest import TINY_TASK
 # the search's own process, at other batch sizes, and must stay healthy).
 FAULTY_TASK = TINY_TASK.replace(
     "def loss_fn(model, batch):\n",
-    '''import ctypes, os, resource, sys
+    """import ctypes, os, resource, sys
 
 _IN_TRIAL = "AUTOTUNE_TRIAL_PARENT" in os.environ
 
@@ -44,7 +44,7 @@ def loss_fn(model, batch):
         _exhaust_memory()
     if _IN_TRIAL and size == 72:
         ctypes.string_at(0)
-''',
+""",
 )
 SPACE = """
 systems:

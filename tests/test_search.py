@@ -125,3 +125,13 @@ def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
     assert [c.config.micro_batch_size for c in picked] == [512, 16, 64]  # 64 ~ sqrt(16 x 512)
     spread = _diverse(ranked, 4, anchor=16)
     assert [c.config.micro_batch_size for c in spread] == [512, 16, 64, 128]
+    smaller = [
+        *ranked,
+        *(
+            Candidate(ranked[-1].config.model_copy(update={"micro_batch_size": m}), {}, r, None)
+            for m, r in ((8, 60.0), (4, 30.0))
+        ),
+    ]
+    # A quarter of the baseline's batch joins the ends; the between point is then
+    # sqrt(4 x 512) ~ 45 -> 64.
+    assert [c.config.micro_batch_size for c in _diverse(smaller, 4, anchor=16)] == [512, 16, 4, 64]

@@ -17,11 +17,13 @@ from autotune.search._convergence import (
     decayed,
     fastest_realisation,
     plateaued,
+    smaller,
     systems_choices,
+    systems_values,
 )
 from autotune.search._progress import standing, status_of, top_configs
-from autotune.search._types import BaselineRun, Measured
-from autotune.space import load_space
+from autotune.search._types import BaselineRun, Measured, small_batch_size
+from autotune.space import load_space, to_train_config
 
 
 def _curve(n: int, floor: float, noise: float, seed: int = 0) -> list[float]:
@@ -223,3 +225,23 @@ def test_no_reserve_for_an_fp32_check_the_baseline_already_ran() -> None:
 
     saved = plan.reserve_now(5.0) - plan.reserve_now(5.0, check_free=True)
     assert saved == pytest.approx(_CANNOT_WIN_MARGIN * 5.0 + _STARTUP_S)  # one winner run
+
+
+def test_the_small_batch_is_a_quarter_of_the_baseline_or_the_nearest_below_it() -> None:
+    assert small_batch_size([4, 8, 16, 64], anchor=16) == 4
+    assert small_batch_size([8, 16, 64], anchor=16) == 8  # the only one below
+    assert small_batch_size([2, 8, 16], anchor=16) == 8  # 2 and 8 tie around 4: the larger
+    assert small_batch_size([16, 64], anchor=16) is None
+
+
+def test_the_small_batch_seed_keeps_the_baseline_lr_on_the_measured_small_config() -> None:
+    plan = _plan_with_baseline_at(20.0)  # baseline: micro 16, AdamW at 1e-3
+    top = [_measured(16, 200), _measured(128, 300), _measured(4, 120), _measured(8, 150)]
+    seed = smaller(plan, top, steps=100)
+    assert seed is not None and seed["systems"] == 2 and seed["grad_accum_steps"] == 1
+    # The sqrt rule would scale 1e-3 down by 2 at a quarter of the batch: x2 undoes it.
+    assert seed["lr_multiplier"] == pytest.approx(2.0)
+    values = {**systems_values(top[2].train), **seed, "lr_scaling": "auto"}
+    values.pop("systems")
+    assert to_train_config(values, plan.base, 100).optimizer.lr == pytest.approx(1e-3)
+    assert smaller(plan, top[:2], steps=100) is None  # nothing below the baseline's batch

@@ -217,7 +217,7 @@ def test_restrict_removes_what_the_cpu_cannot_run(caplog: pytest.LogCaptureFixtu
     assert space.systems.precision == ["32-true", "bf16-mixed"]
     assert space.systems.activation_checkpointing == ["none"]
     assert space.systems.compile == [False]
-    assert space.systems.micro_batch_size == [8, 16, 32, 64]
+    assert space.systems.micro_batch_size == [4, 8, 16, 32, 64]
     assert space.convergence == load_space("default").convergence
     assert space.source == load_space("default").source
     text = {str(r) for r in removals}

@@ -20,7 +20,7 @@ from autotune import space as spaces
 from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport, VariantReport
 from autotune.search._measure import Trialist, measured, ok
-from autotune.search._types import Measured
+from autotune.search._types import Measured, small_batch_size
 
 __all__ = ["Candidate", "measure_systems", "predict_systems"]
 
@@ -172,10 +172,12 @@ def _diverse(
     candidates: list[Candidate], how_many: int, anchor: int | None = None
 ) -> list[Candidate]:
     """The best-predicted candidate of ``how_many`` micro-batch sizes: the one nearest
-    ``anchor`` (the baseline's), the fastest, and sizes spread geometrically between them.
+    ``anchor`` (the baseline's), the fastest, a small one (:func:`small_batch_size` of the
+    anchor) and sizes spread geometrically between the smallest and the largest of them.
 
     Throughput favours the largest batch, time to target often a middle one (more updates
-    per second at a still-efficient size), so the convergence phase needs a spread of batch
+    per second at a still-efficient size) or one below the baseline's (fewer samples per
+    update, see SMALL_BATCH_FACTOR), so the convergence phase needs a spread of batch
     sizes, not the few fastest ones: measured on cnn_digits and mlp_digits, the grid's best
     was micro-batch 64 while only 16, 128, 256 and 512 were measured."""
     best: dict[int, Candidate] = {}
@@ -185,7 +187,10 @@ def _diverse(
     if anchor is None or len(ranked) <= how_many:
         return ranked[:how_many]
     near = min(ranked, key=lambda c: abs(c.config.micro_batch_size - anchor))
+    small = small_batch_size(best, near.config.micro_batch_size)
     ends = [ranked[0]] if ranked[0] is near else [ranked[0], near]
+    if small is not None and best[small] is not ranked[0]:
+        ends.append(best[small])
     between = _geometric_between(ranked, ends, how_many - len(ends))
     rest = [c for c in ranked if c not in ends and c not in between]
     return [*ends, *between, *rest][:how_many]

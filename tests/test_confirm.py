@@ -45,3 +45,44 @@ def test_a_winner_checked_against_the_baseline_runs_no_fp32_trial() -> None:
     found = stable_winner([winner], _NoRuns(), 1.5, notes.append, [_run("32-true")])  # type: ignore[arg-type]
     assert found is winner
     assert any("agrees with fp32" in note for note in notes), notes
+
+
+def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step() -> None:
+    from types import SimpleNamespace
+
+    from autotune.config import Provenance
+    from autotune.hardware import DeviceInfo, HardwareInfo, peak_key
+    from autotune.search._confirm import Confirmation, step_rates, tuned_config
+    from autotune.search._types import BaselineRun
+
+    def at(run: Measured, rate: float) -> Measured:
+        return run.model_copy(update={"samples_per_s": rate, "time_to_target_s": 5.0})
+
+    winner = _run("bf16-mixed")
+    earlier = [at(winner, 143.0), at(_run("bf16-mixed", lr=4e-3), 145.0), at(_run("32-true"), 99.0)]
+    rates = step_rates(earlier, winner.train)
+    assert rates == [143.0, 145.0]  # another LR is the same step; fp32 is not
+    # The confirmation's three landed in the slow mode twice: alone, their median is 122.
+    found = Confirmation(
+        winner=[at(winner, 119.0), at(winner, 122.0), at(winner, 141.0)],
+        baseline=[at(_run("32-true"), 100.0)] * 3,
+        earlier_rates=rates,
+    )
+    device = DeviceInfo(kind="cpu", name="cpu", count=1, memory_bytes=1 << 30)
+    info = HardwareInfo.model_construct(
+        device=device, peak_flops={peak_key("bf16-mixed", "cpu"): 1e12}
+    )
+    report = SimpleNamespace(
+        model=SimpleNamespace(flops_per_sample=1e6), hardware=info, task_file="m.py"
+    )
+    baseline = BaselineRun(
+        run=at(_run("32-true"), 100.0), steps=100, target_loss=1.5, target_from="baseline"
+    )
+    where = Provenance.model_construct()
+    tuned = tuned_config(found, baseline, report, where)  # type: ignore[arg-type]
+    assert tuned.measured is not None
+    assert tuned.measured.throughput_samples_per_s == 141.0  # median of 119, 122, 141, 143, 145
+    assert tuned.measured.throughput_spread is not None
+    assert tuned.measured.throughput_spread.n == 5
+    speedup = tuned.measured.throughput_speedup
+    assert speedup is not None and speedup.median == pytest.approx(1.22)  # pairs only

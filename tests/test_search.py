@@ -42,7 +42,9 @@ def test_search_writes_a_confirmed_tuned_config(
     assert tuned == outcome.tuned
     measured = tuned.measured
     assert measured is not None and measured.baseline is not None
-    assert measured.throughput_spread is not None and measured.throughput_spread.n == 2
+    # 2 confirmation pairs, plus the winner's trial and any other run of its step
+    assert measured.throughput_spread is not None and measured.throughput_spread.n >= 3
+    assert measured.throughput_speedup is not None and measured.throughput_speedup.n == 2
     assert measured.target_loss is not None and measured.time_to_target_s is not None
     assert tuned.train.precision != "16-mixed"  # fp16 is ruled out on CPU by the probe
     study = optuna.load_study(study_name="model", storage=storage)

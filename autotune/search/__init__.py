@@ -24,12 +24,13 @@ from autotune import space as spaces
 from autotune.config import TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
 from autotune.profiler import ProbeReport
-from autotune.search._confirm import confirm, provenance, stable_winner, tuned_config
+from autotune.search._confirm import confirm, provenance, stable_winner, step_rates, tuned_config
 from autotune.search._convergence import (
     ConvergencePlan,
     make_pruner,
     make_sampler,
     plateaued,
+    recorded_runs,
     run_convergence,
     winners,
 )
@@ -202,6 +203,8 @@ class _Search:
         winner = _stable_winner(candidates, trials, baseline, self.say)
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         found = confirm(winner, baseline, trials, options.confirm_pairs)
+        earlier = [*setup.systems, *recorded_runs(self.convergence)]
+        found.earlier_rates = step_rates(earlier, winner.train)
         if not found.winner or not found.baseline:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
         best = self.convergence.best_trial.number if candidates else None

@@ -33,7 +33,9 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "plateaued",
+    "recorded_runs",
     "run_convergence",
+    "smaller",
     "winners",
 ]
 
@@ -352,3 +354,13 @@ def winners(study: optuna.Study) -> list[Measured]:
     ]
     good.sort(key=lambda t: t.value if t.value is not None else math.inf)
     return [Measured.model_validate_json(t.user_attrs["run"]) for t in good]
+
+
+def recorded_runs(study: optuna.Study) -> list[Measured]:
+    """Every trial's measured run, in trial order: pruned and unstable ones too (each ran
+    its config's step in a fresh process, whatever its loss did)."""
+    return [
+        Measured.model_validate_json(t.user_attrs["run"])
+        for t in study.trials
+        if "run" in t.user_attrs
+    ]

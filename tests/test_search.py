@@ -134,6 +134,6 @@ def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
             for m, r in ((8, 60.0), (4, 30.0))
         ),
     ]
-    # A quarter of the baseline's batch joins the ends; the between point is then
-    # sqrt(4 x 512) ~ 45 -> 64.
-    assert [c.config.micro_batch_size for c in _diverse(smaller, 4, anchor=16)] == [512, 16, 4, 64]
+    # A quarter of the baseline's batch comes on top of the spread, not in place of it.
+    with_small = _diverse(smaller, 4, anchor=16)
+    assert [c.config.micro_batch_size for c in with_small] == [512, 16, 64, 128, 4]

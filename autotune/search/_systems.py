@@ -171,29 +171,30 @@ def _key(params: dict[str, Any]) -> str:
 def _diverse(
     candidates: list[Candidate], how_many: int, anchor: int | None = None
 ) -> list[Candidate]:
-    """The best-predicted candidate of ``how_many`` micro-batch sizes: the one nearest
-    ``anchor`` (the baseline's), the fastest, a small one (:func:`small_batch_size` of the
-    anchor) and sizes spread geometrically between the smallest and the largest of them.
+    """The best-predicted candidate of ``how_many`` micro-batch sizes, the one nearest
+    ``anchor`` (the baseline's), the fastest and sizes spread geometrically between them;
+    plus, beyond ``how_many``, a small one (:func:`small_batch_size` of the anchor's).
 
     Throughput favours the largest batch, time to target often a middle one (more updates
     per second at a still-efficient size) or one below the baseline's (fewer samples per
     update, see SMALL_BATCH_FACTOR), so the convergence phase needs a spread of batch
     sizes, not the few fastest ones: measured on cnn_digits and mlp_digits, the grid's best
-    was micro-batch 64 while only 16, 128, 256 and 512 were measured."""
+    was micro-batch 64 while only 16, 128, 256 and 512 were measured. The small one comes
+    on top: in place of a size between, it cost mlp_digits its best batch (128)."""
     best: dict[int, Candidate] = {}
     for candidate in candidates:  # fastest first
         best.setdefault(candidate.config.micro_batch_size, candidate)
     ranked = list(best.values())
-    if anchor is None or len(ranked) <= how_many:
+    if anchor is None:
         return ranked[:how_many]
     near = min(ranked, key=lambda c: abs(c.config.micro_batch_size - anchor))
     small = small_batch_size(best, near.config.micro_batch_size)
-    ends = [ranked[0]] if ranked[0] is near else [ranked[0], near]
-    if small is not None and best[small] is not ranked[0]:
-        ends.append(best[small])
-    between = _geometric_between(ranked, ends, how_many - len(ends))
-    rest = [c for c in ranked if c not in ends and c not in between]
-    return [*ends, *between, *rest][:how_many]
+    extra = [] if small is None or best[small] is ranked[0] else [best[small]]
+    pool = [c for c in ranked if c not in extra]
+    ends = [pool[0]] if pool[0] is near else [pool[0], near]
+    between = _geometric_between(pool, ends, how_many - len(ends))
+    rest = [c for c in pool if c not in ends and c not in between]
+    return [*[*ends, *between, *rest][:how_many], *extra]
 
 
 def _geometric_between(

@@ -184,9 +184,9 @@ def tuned_config(
     rate_b = [r.samples_per_s for r in found.baseline]
     speedups = [b / w for w, b in zip(tt_w, tt_b, strict=False) if w > 0]
     rate_ratios = [w / b for w, b in zip(rate_w, rate_b, strict=False) if b > 0]
-    # Every fresh process of the winner's step, not the confirmation's three alone: one
-    # process runs in one of this machine's speed modes (tiny_gpt at batch 4: ~120 or ~143
-    # samples/s, in 24 runs, OMP binding or not), so a median of three flips between them.
+    # Every fresh process of the winner's step, not the confirmation's three alone: this
+    # machine's speed drifts between two levels ~20% apart over minutes (tiny_gpt at batch 4:
+    # ~120 or ~143 samples/s), and runs spread over the whole search sample both.
     rates = rate_w + found.earlier_rates
     throughput = statistics.median(rates)
     achieved = report.model.flops_per_sample * throughput

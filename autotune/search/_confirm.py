@@ -55,8 +55,8 @@ def same_step(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether ``a`` and ``b`` compute the same step, so run at the same samples/s: equal
     batch, precision, checkpointing, ranks and compile (LR and schedule change no cost)."""
     keys = ("micro_batch_size", "grad_accum_steps", "world_size", "precision", "compile")
-    same = all(getattr(a, k) == getattr(b, k) for k in keys)
-    return same and a.activation_checkpointing == b.activation_checkpointing
+    keys += ("activation_checkpointing",)
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
 def step_rates(runs: Sequence[Measured], train: TrainConfig) -> list[float]:

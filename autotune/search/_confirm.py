@@ -54,8 +54,14 @@ class Confirmation:
 def same_step(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether ``a`` and ``b`` compute the same step, so run at the same samples/s: equal
     batch, precision, checkpointing, ranks and compile (LR and schedule change no cost)."""
-    keys = ("micro_batch_size", "grad_accum_steps", "world_size", "precision", "compile")
-    keys += ("activation_checkpointing",)
+    keys = (
+        "micro_batch_size",
+        "grad_accum_steps",
+        "world_size",
+        "precision",
+        "compile",
+        "activation_checkpointing",
+    )
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 

@@ -203,10 +203,10 @@ class _Search:
         winner = _stable_winner(candidates, trials, baseline, self.say)
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         found = confirm(winner, baseline, trials, options.confirm_pairs)
-        earlier = [*setup.systems, *recorded_runs(self.convergence)]
-        found.earlier_rates = step_rates(earlier, winner.train)
         if not found.winner or not found.baseline:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
+        earlier = [*setup.systems, *recorded_runs(self.convergence)]
+        found.earlier_rates = step_rates(earlier, winner.train)
         best = self.convergence.best_trial.number if candidates else None
         where = provenance(redact(options.storage), self.name, best, setup.report)
         return tuned_config(found, baseline, setup.report, where)

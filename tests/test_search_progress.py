@@ -18,6 +18,7 @@ from autotune.search._convergence import (
     fastest_realisation,
     plateaued,
     smaller,
+    step_rate_gain,
     systems_choices,
     systems_values,
 )
@@ -245,3 +246,18 @@ def test_the_small_batch_seed_keeps_the_baseline_lr_on_the_measured_small_config
     values.pop("systems")
     assert to_train_config(values, plan.base, 100).optimizer.lr == pytest.approx(1e-3)
     assert smaller(plan, top[:2], steps=100) is None  # nothing below the baseline's batch
+
+
+def test_the_small_batch_seed_runs_second_only_where_its_steps_are_cheap() -> None:
+    from autotune.search._convergence import _seeds
+
+    plan = _plan_with_baseline_at(20.0)  # baseline: micro 16
+    # Measured samples/s at micro 16 and 4 (systems phase): tiny_gpt's steps at 4 run 2.8x
+    # as fast as at 16; mlp_digits' only 1.2x (fixed per-step costs dominate).
+    gpt_like = [_measured(16, 218.6), _measured(128, 246.5), _measured(4, 152.4)]
+    mlp_like = [_measured(16, 23321.0), _measured(128, 81979.0), _measured(4, 7098.0)]
+    assert step_rate_gain(gpt_like, 2) == pytest.approx(2.79, abs=0.01)
+    gpt_order = [(s["systems"], s["schedule"]) for s in _seeds(plan, gpt_like)]
+    mlp_order = [(s["systems"], s["schedule"]) for s in _seeds(plan, mlp_like)]
+    assert gpt_order == [(0, "constant"), (2, "constant"), (0, "cosine")]
+    assert mlp_order == [(0, "constant"), (0, "cosine"), (2, "constant")]

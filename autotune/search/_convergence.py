@@ -35,7 +35,9 @@ __all__ = [
     "plateaued",
     "recorded_runs",
     "run_convergence",
+    "small_batch_first",
     "smaller",
+    "step_rate_gain",
     "winners",
 ]
 
@@ -53,6 +55,14 @@ _CANNOT_WIN_MARGIN = 1.3
 # Smith 2018). In the benchmark suite's grids, 4x with cosine was the best LR on the MLP,
 # the CNN and the LSTM; the search tried it on none of them within its first trials.
 _DECAYED_LR_FACTOR = 4.0
+# The small-batch seed runs before the decayed-LR one when a step at the small batch is at
+# least this many times faster than one at the baseline's batch: far below the noise scale
+# a step's progress hardly depends on the batch, so time to target falls with step time.
+# Measured (systems phase, batch 4 against 16): tiny_gpt 2.8x and hf_gpt2 3.0x, where
+# batch 4 won (tiny_gpt) and the decayed LR was pruned on every language-model search;
+# mlp_digits 1.2x and cnn_digits 1.5x, where fixed per-step costs dominate, batch 4 lost
+# and the decayed LR won.
+_SMALL_FIRST_STEP_GAIN = 2.0
 _SAFETY_S = 15.0  # budget never planned: the confirmation's runs vary by 10-25% each
 _STARTUP_S = 4.5  # per trial process on a 2-core CPU: torch import, model build, first step
 
@@ -154,14 +164,34 @@ def systems_choices(systems: list[Measured], anchor: int) -> list[Measured]:
 
 def _seeds(plan: ConvergencePlan, top: list[Measured]) -> list[dict[str, Any]]:
     """The study's first trials: the scaling rules' guess on ``top[0]`` (the systems config
-    at the baseline's micro-batch), that guess with a decayed higher LR (:func:`decayed`)
-    when the space has a cosine schedule and room above the LR, and a smaller batch
-    (:func:`smaller`) when one was measured."""
+    at the baseline's micro-batch), then that guess with a decayed higher LR
+    (:func:`decayed`) when the space has a cosine schedule and room above the LR, and a
+    smaller batch (:func:`smaller`) when one was measured; the smaller batch goes before
+    the decayed LR when its steps are cheap (:func:`small_batch_first`)."""
     steps = 100  # only sets the warmup fraction of the seed
     rule = spaces.convergence_seed(plan.space, plan.base, systems_values(top[0].train), 1, steps)
     first = {**rule, "systems": 0}
-    more = [decayed(plan.space, first), smaller(plan, top, steps)]
+    high, small = decayed(plan.space, first), smaller(plan, top, steps)
+    more = [small, high] if small is not None and small_batch_first(top, small) else [high, small]
     return [first, *(seed for seed in more if seed is not None)]
+
+
+def step_rate_gain(top: list[Measured], index: int) -> float:
+    """How many more optimizer steps per second ``top[index]`` runs than ``top[0]`` (the
+    baseline's micro-batch), from their measured samples/s."""
+
+    def steps_per_s(run: Measured) -> float:
+        return run.samples_per_s / (run.train.micro_batch_size * run.train.world_size)
+
+    return steps_per_s(top[index]) / steps_per_s(top[0])
+
+
+def small_batch_first(top: list[Measured], seed: dict[str, Any]) -> bool:
+    """Whether the small-batch ``seed`` should run before the decayed-LR one: when its
+    steps run at least _SMALL_FIRST_STEP_GAIN x as fast as the baseline batch's. The search
+    may afford only two seeded trials (hf_gpt2: start-up and the confirmation's reserve
+    left room for two), so the likelier winner goes first."""
+    return step_rate_gain(top, seed["systems"]) >= _SMALL_FIRST_STEP_GAIN
 
 
 def smaller(plan: ConvergencePlan, top: list[Measured], steps: int) -> dict[str, Any] | None:

@@ -15,9 +15,12 @@ from autotune._units import format_bytes
 from autotune.config import EveryK, Measured, Spread, TrainConfig, TunedConfig
 from autotune.search import redact
 
-__all__ = ["tuned_tables"]
+__all__ = ["REPRODUCTION_TOLERANCE", "reproduction", "tuned_tables"]
 
 _NONE = "[dim]-[/]"
+# Issue 5's bound on `autotune run -c tuned.yaml` against the recorded samples/s; the same
+# config in fresh processes varies 6-25% on a 2-core CPU, so a wider gap means a change.
+REPRODUCTION_TOLERANCE = 0.10
 
 
 def tuned_tables(tuned: TunedConfig, source: str) -> list[Table]:
@@ -104,6 +107,30 @@ def _evidence(measured: Measured) -> Table:
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
     table.add_row("MFU", f"{measured.mfu:.1%}" if measured.mfu is not None else _NONE)
     return table
+
+
+def reproduction(samples_per_s: float, measured: Measured) -> tuple[bool, str]:
+    """Whether ``samples_per_s``, from a run of the tuned config, is within
+    REPRODUCTION_TOLERANCE of what ``measured`` records, and a sentence that says so (with
+    the likely cause and the fix when it is not)."""
+    recorded, spread = measured.throughput_samples_per_s, measured.throughput_spread
+    ratio = samples_per_s / recorded
+    device = measured.device
+    text = (
+        f"{ratio:.0%} of the {_rate(recorded, spread)} tuned.yaml records on "
+        f"{device.count} x {device.kind} {escape(device.name)}"
+    )
+    if abs(ratio - 1.0) <= REPRODUCTION_TOLERANCE:
+        return True, f"{text}: reproduced within {REPRODUCTION_TOLERANCE:.0%}"
+    if spread is not None and spread.low <= samples_per_s <= spread.high:
+        return False, (
+            f"{text}: outside {REPRODUCTION_TOLERANCE:.0%}, inside the range the search's own "
+            f"runs spanned (this machine's speed drifts between runs)"
+        )
+    return False, (
+        f"{text}: not reproduced. Is this machine busy, or another one (a VM may give one "
+        f"CPU name to hosts with and without fast bf16)? Run `autotune search` here."
+    )
 
 
 def _rate(value: float, spread: Spread | None) -> str:

@@ -28,7 +28,7 @@ from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
 from autotune._search_view import SearchView, result_table, top_table
 from autotune._tables import key_value_table
-from autotune._tuned_view import tuned_tables
+from autotune._tuned_view import reproduction, tuned_tables
 from autotune._units import format_bytes, parse_bytes, parse_duration
 from autotune.config import TrainConfig, TunedConfig, load_tuned_config
 from autotune.errors import AutotuneError, ConfigError
@@ -142,7 +142,8 @@ def run(
         )
     with _user_errors(), _scratch_dirs():
         task = load_task(task_file)
-        train_config = load_tuned_config(config).train if config else task.baseline_config()
+        tuned = load_tuned_config(config) if config else None
+        train_config = tuned.train if tuned else task.baseline_config()
         options = RunOptions(
             steps=steps,
             seed=seed,
@@ -164,6 +165,9 @@ def run(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(result.model_dump(), indent=1) + "\n")
     out.print(_summary_table(result.summary, train_config))
+    if tuned is not None and tuned.measured is not None:
+        same, line = reproduction(result.summary.samples_per_s, tuned.measured)
+        (out if same else err).print(f"[bold]vs tuned.yaml:[/] {line}")
     if result.summary.stopped_reason:
         err.print(f"[bold red]training stopped:[/] {result.summary.stopped_reason}")
         raise typer.Exit(1)

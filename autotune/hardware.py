@@ -42,6 +42,7 @@ __all__ = [
     "cache_path",
     "default_cache_dir",
     "describe_device",
+    "instruction_set",
     "measure_bandwidth",
     "measure_hardware",
     "measure_matmul_flops",
@@ -101,6 +102,13 @@ class HardwareInfo(BaseModel):
     )
     cpu_cores: int = Field(ge=1, description="CPU cores this process may run on (affinity).")
     cpu_threads: int = Field(ge=1, description="torch intra-op threads used while measuring.")
+    instruction_set: str = Field(
+        default="unknown",
+        description=(
+            "What the device's kernels can use (see :func:`instruction_set`); part of the "
+            "cache key: one model name can hide hosts 100x apart in bf16 matmul."
+        ),
+    )
     torch_version: str = Field(description="torch.__version__ of the measuring process.")
     peak_flops: dict[str, float] = Field(
         description=(
@@ -149,6 +157,31 @@ def describe_device(device: torch.device | str | None = None) -> DeviceInfo:
             memory_bytes=torch.cuda.get_device_properties(index).total_memory,
         )
     return DeviceInfo(kind="cpu", name=_cpu_name(), count=1, memory_bytes=_total_ram())
+
+
+def instruction_set(device: torch.device | str | None = None) -> str:
+    """What ``device``'s kernels can use: on CPU torch's vector dispatch level and whether
+    oneDNN has native bf16 and fp16 kernels (e.g. ``"AVX2 bf16=no fp16=no"``); on CUDA the
+    compute capability. A VM reports one model name ("AMD EPYC") for hosts with and without
+    AVX512-BF16, where bf16 matmul measured 2-3x fp32 on one and 0.012x on the other: a
+    cached peak is only valid on the same instruction set."""
+    target = _resolve_device(device)
+    if target.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(_cuda_index(target))
+        return f"sm_{major}{minor}"
+    return (
+        f"{torch.backends.cpu.get_cpu_capability()} "
+        f"bf16={_onednn_has('bf16')} fp16={_onednn_has('fp16')}"
+    )
+
+
+def _onednn_has(dtype: Literal["bf16", "fp16"]) -> str:
+    """'yes'/'no' from oneDNN's own CPU check, 'unknown' where this torch build has none."""
+    try:
+        check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{dtype}_supported")
+        return "yes" if check() else "no"
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 def _resolve_device(device: torch.device | str | None) -> torch.device:
@@ -397,6 +430,7 @@ def measure_hardware(
         device=describe_device(target),
         cpu_cores=_cpu_cores(),
         cpu_threads=torch.get_num_threads(),
+        instruction_set=instruction_set(target),
         torch_version=torch.__version__,
         peak_flops=peaks,
         bf16_supported=support["bf16"],
@@ -448,18 +482,20 @@ def probe_hardware(
 ) -> HardwareInfo:
     """This machine's :class:`HardwareInfo`, measured once and cached per machine.
 
-    The cache key is the device kind, name and count, the torch version and the torch
-    thread count (each changes the peaks). A cached result is returned at once without
-    measuring unless ``refresh`` is set; an unreadable, corrupt, schema-mismatched or
-    foreign cache file is ignored, re-measured and rewritten (atomically). Failing to write
-    the cache only logs a warning. ``cache_dir`` defaults to :func:`default_cache_dir`;
-    ``budget_s`` bounds the measuring (see :func:`measure_hardware`).
+    The cache key is the device kind, name and count, its :func:`instruction_set`, the
+    torch version and the torch thread count (each changes the peaks). A cached result is
+    returned at once without measuring unless ``refresh`` is set; an unreadable, corrupt,
+    schema-mismatched or foreign cache file is ignored, re-measured and rewritten
+    (atomically). Failing to write the cache only logs a warning. ``cache_dir`` defaults
+    to :func:`default_cache_dir`; ``budget_s`` bounds the measuring (see
+    :func:`measure_hardware`).
     """
     target = _resolve_device(device)
     facts = describe_device(target)
-    path = cache_path(facts, cache_dir)
+    isa = instruction_set(target)
+    path = cache_path(facts, cache_dir, isa=isa)
     if not refresh:
-        cached = _read_cache(path, facts)
+        cached = _read_cache(path, facts, isa)
         if cached is not None:
             return cached
     info = measure_hardware(target, budget_s=budget_s)
@@ -479,32 +515,37 @@ def cache_path(
     *,
     torch_version: str | None = None,
     threads: int | None = None,
+    isa: str | None = None,
 ) -> Path:
-    """The cache file for ``device`` under this torch version and thread count.
+    """The cache file for ``device`` under this torch version, thread count and
+    instruction set.
 
-    ``torch_version`` and ``threads`` default to the running process's.
+    ``torch_version``, ``threads`` and ``isa`` default to the running process's
+    (``isa``: :func:`instruction_set` of a device of ``device.kind``).
     """
     key = _cache_key(
         device,
         torch.__version__ if torch_version is None else torch_version,
         torch.get_num_threads() if threads is None else threads,
+        instruction_set(device.kind) if isa is None else isa,
     )
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return (cache_dir or default_cache_dir()) / f"hardware-{device.kind}-{digest}.json"
 
 
-def _cache_key(device: DeviceInfo, torch_version: str, threads: int) -> dict[str, object]:
+def _cache_key(device: DeviceInfo, torch_version: str, threads: int, isa: str) -> dict[str, object]:
     return {
         "schema_version": 1,
         "kind": device.kind,
         "name": device.name,
         "count": device.count,
+        "instruction_set": isa,
         "torch_version": torch_version,
         "threads": threads,
     }
 
 
-def _read_cache(path: Path, device: DeviceInfo) -> HardwareInfo | None:
+def _read_cache(path: Path, device: DeviceInfo, isa: str) -> HardwareInfo | None:
     """The cached info at ``path`` if it is valid and for this machine, else None."""
     try:
         info = HardwareInfo.model_validate_json(path.read_bytes())
@@ -513,8 +554,9 @@ def _read_cache(path: Path, device: DeviceInfo) -> HardwareInfo | None:
     except (OSError, ValidationError) as exc:
         log.warning("Ignoring unreadable hardware cache %s (%s); re-measuring.", path, exc)
         return None
-    expected = _cache_key(device, torch.__version__, torch.get_num_threads())
-    if _cache_key(info.device, info.torch_version, info.cpu_threads) != expected:
+    expected = _cache_key(device, torch.__version__, torch.get_num_threads(), isa)
+    found = _cache_key(info.device, info.torch_version, info.cpu_threads, info.instruction_set)
+    if found != expected:
         log.warning("Ignoring hardware cache %s: it is for another machine.", path)
         return None
     return info

@@ -21,7 +21,16 @@ from autotune.profiler import ProbeReport
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
 
-__all__ = ["GridRun", "Missed", "Timed", "grid_points", "interleaved", "run_grid", "spread"]
+__all__ = [
+    "GridRun",
+    "Missed",
+    "Timed",
+    "grid_points",
+    "interleaved",
+    "run_grid",
+    "runnable",
+    "spread",
+]
 
 _CONTINUOUS = ("lr", "warmup_fraction", "min_lr_ratio", "weight_decay")
 _OPEN_ENDED_STEPS = 1_000_000  # a constant-schedule run is stopped by its watch, not its length
@@ -67,6 +76,25 @@ def grid_points(space: spaces.SearchSpace, lr_points: int) -> list[dict[str, Any
     if lr is not None:
         axes["lr_multiplier" if lr.relative else "lr"] = _log_even(lr.low, lr.high, lr_points)
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def runnable(
+    points: Sequence[dict[str, Any]], report: ProbeReport
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The points whose precision and checkpointing the probe kept, and one line per
+    variant it ruled out (with its reason): the search's space loses them the same way, so
+    the grid stays over the same space (bf16 on a CPU without AVX512-BF16 runs at 0.01x
+    fp32's matmul peak: every such point would only burn its time cap)."""
+    kept: list[dict[str, Any]] = []
+    removed: dict[str, str] = {}
+    for values in points:
+        mode = values.get("activation_checkpointing", "none")
+        variant = report.variant(values["precision"], "none" if mode == "none" else "full")
+        if variant.viable:
+            kept.append(values)
+        else:
+            removed[variant.name] = f"{variant.name} removed: {variant.reason}"
+    return kept, list(removed.values())
 
 
 def _log_even(low: float, high: float, points: int) -> list[float]:

@@ -166,7 +166,10 @@ def _baseline_time(baseline: BaselineRun) -> float:
 def _run_grid(
     args: argparse.Namespace, baseline: BaselineRun, report: ProbeReport, trials: Trialist
 ) -> list[_grid.GridRun]:
-    points = _grid.grid_points(spaces.load_space(str(args.grid_space)), args.lr_points)
+    every = _grid.grid_points(spaces.load_space(str(args.grid_space)), args.lr_points)
+    points, removed = _grid.runnable(every, report)
+    for line in removed:
+        _say(f"grid: {line}")
     cap = GRID_CAP * _baseline_time(baseline)
     return _grid.run_grid(
         points,

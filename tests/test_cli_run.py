@@ -16,7 +16,9 @@ import yaml
 from typer.testing import CliRunner
 
 from autotune.cli import app
+from autotune.config import save_tuned_config
 from autotune.runtime import CHECKPOINT_NAME
+from tests._tuned import make_tuned
 from tests.conftest import TINY_TASK
 
 runner = CliRunner()
@@ -70,6 +72,24 @@ def test_full_tuned_config(write_task: Callable[[str], Path], tmp_path: Path) ->
     _run(str(write_task(TINY_TASK)), "-c", str(config), "--steps", "3", "--json", str(out))
     summary = json.loads(out.read_text())["summary"]
     assert summary["precision"] == "bf16-mixed" and summary["global_batch_size"] == 32
+
+
+def test_a_run_of_a_tuned_yaml_says_whether_it_reproduced_the_recorded_throughput(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A tuned.yaml measured at an impossible 1e12 samples/s is not reproduced by any
+    machine: the run still succeeds, and stderr says so with the fix."""
+    tuned = make_tuned(
+        micro_batch_size=8, grad_accum_steps=1, precision="32-true", activation_checkpointing="none"
+    )
+    tuned = tuned.model_copy(
+        update={"measured": tuned.measured.model_copy(update={"throughput_samples_per_s": 1e12})}
+    )
+    config = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned, config)
+    result = _run(str(write_task(TINY_TASK)), "-c", str(config), "--steps", "12")
+    assert "vs tuned.yaml:" in result.output and "not reproduced" in result.output
+    assert "Run `autotune search` here" in result.output
 
 
 def test_summary_table_is_printed(write_task: Callable[[str], Path]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from autotune.hardware import (
     HardwareInfo,
     cache_path,
     describe_device,
+    instruction_set,
     measure_bandwidth,
     measure_matmul_flops,
     mfu,
@@ -48,6 +50,7 @@ def make_info(
         "device": device,
         "cpu_cores": 2,
         "cpu_threads": torch.get_num_threads(),
+        "instruction_set": instruction_set(CPU),
         "torch_version": torch.__version__,
         "peak_flops": peaks or {"fp32": 1e11, "bf16": 2e11, "fp16": 4e9},
         "bf16_supported": True,
@@ -223,9 +226,29 @@ def test_cache_file_of_another_machine_is_ignored(
     assert info.device == describe_device(CPU)
 
 
+def test_cache_of_another_instruction_set_is_ignored(
+    tmp_path: Path, fake_measure: FakeMeasure
+) -> None:
+    """A VM names its CPU "AMD EPYC" on hosts with and without AVX512-BF16; a peak measured
+    on one (bf16 2-3x fp32) must not be read on the other (bf16 0.012x fp32)."""
+    path = cache_path(describe_device(CPU), tmp_path)
+    foreign = make_info(instruction_set="AVX512 bf16=yes fp16=yes" + " (another host)")
+    path.write_text(foreign.model_dump_json())
+    info = probe_hardware(CPU, cache_dir=tmp_path)
+    assert fake_measure.calls == 1
+    assert info.instruction_set == instruction_set(CPU)
+
+
+def test_instruction_set_names_the_dispatch_level_and_onednn_dtypes() -> None:
+    isa = instruction_set(CPU)
+    assert isa.startswith(torch.backends.cpu.get_cpu_capability() + " ")
+    assert re.fullmatch(r"\S+ bf16=(yes|no|unknown) fp16=(yes|no|unknown)", isa)
+
+
 def test_cache_key_changes_with_torch_version_and_threads(tmp_path: Path) -> None:
     device = describe_device(CPU)
     here = cache_path(device, tmp_path)
+    assert cache_path(device, tmp_path, isa="AVX512 bf16=yes fp16=yes") != here
     assert cache_path(device, tmp_path, torch_version="0.0.1") != here
     assert cache_path(device, tmp_path, threads=torch.get_num_threads() + 1) != here
     other = DeviceInfo(kind="cpu", name=device.name + " v2", count=1, memory_bytes=None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
+from autotune._tuned_view import reproduction
 from autotune.cli import app
 from autotune.config import save_tuned_config
 from tests._tuned import make_tuned
@@ -92,3 +93,18 @@ def test_malformed_yaml(tmp_path: Path) -> None:
     result = show(path)
     assert result.exit_code == 2
     assert re.search(r"tuned\.yaml:\d+: malformed YAML", error_line(result))
+
+
+def test_reproduction_is_judged_against_the_recorded_rate_and_range() -> None:
+    measured = make_tuned().measured  # records 812.5 samples/s, its runs 790.0-830.1
+    assert measured is not None
+    same, line = reproduction(750.0, measured)  # 92%
+    assert same and line.startswith("92% of the 812.5 samples/s")
+    assert "reproduced within 10%" in line
+    drift, line = reproduction(725.0, measured)  # 89%: outside, and below the recorded range
+    assert not drift and "not reproduced" in line and "Run `autotune search` here" in line
+    wide = measured.model_copy(
+        update={"throughput_spread": measured.throughput_spread.model_copy(update={"low": 700.0})}
+    )
+    inside, line = reproduction(725.0, wide)
+    assert not inside and "inside the range the search's own runs spanned" in line

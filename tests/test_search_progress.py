@@ -11,8 +11,10 @@ import pytest
 
 from autotune import stability
 from autotune.config import TrainConfig
+from autotune.runtime import StepRecord
 from autotune.search._convergence import (
     ConvergencePlan,
+    baseline_repeat,
     best_time,
     decayed,
     fastest_realisation,
@@ -23,6 +25,7 @@ from autotune.search._convergence import (
     systems_values,
 )
 from autotune.search._progress import standing, status_of, top_configs
+from autotune.search._systems import Dominated
 from autotune.search._types import BaselineRun, Measured, small_batch_size
 from autotune.space import load_space, to_train_config
 
@@ -261,3 +264,56 @@ def test_the_small_batch_seed_runs_second_only_where_its_steps_are_cheap() -> No
     mlp_order = [(s["systems"], s["schedule"]) for s in _seeds(plan, mlp_like)]
     assert gpt_order == [(0, "constant"), (2, "constant"), (0, "cosine")]
     assert mlp_order == [(0, "constant"), (0, "cosine"), (2, "constant")]
+
+
+def test_the_baseline_run_is_the_trial_of_a_config_that_repeats_it() -> None:
+    """Same seed and data order: the seed that is the baseline's own config (fp32 where the
+    probe ruled bf16 out) takes the baseline's run instead of re-running it."""
+    plan = _plan_with_baseline_at(20.0)
+    base = plan.baseline.run.train
+    spanned = base.model_copy(
+        update={"schedule": base.schedule.model_copy(update={"total_steps": 200})}
+    )
+    repeat = baseline_repeat(plan.baseline, spanned)  # a constant LR's span changes nothing
+    assert repeat is not None and repeat.time_to_target_s == 20.0 and repeat.train == spanned
+    faster_lr = base.model_copy(
+        update={"optimizer": base.optimizer.model_copy(update={"lr": 2e-3})}
+    )
+    assert baseline_repeat(plan.baseline, faster_lr) is None
+    cosine = spanned.model_copy(
+        update={"schedule": spanned.schedule.model_copy(update={"name": "cosine"})}
+    )
+    assert baseline_repeat(plan.baseline, cosine) is None
+    missed = plan.baseline.model_copy(
+        update={"run": plan.baseline.run.model_copy(update={"time_to_target_s": None})}
+    )
+    assert baseline_repeat(missed, spanned) is None  # nothing to reuse: it must run
+
+
+def _step(step: int, rate: float) -> StepRecord:
+    return StepRecord(
+        step=step,
+        loss=2.0,
+        elapsed_s=float(step),
+        samples=step,
+        step_time_s=1.0,
+        samples_per_s=rate,
+        lr=1e-3,
+    )
+
+
+def test_a_larger_batch_slower_than_a_smaller_one_stops_at_its_first_timed_step() -> None:
+    """tiny_gpt on an AVX2 CPU: micro 16 ran at 71 samples/s, micro 512 at 39 (4 steps of
+    13 s): slower in samples and in steps per second, it cannot win either phase."""
+    measured_runs = [_measured(16, 71.2, "32-true"), _measured(4, 44.0, "32-true")]
+    big = TrainConfig(micro_batch_size=512, optimizer={"lr": 1e-3})
+    watch = Dominated(big, measured_runs, burn_in=1)
+    assert not watch(_step(1, 10.0))  # burn-in: never judged
+    assert watch(_step(2, 39.4))
+    assert watch.reason is not None and "the 71.2 of the smaller batch 16" in watch.reason
+    close = Dominated(big, measured_runs, burn_in=1)
+    assert not close(_step(2, 60.0))  # within 0.8x: one step's noise, measured whole
+    small = Dominated(TrainConfig(micro_batch_size=8, optimizer={"lr": 1e-3}), measured_runs, 1)
+    assert not small(_step(2, 40.0))  # judged against batch 4's 44 alone (16 is larger)
+    first = Dominated(TrainConfig(micro_batch_size=4, optimizer={"lr": 1e-3}), measured_runs, 1)
+    assert first.best is None and not first(_step(2, 0.1))  # nothing smaller measured

@@ -28,6 +28,7 @@ from autotune.search._types import REAL_GAIN, BaselineRun, Budget, Measured, sma
 
 __all__ = [
     "ConvergencePlan",
+    "baseline_repeat",
     "decayed",
     "fastest_realisation",
     "make_pruner",
@@ -272,6 +273,12 @@ def _run_one(
     values, systems = fastest_realisation(values, systems, plan.systems)
     steps = _planned_steps(plan, values, systems, time_cap)
     config = spaces.to_train_config(values, plan.base, steps)
+    trial.set_user_attr("train", config.model_dump_json())
+    repeat = baseline_repeat(plan.baseline, config)
+    if repeat is not None:  # the first seed, where no faster precision is left
+        trial.set_user_attr("status", "OK")
+        trial.set_user_attr("reason", "not run: the baseline's run is this config's run")
+        return _tell(trial, repeat, False, time_cap)
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
@@ -280,8 +287,26 @@ def _run_one(
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None
     trial.set_user_attr("status", result.status.value)
     trial.set_user_attr("reason", result.reason)
-    trial.set_user_attr("train", config.model_dump_json())
-    return _tell(trial, run, watch, time_cap)
+    return _tell(trial, run, watch.gave_up, time_cap)
+
+
+def baseline_repeat(baseline: BaselineRun, config: TrainConfig) -> Measured | None:
+    """The baseline's run as ``config``'s, when ``config`` is the baseline's (a constant
+    schedule's span aside: it changes no LR) and that run reached the target; else None.
+    Every run shares the seed and the data order, so running it again would only re-time
+    the same loss curve. The first seed is the baseline itself wherever no faster precision
+    survived the probe (a CPU without AVX512-BF16): tiny_gpt's takes 27 s of 300."""
+    run = baseline.run
+    if run.time_to_target_s is None or _spanless(config) != _spanless(run.train):
+        return None
+    return run.model_copy(update={"train": config})
+
+
+def _spanless(config: TrainConfig) -> TrainConfig:
+    schedule = config.schedule
+    if schedule.name != "constant" or schedule.warmup_steps:
+        return config
+    return config.model_copy(update={"schedule": schedule.model_copy(update={"total_steps": None})})
 
 
 def fastest_realisation(
@@ -356,13 +381,13 @@ def _pruning(trial: optuna.Trial, beat_s: float | None) -> Callable[[float, floa
 
 
 def _tell(
-    trial: optuna.Trial, run: Measured | None, watch: TargetWatch, time_cap: float
+    trial: optuna.Trial, run: Measured | None, gave_up: bool, time_cap: float
 ) -> optuna.trial.FrozenTrial:
     study = trial.study
     if run is None:
         return study.tell(trial, state=optuna.trial.TrialState.FAIL)
     trial.set_user_attr("run", run.model_dump_json())
-    if watch.gave_up:
+    if gave_up:
         return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     verdict = stability.verdict(run.losses)
     trial.set_user_attr("stability", "; ".join(verdict.reasons))

@@ -25,7 +25,7 @@ from autotune.search._convergence import (
     systems_values,
 )
 from autotune.search._progress import standing, status_of, top_configs
-from autotune.search._systems import Dominated
+from autotune.search._systems import Dominated, beyond_a_slower
 from autotune.search._types import BaselineRun, Measured, small_batch_size
 from autotune.space import load_space, to_train_config
 
@@ -317,3 +317,31 @@ def test_a_larger_batch_slower_than_a_smaller_one_stops_at_its_first_timed_step(
     assert not small(_step(2, 40.0))  # judged against batch 4's 44 alone (16 is larger)
     first = Dominated(TrainConfig(micro_batch_size=4, optimizer={"lr": 1e-3}), measured_runs, 1)
     assert first.best is None and not first(_step(2, 0.1))  # nothing smaller measured
+
+
+def _study_with_best(run: Measured) -> optuna.Study:
+    study = optuna.create_study()
+    attrs = {"reached": True, "run": run.model_dump_json()}
+    study.add_trial(optuna.trial.create_trial(value=5.0, user_attrs=attrs))
+    return study
+
+
+def test_an_fp32_best_reserves_no_fp32_check() -> None:
+    """fp32 is its own reference: the reserve for its confirmation holds no extra run (on
+    a CPU without fast bf16 that run kept tiny_gpt's search from its small-batch seed)."""
+    plan = _plan_with_baseline_at(20.0)
+    fp32 = _measured(4, 50.0, "32-true").model_copy(update={"time_to_target_s": 5.0})
+    bf16 = _measured(4, 50.0, "bf16-mixed").model_copy(update={"time_to_target_s": 5.0})
+    assert plan.reserve_for(_study_with_best(fp32)) == plan.reserve_now(5.0, check_free=True)
+    assert plan.reserve_for(_study_with_best(bf16)) == plan.reserve_now(5.0)
+
+
+def test_no_batch_is_measured_beyond_one_of_its_kind_that_was_slower() -> None:
+    def config(micro: int, precision: str = "32-true") -> TrainConfig:
+        return TrainConfig(micro_batch_size=micro, precision=precision, optimizer={"lr": 1e-3})
+
+    slower = [config(128)]  # stopped: under 0.8x micro 16's samples/s
+    skip = beyond_a_slower(config(512), slower)
+    assert skip is not None and "the smaller batch 128 of this kind" in skip["reason"]
+    assert beyond_a_slower(config(64), slower) is None  # smaller than the slow one
+    assert beyond_a_slower(config(512, "bf16-mixed"), slower) is None  # another kind

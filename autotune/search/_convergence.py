@@ -104,9 +104,15 @@ class ConvergencePlan:
     def reserve_for(self, study: optuna.Study) -> float:
         """:meth:`reserve_now` for the study's best trial so far."""
         top = winners(study)
+        return self.reserve_now(best_time(study), check_free=bool(top) and self._free(top[0]))
+
+    def _free(self, winner: Measured) -> bool:
+        """Whether ``winner``'s stability check runs nothing: fp32 is its own reference,
+        and the baseline is the fp32 run of the baseline's config in reduced precision."""
+        if winner.train.precision == "32-true":
+            return True
         known = [self.baseline.run]
-        free = bool(top) and known_reference(top[0], known, self.baseline.target_loss) is not None
-        return self.reserve_now(best_time(study), check_free=free)
+        return known_reference(winner, known, self.baseline.target_loss) is not None
 
 
 def systems_values(config: TrainConfig) -> dict[str, Any]:

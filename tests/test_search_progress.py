@@ -25,7 +25,7 @@ from autotune.search._convergence import (
     systems_values,
 )
 from autotune.search._progress import standing, status_of, top_configs
-from autotune.search._systems import Dominated, beyond_a_slower
+from autotune.search._systems import Dominated, beyond_saturation
 from autotune.search._types import BaselineRun, Measured, small_batch_size
 from autotune.space import load_space, to_train_config
 
@@ -336,12 +336,28 @@ def test_an_fp32_best_reserves_no_fp32_check() -> None:
     assert plan.reserve_for(_study_with_best(bf16)) == plan.reserve_now(5.0)
 
 
-def test_no_batch_is_measured_beyond_one_of_its_kind_that_was_slower() -> None:
-    def config(micro: int, precision: str = "32-true") -> TrainConfig:
-        return TrainConfig(micro_batch_size=micro, precision=precision, optimizer={"lr": 1e-3})
+def test_no_batch_is_measured_past_where_samples_per_s_stopped_rising() -> None:
+    """tiny_gpt on an AVX2 CPU: 50, 73 and 71 samples/s at 4, 16 and 64: 128 and 512
+    (54 and 39 when measured, 30 s for 512 alone) are not measured."""
+    runs = [_measured(4, 50.1, "32-true"), _measured(16, 73.3, "32-true")]
+    flat = [*runs, _measured(64, 71.3, "32-true")]
+    big = TrainConfig(micro_batch_size=512, precision="32-true", optimizer={"lr": 1e-3})
+    skip = beyond_saturation(big, flat)
+    assert skip is not None and "(16: 73.3, 64: 71.3)" in skip["reason"]
+    assert beyond_saturation(big, runs) is None  # still rising from 4 to 16
+    rising = [*runs, _measured(64, 80.0, "32-true")]  # 1.09x: measure on
+    assert beyond_saturation(big, rising) is None
+    assert beyond_saturation(big.model_copy(update={"precision": "bf16-mixed"}), flat) is None
+    assert beyond_saturation(flat[2].train, flat[:2]) is None  # 64 itself is judged by 4, 16
 
-    slower = [config(128)]  # stopped: under 0.8x micro 16's samples/s
-    skip = beyond_a_slower(config(512), slower)
-    assert skip is not None and "the smaller batch 128 of this kind" in skip["reason"]
-    assert beyond_a_slower(config(64), slower) is None  # smaller than the slow one
-    assert beyond_a_slower(config(512, "bf16-mixed"), slower) is None  # another kind
+
+def test_the_baseline_is_as_long_as_lets_the_confirmation_fit_in_forty_percent() -> None:
+    from autotune.search import baseline_seconds
+
+    assert baseline_seconds(3600, pairs=3) < 0.08 * 3600
+    five_minutes = baseline_seconds(300, pairs=3)
+    assert five_minutes == pytest.approx((0.4 * 300 / 3 - 6.0) / 2.3)  # 14.8 s, not 24
+    # the confirmation of a winner as slow as 1.3x the baseline: 3 pairs in 40% of 300 s
+    assert 3 * (five_minutes * 2.3 + 6.0) == pytest.approx(0.4 * 300)
+    assert baseline_seconds(30, pairs=3) == 3.0  # never under one process start-up
+    assert baseline_seconds(3600, pairs=1) == pytest.approx(0.08 * 3600)  # 8% binds

@@ -56,12 +56,19 @@ __all__ = [
     "SearchOutcome",
     "Standing",
     "TopConfig",
+    "baseline_seconds",
     "redact",
     "run_search",
     "study_summary",
 ]
 
 _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
+# ... but no longer than lets the confirmation fit in this share of the budget: each of its
+# pairs re-runs the baseline to the target and the winner (planned at up to 1.3x the best,
+# which starts as the baseline's time). On a CPU without fast bf16, tiny_gpt's 8% baseline
+# (22 s to the target) left a 178 s confirmation reserve: not one trial beyond the seed fit.
+_CONFIRM_SHARE = 0.4
+_WINNER_MARGIN = 1.3  # the convergence phase's _CANNOT_WIN_MARGIN
 _MIN_BASELINE_STEPS = 30
 _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
 _STARTUP_S = 3.0  # per trial process: torch import, model build
@@ -249,7 +256,7 @@ def _baseline(
 ) -> BaselineRun:
     variant = report.variant(base.precision, "none")
     step_s = variant.predict_step_time_s(base.micro_batch_size) * base.grad_accum_steps
-    steps = round(_BASELINE_SHARE * options.budget_s / step_s)
+    steps = round(baseline_seconds(options.budget_s, options.confirm_pairs) / step_s)
     steps = min(_MAX_BASELINE_STEPS, max(_MIN_BASELINE_STEPS, steps))
     result = trials.run(base, steps)
     run = measured(result, base, None) if ok(result) else None
@@ -261,6 +268,14 @@ def _baseline(
     target, source = _target(run, task, options)
     tt = Measured.model_validate({**run.model_dump(), "time_to_target_s": _tt(run, target)})
     return BaselineRun(run=tt, steps=steps, target_loss=target, target_from=source)
+
+
+def baseline_seconds(budget_s: float, pairs: int) -> float:
+    """How long the baseline trains: _BASELINE_SHARE of the budget, or less where the
+    confirmation's ``pairs`` (each a baseline run and a winner run, plus two start-ups)
+    would not fit in _CONFIRM_SHARE of it; never under one start-up's worth."""
+    per_pair = _CONFIRM_SHARE * budget_s / pairs - 2 * _STARTUP_S
+    return max(_STARTUP_S, min(_BASELINE_SHARE * budget_s, per_pair / (1 + _WINNER_MARGIN)))
 
 
 def _target(run: Measured, task: Task, options: SearchOptions) -> tuple[float, str]:

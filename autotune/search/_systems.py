@@ -26,7 +26,7 @@ from autotune.search._types import Measured, small_batch_size
 __all__ = [
     "Candidate",
     "Dominated",
-    "beyond_a_slower",
+    "beyond_saturation",
     "measure_systems",
     "predict_systems",
     "same_kind",
@@ -46,6 +46,9 @@ _MIN_MEASURE_CAP_S = 60.0  # first steps of a compiled or cold model can take te
 # tiny_gpt on an AVX2 CPU: micro 512 ran at 39 samples/s against 71 at micro 16 (the probe's
 # 8-32 fit had predicted it fastest), and its 4 steps of 13 s took a third of the budget.
 _DOMINATED_SHARE = 0.8
+# A batch must run this many times the samples/s of the best smaller one of its kind for
+# a larger one still to be measured: past it, the gain is within one measurement's noise.
+_RISING = 1.05
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,6 @@ def measure_systems(
     ]
     # Smallest batch first: each larger one is then judged against every smaller one.
     chosen = sorted(_diverse(candidates, how_many, anchor), key=lambda c: c.config.global_batch)
-    slower: list[TrainConfig] = []  # stopped as dominated
     for candidate in chosen:
         if _key(spaces.encode_params(candidate.values)) in recorded:
             continue
@@ -168,15 +170,13 @@ def measure_systems(
             "predicted_samples_per_s": candidate.samples_per_s,
             "predicted_peak_bytes": candidate.peak_bytes,
         }
-        skip = beyond_a_slower(candidate.config, slower)
+        skip = beyond_saturation(candidate.config, runs)
         if skip is not None:
             _record(study, grid, candidate.values, None, {**attrs, "status": "PRUNED", **skip})
             continue
         run, found = _measure_one(candidate, runs, trials)
         if run is not None:
             runs.append(run)
-            if found.get("dominated"):
-                slower.append(candidate.config)
         _record(study, grid, candidate.values, run.samples_per_s if run else None, attrs | found)
     return sorted(runs, key=lambda m: -m.samples_per_s)
 
@@ -199,26 +199,40 @@ def _measure_one(
     attrs: dict[str, Any] = {
         "status": result.status.value,
         "reason": watch.reason or result.reason,
-        "dominated": watch.reason is not None,
     }
     if run is not None:
         attrs["run"] = run.model_dump_json()
     return run, attrs
 
 
-def beyond_a_slower(config: TrainConfig, slower: list[TrainConfig]) -> dict[str, str] | None:
-    """Attrs that skip ``config`` when a smaller batch of the same kind (precision,
-    checkpointing, ranks, compile) was already stopped as slower than a smaller one still:
-    samples/s over batch size rises, then falls once a batch spills the caches, and does not
-    rise again (tiny_gpt on an AVX2 CPU: 73, 71, 54 and 39 samples/s at 16, 64, 128, 512;
-    the 512 measurement alone took 30 s of a 300 s budget). None: measure it."""
-    for small in slower:
-        if same_kind(small, config) and small.global_batch < config.global_batch:
-            return {
-                "reason": f"not measured: the smaller batch {small.global_batch} of this "
-                "kind was already slower than a smaller one still",
-            }
-    return None
+def beyond_saturation(config: TrainConfig, runs: list[Measured]) -> dict[str, str] | None:
+    """Attrs that skip ``config`` when the samples/s of its kind (precision,
+    checkpointing, ranks, compile) stopped rising with the batch: the largest measured
+    smaller batch of the kind runs under _RISING x the best of the ones below it. Samples/s
+    over batch size rises, then flattens or falls once a batch fills the device or spills
+    the caches, and does not rise again (tiny_gpt on an AVX2 CPU: 50, 73, 71, 54 and 39
+    samples/s at 4, 16, 64, 128 and 512; the 512 measurement alone took 30 s of a 300 s
+    budget). A larger global batch is still tried, by accumulation. None: measure it."""
+    kind = sorted(
+        (
+            r
+            for r in runs
+            if same_kind(r.train, config) and r.train.global_batch < config.global_batch
+        ),
+        key=lambda r: r.train.global_batch,
+    )
+    if len(kind) < 2:
+        return None
+    last, before = kind[-1], max(kind[:-1], key=lambda r: r.samples_per_s)
+    if last.samples_per_s >= _RISING * before.samples_per_s:
+        return None
+    return {
+        "reason": (
+            f"not measured: samples/s stopped rising with the batch ({before.train.global_batch}: "
+            f"{before.samples_per_s:,.1f}, {last.train.global_batch}: {last.samples_per_s:,.1f}); "
+            "a larger batch of this kind is no faster"
+        )
+    }
 
 
 def same_kind(a: TrainConfig, b: TrainConfig) -> bool:

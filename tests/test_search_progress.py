@@ -361,3 +361,24 @@ def test_the_baseline_is_as_long_as_lets_the_confirmation_fit_in_forty_percent()
     assert 3 * (five_minutes * 2.3 + 6.0) == pytest.approx(0.4 * 300)
     assert baseline_seconds(30, pairs=3) == 3.0  # never under one process start-up
     assert baseline_seconds(3600, pairs=1) == pytest.approx(0.08 * 3600)  # 8% binds
+
+
+def test_a_reused_baseline_run_reports_its_curve_to_the_pruner() -> None:
+    """Without the baseline's curve, the median pruner's median would be the best trial's
+    alone, and every trial behind the best at a wall second would be pruned."""
+    from autotune.search._convergence import _report_curve
+
+    run = Measured(
+        train=TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3}),
+        losses=[3.0, 2.8, 2.6, 2.5, 2.4],
+        elapsed_s=[0.4, 0.9, 1.3, 2.2, 2.7],
+        samples_per_s=60.0,
+    )
+    study = optuna.create_study()
+    trial = study.ask()
+    _report_curve(trial, run)
+    study.tell(trial, 2.7)
+    reported = study.trials[0].intermediate_values
+    assert sorted(reported) == [0, 1, 2]  # the first step of each wall second
+    assert reported[0] == pytest.approx(3.0)
+    assert reported[2] == pytest.approx(stability.smooth(run.losses)[3])

@@ -284,6 +284,7 @@ def _run_one(
     if repeat is not None:  # the first seed, where no faster precision is left
         trial.set_user_attr("status", "OK")
         trial.set_user_attr("reason", "not run: the baseline's run is this config's run")
+        _report_curve(trial, repeat)
         return _tell(trial, repeat, False, time_cap)
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
@@ -306,6 +307,16 @@ def baseline_repeat(baseline: BaselineRun, config: TrainConfig) -> Measured | No
     if run.time_to_target_s is None or _spanless(config) != _spanless(run.train):
         return None
     return run.model_copy(update={"train": config})
+
+
+def _report_curve(trial: optuna.Trial, run: Measured) -> None:
+    """Report ``run``'s smoothed loss at each wall second, as a running trial's watch does
+    (:func:`_pruning`), so the median pruner weighs a reused run like any other."""
+    seconds: set[int] = set()
+    for smoothed, elapsed in zip(stability.smooth(run.losses), run.elapsed_s, strict=True):
+        if int(elapsed) not in seconds and math.isfinite(smoothed):
+            seconds.add(int(elapsed))
+            trial.report(smoothed, int(elapsed))
 
 
 def _spanless(config: TrainConfig) -> TrainConfig:

@@ -37,12 +37,14 @@ def _preamble(results: Sequence[dict[str, Any]], command: str) -> list[str]:
     if not results:
         return ["No results yet: run `python -m benchmarks.suite`.", ""]
     machine = results[0]["machine"]
+    devices = "; ".join(sorted({r["machine"]["device"] for r in results}))
     dates = sorted({r["date"] for r in results})
     return [
         f"Produced by `{command}` (then `python -m benchmarks.suite --markdown-only`), "
         f"{dates[0]} to {dates[-1]}.",
         "",
-        f"- **Machine:** {machine['device']}, {machine['cores']} cores; no GPU.",
+        f"- **Machine:** {devices}, {machine['cores']} cores; no GPU (each workload's "
+        "section names the one it ran on).",
         f"- **Versions:** Python {machine['python']}, torch {machine['torch']}, "
         f"optuna {machine['optuna']}, pytorch-lightning {machine['lightning']}.",
         "- **Target:** the loss the Task's baseline reaches (set by autotune's baseline run); "

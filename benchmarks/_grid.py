@@ -29,6 +29,7 @@ __all__ = [
     "interleaved",
     "run_grid",
     "runnable",
+    "runnable_points",
     "spread",
 ]
 
@@ -95,6 +96,17 @@ def runnable(
         else:
             removed[variant.name] = f"{variant.name} removed: {variant.reason}"
     return kept, list(removed.values())
+
+
+def runnable_points(
+    space_file: str, lr_points: int, report: ProbeReport, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The grid over ``space_file`` less what the probe ruled out (:func:`runnable`),
+    saying each removal."""
+    points, removed = runnable(grid_points(spaces.load_space(space_file), lr_points), report)
+    for line in removed:
+        say(line)
+    return points
 
 
 def _log_even(low: float, high: float, points: int) -> list[float]:

@@ -31,7 +31,6 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from autotune import space as spaces
 from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
 from autotune.search import SearchOptions, run_search
@@ -98,10 +97,7 @@ def _grid(
     args: argparse.Namespace, baseline: BaselineRun, report: ProbeReport, trials: Trialist
 ) -> list[_grid_runs.GridRun]:
     """Every point of the space once, each stopped at twice the baseline's time."""
-    every = _grid_runs.grid_points(spaces.load_space(str(args.space)), args.lr_points)
-    points, removed = _grid_runs.runnable(every, report)
-    for line in removed:
-        _say_grid(line)
+    points = _grid_runs.runnable_points(str(args.space), args.lr_points, report, _say_grid)
     cap = 2.0 * (baseline.run.time_to_target_s or baseline.run.elapsed_s[-1])
     base = load_task(args.task).baseline_config()
     return _grid_runs.run_grid(

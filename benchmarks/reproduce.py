@@ -32,9 +32,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from autotune._tuned_view import REPRODUCTION_TOLERANCE
 from autotune.config import TunedConfig, load_tuned_config
 
-TOLERANCE = 0.10  # the bound on reproduced throughput
+TOLERANCE = REPRODUCTION_TOLERANCE  # the bound `autotune run -c` itself reports against
 RUN_TIMEOUT_S = 600.0  # one `autotune run`; a hung one must not hang the benchmark
 console = Console()
 

@@ -159,6 +159,10 @@ def _largest_micro_batch() -> int:
     return int(max(spaces.choices(spaces.load_space("default").systems.micro_batch_size)))
 
 
+def _say_grid(line: str) -> None:
+    _say(f"grid: {line}")
+
+
 def _baseline_time(baseline: BaselineRun) -> float:
     return baseline.run.time_to_target_s or baseline.run.elapsed_s[-1]
 
@@ -166,10 +170,7 @@ def _baseline_time(baseline: BaselineRun) -> float:
 def _run_grid(
     args: argparse.Namespace, baseline: BaselineRun, report: ProbeReport, trials: Trialist
 ) -> list[_grid.GridRun]:
-    every = _grid.grid_points(spaces.load_space(str(args.grid_space)), args.lr_points)
-    points, removed = _grid.runnable(every, report)
-    for line in removed:
-        _say(f"grid: {line}")
+    points = _grid.runnable_points(str(args.grid_space), args.lr_points, report, _say_grid)
     cap = GRID_CAP * _baseline_time(baseline)
     return _grid.run_grid(
         points,

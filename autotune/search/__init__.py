@@ -25,6 +25,7 @@ from autotune.config import TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
 from autotune.profiler import ProbeReport
 from autotune.search._confirm import confirm, provenance, stable_winner, step_rates, tuned_config
+from autotune.search._convergence import _CANNOT_WIN_MARGIN as _WINNER_MARGIN
 from autotune.search._convergence import (
     ConvergencePlan,
     make_pruner,
@@ -68,7 +69,6 @@ _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's
 # which starts as the baseline's time). On a CPU without fast bf16, tiny_gpt's 8% baseline
 # (22 s to the target) left a 178 s confirmation reserve: not one trial beyond the seed fit.
 _CONFIRM_SHARE = 0.4
-_WINNER_MARGIN = 1.3  # the convergence phase's _CANNOT_WIN_MARGIN
 _MIN_BASELINE_STEPS = 30
 _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
 _STARTUP_S = 3.0  # per trial process: torch import, model build

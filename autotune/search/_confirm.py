@@ -22,7 +22,7 @@ from autotune.config import (
 from autotune.profiler import ProbeReport
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
-from autotune.search._types import BaselineRun, Measured
+from autotune.search._types import BaselineRun, Measured, same_kind
 
 __all__ = [
     "Confirmation",
@@ -54,15 +54,8 @@ class Confirmation:
 def same_step(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether ``a`` and ``b`` compute the same step, so run at the same samples/s: equal
     batch, precision, checkpointing, ranks and compile (LR and schedule change no cost)."""
-    keys = (
-        "micro_batch_size",
-        "grad_accum_steps",
-        "world_size",
-        "precision",
-        "compile",
-        "activation_checkpointing",
-    )
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
+    batch = ("micro_batch_size", "grad_accum_steps")
+    return same_kind(a, b) and all(getattr(a, k) == getattr(b, k) for k in batch)
 
 
 def step_rates(runs: Sequence[Measured], train: TrainConfig) -> list[float]:

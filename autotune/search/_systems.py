@@ -21,7 +21,7 @@ from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport, VariantReport
 from autotune.runtime import StepRecord
 from autotune.search._measure import Trialist, measured, ok
-from autotune.search._types import Measured, small_batch_size
+from autotune.search._types import Measured, same_kind, small_batch_size
 
 __all__ = [
     "Candidate",
@@ -29,7 +29,6 @@ __all__ = [
     "beyond_saturation",
     "measure_systems",
     "predict_systems",
-    "same_kind",
 ]
 
 _NOMINAL_STEPS = 100  # schedule length for building configs; the systems phase ignores LR
@@ -233,12 +232,6 @@ def beyond_saturation(config: TrainConfig, runs: list[Measured]) -> dict[str, st
             "a larger batch of this kind is no faster"
         )
     }
-
-
-def same_kind(a: TrainConfig, b: TrainConfig) -> bool:
-    """Same step apart from the batch: precision, checkpointing, ranks and compile."""
-    keys = ("precision", "activation_checkpointing", "world_size", "compile")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
 class Dominated:

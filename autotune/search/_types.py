@@ -20,6 +20,7 @@ __all__ = [
     "Budget",
     "Measured",
     "SearchOptions",
+    "same_kind",
     "small_batch_size",
 ]
 
@@ -111,3 +112,9 @@ class BaselineRun(_Record):
     steps: int
     target_loss: float
     target_from: str = Field(description="'user', 'task' or 'baseline'.")
+
+
+def same_kind(a: TrainConfig, b: TrainConfig) -> bool:
+    """Same step apart from the batch: precision, checkpointing, ranks and compile."""
+    keys = ("precision", "activation_checkpointing", "world_size", "compile")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)

@@ -22,6 +22,7 @@ from autotune.profiler import ProbeReport, VariantReport
 from autotune.runtime import StepRecord
 from autotune.search._measure import Trialist, measured, ok
 from autotune.search._types import Measured, same_kind, small_batch_size
+from autotune.trial import TrialStatus
 
 __all__ = [
     "Candidate",
@@ -196,7 +197,8 @@ def _measure_one(
     )
     run = measured(result, candidate.config, None) if ok(result) else None
     attrs: dict[str, Any] = {
-        "status": result.status.value,
+        # stopped by the watch, it was still measured: a healthy config, not a pruned one
+        "status": TrialStatus.OK.value if watch.reason else result.status.value,
         "reason": watch.reason or result.reason,
     }
     if run is not None:

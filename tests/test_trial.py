@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,16 @@ from autotune._trial_worker import classify
 from autotune.config import TrainConfig
 from autotune.errors import TaskError, TrainingError
 from autotune.runtime import StepRecord
-from autotune.trial import TrialResult, TrialSpec, TrialStatus, WorkerError, run_trial
+from autotune.trial import (
+    PLAIN,
+    ForkServer,
+    Launcher,
+    TrialResult,
+    TrialSpec,
+    TrialStatus,
+    WorkerError,
+    run_trial,
+)
 from autotune.trial._process import ProgressReader, TrialFiles, output_tail
 from autotune.trial._verdict import Ending, decide, read_outcome, signal_name
 from tests.conftest import TINY_TASK
@@ -58,8 +67,32 @@ def _assert_gone(result: TrialResult) -> None:
         os.killpg(result.pid, 0)
 
 
-def _trial(write_task: WriteTask, tmp_path: Path, source: str, **values: Any) -> TrialResult:
-    result = run_trial(_spec(write_task(source), **values), workdir=tmp_path / "trial")
+@pytest.fixture(scope="module")
+def fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """One warm server for the module: a child imports its own spec's task file anyway."""
+    folder = tmp_path_factory.mktemp("fork-server")
+    (folder / "model.py").write_text(TINY_TASK)
+    server = ForkServer(folder / "model.py", folder / "server.log")
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["plain", "forked"])
+def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
+    """Each subprocess test runs with a fresh interpreter and with a forked worker."""
+    if request.param == "plain":
+        yield PLAIN
+        return
+    server: ForkServer = request.getfixturevalue("fork_server")
+    yield server
+    assert server.fallback is None  # the trial was forked, not quietly run plain
+
+
+def _trial(
+    write_task: WriteTask, tmp_path: Path, source: str, launcher: Launcher, **values: Any
+) -> TrialResult:
+    spec = _spec(write_task(source), **values)
+    result = run_trial(spec, workdir=tmp_path / "trial", launcher=launcher)
     _assert_gone(result)
     assert result.reason and "\n" not in result.reason
     return result
@@ -68,14 +101,17 @@ def _trial(write_task: WriteTask, tmp_path: Path, source: str, **values: Any) ->
 # -- trials in a subprocess --------------------------------------------------------------
 
 
-def test_healthy_trial_is_ok_with_summary_and_steps(write_task: WriteTask, tmp_path: Path) -> None:
+def test_healthy_trial_is_ok_with_summary_and_steps(
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
+) -> None:
     seen: list[int] = []
 
     def watch(record: StepRecord) -> bool:
         seen.append(record.step)
         return False  # never prune
 
-    result = run_trial(_spec(write_task(TINY_TASK)), workdir=tmp_path / "trial", on_step=watch)
+    spec = _spec(write_task(TINY_TASK))
+    result = run_trial(spec, workdir=tmp_path / "trial", on_step=watch, launcher=launcher)
     _assert_gone(result)
     assert result.status is TrialStatus.OK, result.output_tail
     assert result.reason.startswith("trained 6 steps: final loss ")
@@ -117,9 +153,14 @@ LOSS_FAULTS = {  # the loss function's line from step 3 on -> status, reason (a 
 
 @pytest.mark.parametrize(("line", "status", "reason"), LOSS_FAULTS.values(), ids=LOSS_FAULTS)
 def test_failures_in_the_loss_are_recorded(
-    write_task: WriteTask, tmp_path: Path, line: str, status: TrialStatus, reason: str
+    write_task: WriteTask,
+    tmp_path: Path,
+    launcher: Launcher,
+    line: str,
+    status: TrialStatus,
+    reason: str,
 ) -> None:
-    result = _trial(write_task, tmp_path, _faulty(line, at_step=3))
+    result = _trial(write_task, tmp_path, _faulty(line, at_step=3), launcher)
     assert result.status is status, result.output_tail
     assert re.search(reason, result.reason), result.reason
     again = TrialResult.model_validate_json(result.to_json())  # NaN losses survive
@@ -135,9 +176,9 @@ def test_failures_in_the_loss_are_recorded(
     ids=["abort", "segfault"],
 )
 def test_death_by_signal_is_a_crash_named_by_the_signal(
-    write_task: WriteTask, tmp_path: Path, lines: list[str], name: str
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher, lines: list[str], name: str
 ) -> None:
-    result = _trial(write_task, tmp_path, _faulty(*lines, at_step=2))
+    result = _trial(write_task, tmp_path, _faulty(*lines, at_step=2), launcher)
     assert result.status is TrialStatus.CRASH
     assert result.signal == name and result.exit_code is None
     assert result.reason == f"killed by {name} without writing a result (after step 1 of 6)"
@@ -145,9 +186,11 @@ def test_death_by_signal_is_a_crash_named_by_the_signal(
     assert "in loss_fn" in result.output_tail  # faulthandler's stack, for the record
 
 
-def test_out_of_memory_under_a_memory_limit(write_task: WriteTask, tmp_path: Path) -> None:
+def test_out_of_memory_under_a_memory_limit(
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
+) -> None:
     grab = "torch.empty(8 << 30, dtype=torch.uint8)"  # 8 GiB: far past the 2 GiB limit
-    result = _trial(write_task, tmp_path, _faulty(grab), memory_limit_bytes=2 << 30)
+    result = _trial(write_task, tmp_path, _faulty(grab), launcher, memory_limit_bytes=2 << 30)
     assert result.status is TrialStatus.OOM, result.output_tail
     assert result.error is not None and result.error.error == "oom"
     assert result.reason.startswith("out of memory under memory_limit_bytes=2,147,483,648: ")
@@ -155,26 +198,30 @@ def test_out_of_memory_under_a_memory_limit(write_task: WriteTask, tmp_path: Pat
 
 
 def test_memory_limit_below_torch_itself_is_a_config_error(
-    write_task: WriteTask, tmp_path: Path
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
 ) -> None:
-    result = _trial(write_task, tmp_path, TINY_TASK, memory_limit_bytes=64 << 20)
+    result = _trial(write_task, tmp_path, TINY_TASK, launcher, memory_limit_bytes=64 << 20)
     assert result.status is TrialStatus.CRASH
     assert result.error is not None and result.error.error == "config"
     assert "memory_limit_bytes must exceed what the worker maps" in result.reason
 
 
-def test_broken_task_file_is_a_task_error(write_task: WriteTask, tmp_path: Path) -> None:
-    result = _trial(write_task, tmp_path, "raise RuntimeError('no data here')\n")
+def test_broken_task_file_is_a_task_error(
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
+) -> None:
+    result = _trial(write_task, tmp_path, "raise RuntimeError('no data here')\n", launcher)
     assert result.status is TrialStatus.CRASH and result.steps == []
     assert result.error is not None and result.error.error == "task"
     assert "importing the task file raised RuntimeError: no data here" in result.reason
 
 
 @pytest.mark.slow
-def test_hang_times_out_and_the_group_is_killed(write_task: WriteTask, tmp_path: Path) -> None:
+def test_hang_times_out_and_the_group_is_killed(
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
+) -> None:
     # It hangs in step 1: on a loaded machine it may not even get there within the timeout,
     # and the record is the same either way.
-    result = _trial(write_task, tmp_path, _faulty("time.sleep(1000)"), timeout_s=4.0)
+    result = _trial(write_task, tmp_path, _faulty("time.sleep(1000)"), launcher, timeout_s=4.0)
     assert result.status is TrialStatus.TIMEOUT and result.steps == []
     assert result.reason == (
         "no result within timeout_s=4 s (after step 0 of 6); its process group was killed"
@@ -182,9 +229,11 @@ def test_hang_times_out_and_the_group_is_killed(write_task: WriteTask, tmp_path:
     assert result.signal == "SIGTERM" and 4.0 <= result.wall_s < 10.0
 
 
-def test_on_step_true_prunes_at_that_step(write_task: WriteTask, tmp_path: Path) -> None:
+def test_on_step_true_prunes_at_that_step(
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
+) -> None:
     spec = _spec(write_task(_faulty("time.sleep(0.02)")), steps=10_000)
-    result = run_trial(spec, workdir=tmp_path, on_step=lambda r: r.step == 3)
+    result = run_trial(spec, workdir=tmp_path, on_step=lambda r: r.step == 3, launcher=launcher)
     _assert_gone(result)
     assert result.status is TrialStatus.PRUNED and result.summary is None
     assert [r.step for r in result.steps] == [1, 2, 3]
@@ -194,16 +243,19 @@ def test_on_step_true_prunes_at_that_step(write_task: WriteTask, tmp_path: Path)
 
 
 def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(
-    write_task: WriteTask, tmp_path: Path
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
 ) -> None:
     ignore = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"  # at import
     spec = _spec(write_task(ignore + _faulty("time.sleep(1000)", at_step=2)))
-    result = run_trial(spec, workdir=tmp_path, on_step=lambda r: r.step == 1, grace_s=0.5)
+    stop = lambda r: r.step == 1  # noqa: E731
+    result = run_trial(spec, workdir=tmp_path, on_step=stop, grace_s=0.5, launcher=launcher)
     _assert_gone(result)
     assert result.status is TrialStatus.PRUNED and result.signal == "SIGKILL"
 
 
-def test_interrupting_the_parent_leaves_no_orphan(write_task: WriteTask, tmp_path: Path) -> None:
+def test_interrupting_the_parent_leaves_no_orphan(
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
+) -> None:
     pid_file = tmp_path / "worker.pid"
     # written once: rewritten every step, a kill between truncate and write leaves it empty
     write = f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))"
@@ -214,7 +266,7 @@ def test_interrupting_the_parent_leaves_no_orphan(write_task: WriteTask, tmp_pat
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_trial(spec, workdir=tmp_path / "trial", on_step=interrupt)
+        run_trial(spec, workdir=tmp_path / "trial", on_step=interrupt, launcher=launcher)
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
@@ -223,9 +275,11 @@ def test_interrupting_the_parent_leaves_no_orphan(write_task: WriteTask, tmp_pat
 PARENT = """
 import sys
 from pathlib import Path
-from autotune.trial import TrialSpec, run_trial
+from autotune.trial import PLAIN, ForkServer, TrialSpec, run_trial
 spec = TrialSpec.model_validate_json(Path(sys.argv[1]).read_text())
-run_trial(spec, workdir=Path(sys.argv[2]))
+work = Path(sys.argv[2])
+launcher = ForkServer(spec.task_path, work / "server.log") if sys.argv[3] == "forked" else PLAIN
+run_trial(spec, workdir=work, launcher=launcher)
 """
 
 
@@ -242,14 +296,15 @@ def _alive_in_group(pgid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("how", ["plain", "forked"])
 def test_a_supervisor_killed_by_sigkill_takes_its_worker_along(
-    write_task: WriteTask, tmp_path: Path
+    write_task: WriteTask, tmp_path: Path, how: str
 ) -> None:
     pid_file = tmp_path / "worker.pid"
     source = _faulty(f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))", "time.sleep(1000)")
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(_spec(write_task(source)).model_dump_json())
-    command = [sys.executable, "-c", PARENT, str(spec_file), str(tmp_path / "trial")]
+    command = [sys.executable, "-c", PARENT, str(spec_file), str(tmp_path / "trial"), how]
     parent = subprocess.Popen(command)
     try:
         deadline = time.monotonic() + 60
@@ -257,13 +312,20 @@ def test_a_supervisor_killed_by_sigkill_takes_its_worker_along(
             time.sleep(0.1)
         worker = int(pid_file.read_text())
         assert _alive_in_group(worker) == [worker]
+        server = _parent_of(worker) if how == "forked" else None
+        assert (server is not None and server != parent.pid) or _parent_of(worker) == parent.pid
     finally:
         parent.kill()
         parent.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while _alive_in_group(worker) and time.monotonic() < deadline:
+    groups = [worker] if server is None else [worker, server]
+    while any(_alive_in_group(g) for g in groups) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _alive_in_group(worker) == []
+    assert [_alive_in_group(g) for g in groups] == [[] for _ in groups]
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 # -- the parts, without a subprocess -----------------------------------------------------

@@ -101,8 +101,10 @@ def run_search(
     after each convergence trial, for a live display.
     """
     search = _Search(options, note or (lambda _: None), progress or (lambda _: None))
-    with _workdir(options) as workdir:
-        trials = Trialist(Path(options.task_path), workdir, options.seed)
+    with (
+        _workdir(options) as workdir,
+        Trialist(Path(options.task_path), workdir, options.seed) as trials,
+    ):
         setup = search.setup(trials)
         search.converge(setup, trials)
         tuned = search.finish(setup, trials)

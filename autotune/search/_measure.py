@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 from autotune import stability
 from autotune.config import TrainConfig
 from autotune.runtime import StepRecord
 from autotune.search._types import Measured
-from autotune.trial import TrialResult, TrialSpec, TrialStatus, run_trial
+from autotune.trial import (
+    PLAIN,
+    ForkServer,
+    Launcher,
+    TrialResult,
+    TrialSpec,
+    TrialStatus,
+    run_trial,
+)
 
 __all__ = ["TargetWatch", "Trialist", "time_to_target"]
 
+FORK_SERVER_ENV = "AUTOTUNE_FORK_SERVER"
+"""Set to ``0`` to start every trial as a fresh interpreter (to compare, or to debug)."""
 _STARTUP_S = 30.0  # torch import + model build + first steps, on top of the run's own time
 
 
@@ -61,13 +73,40 @@ class TargetWatch:
 
 @dataclass
 class Trialist:
-    """Runs configs of one task as supervised trials in ``workdir``."""
+    """Runs configs of one task as supervised trials in ``workdir``.
+
+    Workers are forked from a :class:`~autotune.trial.ForkServer` that imported torch and
+    the task once (unless ``AUTOTUNE_FORK_SERVER=0``); use the Trialist as a context
+    manager, or call :meth:`close`, to end that server.
+    """
 
     task_path: Path
     workdir: Path
     seed: int
     device: str = "auto"
     count: int = 0
+    launcher: Launcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        forking = os.environ.get(FORK_SERVER_ENV, "1") != "0"
+        log = self.workdir / "fork-server.log"
+        self.launcher = ForkServer(self.task_path, log) if forking else PLAIN
+
+    def __enter__(self) -> Trialist:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the fork server, if there is one (its workers have ended already)."""
+        if isinstance(self.launcher, ForkServer):
+            self.launcher.close()
 
     def run(
         self,
@@ -91,7 +130,8 @@ class Trialist:
             measure_memory=measure_memory,
             warmup_steps=warmup_steps,
         )
-        return run_trial(spec, workdir=self.workdir / f"run{self.count:04d}", on_step=watch)
+        workdir = self.workdir / f"run{self.count:04d}"
+        return run_trial(spec, workdir=workdir, on_step=watch, launcher=self.launcher)
 
 
 def measured(result: TrialResult, config: TrainConfig, target: float | None) -> Measured | None:

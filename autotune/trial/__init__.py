@@ -8,11 +8,15 @@ reason. The status is decided from the worker's structured result file and its e
 status or signal, never from the text of its output.
 """
 
+from autotune.trial._launchers import PLAIN, ForkServer, Launcher
 from autotune.trial._run import StepJudge, run_trial
 from autotune.trial._schema import ErrorKind, TrialResult, TrialSpec, TrialStatus, WorkerError
 
 __all__ = [
+    "PLAIN",
     "ErrorKind",
+    "ForkServer",
+    "Launcher",
     "StepJudge",
     "TrialResult",
     "TrialSpec",

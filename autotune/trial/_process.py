@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -16,12 +17,15 @@ from typing import IO
 from autotune.runtime import StepRecord
 
 __all__ = [
+    "DIST_ENV",
     "PARENT_ENV",
     "ProgressReader",
     "TrialFiles",
+    "WorkerProcess",
     "launch",
     "output_tail",
     "stop_group",
+    "worker_env",
 ]
 
 WORKER_MODULE = "autotune._trial_worker"
@@ -31,7 +35,7 @@ _TAIL_LINES = 20  # enough for a traceback's last frames, short enough to store 
 _TAIL_BYTES = 16_384  # read at most this much from the log's end to find those lines
 # A trial's ranks read these; inherited from a parent under torchrun they would make the
 # trial join the parent's process group instead of running its own config.
-_DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,46 @@ class TrialFiles:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def launch(files: TrialFiles, log: IO[bytes], memory_limited: bool) -> subprocess.Popen[bytes]:
-    """Start the worker in a new session (its own process group) writing to ``log``."""
+class WorkerProcess(ABC):
+    """What the supervisor needs of a running worker (``subprocess.Popen``'s subset).
+
+    The worker leads its own process group: ``pid`` is also its group's id.
+    """
+
+    pid: int
+
+    @property
+    @abstractmethod
+    def returncode(self) -> int | None:
+        """The exit status, or minus the signal that killed it; None while it runs."""
+
+    @abstractmethod
+    def poll(self) -> int | None:
+        """Check without blocking; returns :attr:`returncode`."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the worker ends; ``subprocess.TimeoutExpired`` after ``timeout``."""
+
+
+class _Popened(WorkerProcess):
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc, self.pid = proc, proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.proc.wait(timeout=timeout)
+
+
+def launch(files: TrialFiles, log: IO[bytes], memory_limited: bool) -> WorkerProcess:
+    """Start the worker, a fresh interpreter, in a new session (its own process group)
+    writing to ``log``."""
     command = [
         sys.executable,
         "-m",
@@ -86,18 +128,20 @@ def launch(files: TrialFiles, log: IO[bytes], memory_limited: bool) -> subproces
         str(files.result),
         str(files.progress),
     ]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=_worker_env(files, memory_limited),
+        env=worker_env(files, memory_limited),
         start_new_session=True,  # a group to kill whole; the terminal's Ctrl-C goes to us only
     )
+    return _Popened(proc)
 
 
-def _worker_env(files: TrialFiles, memory_limited: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
+def worker_env(files: TrialFiles, memory_limited: bool) -> dict[str, str]:
+    """The worker's environment: ours, less a parent torchrun's, with its own temp dirs."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
     if memory_limited:
         # glibc reserves 64 MiB of address space per malloc arena, up to 8 per core: on a
         # many-core machine that alone can exhaust RLIMIT_AS and fake an OOM.
@@ -110,7 +154,7 @@ def _worker_env(files: TrialFiles, memory_limited: bool) -> dict[str, str]:
     return env
 
 
-def stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+def stop_group(proc: WorkerProcess, grace_s: float) -> None:
     """SIGTERM the worker's group, SIGKILL it after ``grace_s``, and reap the worker.
 
     The group is signalled even when the worker itself has exited: ranks or helpers it

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import TimeoutExpired
 
 from autotune._io import write_text_atomic
 from autotune.runtime import RunResult, StepRecord
 from autotune.trial import _process
-from autotune.trial._process import ProgressReader, TrialFiles
+from autotune.trial._launchers import PLAIN, Launcher
+from autotune.trial._process import ProgressReader, TrialFiles, WorkerProcess
 from autotune.trial._schema import TrialResult, TrialSpec
 from autotune.trial._verdict import Ending, Stop, decide, read_outcome, signal_name
 
@@ -28,6 +29,7 @@ def run_trial(
     workdir: Path | str,
     on_step: StepJudge | None = None,
     grace_s: float = 3.0,  # SIGTERM -> SIGKILL: a worker not gone by then is hung
+    launcher: Launcher = PLAIN,
 ) -> TrialResult:
     """Run ``spec`` in a supervised subprocess and return its record; never raises for
     anything the trial does.
@@ -46,8 +48,9 @@ def run_trial(
     Whatever happens in the caller too (an exception from ``on_step``, KeyboardInterrupt),
     the worker's process group is killed before this returns or raises: no orphan is left.
     If the caller's process dies outright (SIGKILL), the worker notices within a second and
-    kills its own group. Afterwards the worker's scratch (``tmp/``, ``inductor/``) is
-    removed; the four record files stay.
+    kills its own group. ``launcher`` starts the worker: a fresh interpreter by default, or
+    forked from a warm :class:`~autotune.trial.ForkServer`. Afterwards the worker's scratch
+    (``tmp/``, ``inductor/``) is removed; the four record files stay.
 
     Raises:
         OSError: ``workdir`` cannot be written, or the worker cannot be started.
@@ -57,7 +60,7 @@ def run_trial(
     write_text_atomic(files.spec, spec.model_dump_json(indent=1) + "\n")
     with open(files.log, "wb") as log:
         started = time.monotonic()
-        proc = _process.launch(files, log, spec.memory_limit_bytes is not None)
+        proc = launcher.launch(files, log, spec.memory_limit_bytes is not None)
         try:
             watch = _Watch(proc, files, spec, on_step, started)
             stopped = watch.follow()
@@ -73,7 +76,7 @@ class _Watch:
 
     def __init__(
         self,
-        proc: subprocess.Popen[bytes],
+        proc: WorkerProcess,
         files: TrialFiles,
         spec: TrialSpec,
         on_step: StepJudge | None,
@@ -99,7 +102,7 @@ class _Watch:
     def _wait(self, seconds: float) -> bool:
         try:
             self.proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
+        except TimeoutExpired:
             return False
         return True
 
@@ -115,7 +118,7 @@ class _Watch:
 
 
 def _record(
-    proc: subprocess.Popen[bytes],
+    proc: WorkerProcess,
     files: TrialFiles,
     spec: TrialSpec,
     watch: _Watch,

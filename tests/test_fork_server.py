@@ -1,0 +1,145 @@
+"""The fork server: workers forked from a warm image train exactly as fresh interpreters
+do, never hang on OpenMP's state, and fall back to fresh interpreters where forking
+cannot be trusted. (tests/test_trial.py runs every ending under both launchers.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from autotune.config import TrainConfig
+from autotune.search._measure import FORK_SERVER_ENV, Trialist
+from autotune.trial import PLAIN, ForkServer, TrialResult, TrialSpec, TrialStatus, run_trial
+from tests.conftest import TINY_TASK
+
+WriteTask = Callable[..., Path]
+
+# Prints, at import, what the worker's process looks like: its parent and its threads.
+REPORTING_TASK = (
+    "import os, torch\n"
+    "print(f'PARENT={os.getppid()} THREADS={torch.get_num_threads()} "
+    'TMPDIR={os.environ.get("TMPDIR")}\', flush=True)\n' + TINY_TASK
+)
+# A parallel region in the process that forks (here: the server, importing the task)
+# leaves GNU OpenMP's thread pool in a state a forked child hangs on.
+PARALLEL_AT_IMPORT = "import torch\n_ = torch.randn(1024, 1024) @ torch.randn(1024, 1024)\n"
+
+
+def _spec(task: Path, **values: object) -> TrialSpec:
+    train = TrainConfig.model_validate({"micro_batch_size": 16, "optimizer": {"lr": 1e-2}})
+    return TrialSpec(task_path=task, train=train, steps=6, device="cpu", timeout_s=60.0, **values)
+
+
+def _reported(result: TrialResult) -> dict[str, str]:
+    found = re.search(r"PARENT=(\d+) THREADS=(\d+) TMPDIR=(\S+)", result.output_tail)
+    assert found, result.output_tail
+    return dict(zip(("parent", "threads", "tmpdir"), found.groups(), strict=True))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ForkServer]:
+    (tmp_path / "warm.py").write_text(PARALLEL_AT_IMPORT + TINY_TASK)
+    forks = ForkServer(tmp_path / "warm.py", tmp_path / "server.log")
+    yield forks
+    forks.close()
+
+
+def test_a_forked_worker_trains_exactly_as_a_fresh_interpreter(
+    write_task: WriteTask, tmp_path: Path, server: ForkServer
+) -> None:
+    spec = _spec(write_task(REPORTING_TASK))
+    plain = run_trial(spec, workdir=tmp_path / "plain", launcher=PLAIN)
+    forked = run_trial(spec, workdir=tmp_path / "forked", launcher=server)
+    assert plain.status is forked.status is TrialStatus.OK, forked.output_tail
+    assert server.fallback is None
+    assert [r.loss for r in forked.steps] == [r.loss for r in plain.steps]  # same seed, data
+    fresh, child = _reported(plain), _reported(forked)
+    assert fresh["parent"] == str(os.getpid()) and child["parent"] == str(server.pid)
+    assert child["threads"] == fresh["threads"]  # not the server's single thread
+    assert child["tmpdir"] == str(tmp_path / "forked" / "tmp")  # its own environment
+
+
+def test_parallel_work_at_import_does_not_hang_a_forked_worker(
+    write_task: WriteTask, tmp_path: Path, server: ForkServer
+) -> None:
+    task = write_task(PARALLEL_AT_IMPORT + TINY_TASK)  # the child computes in parallel too
+    first = run_trial(_spec(task), workdir=tmp_path / "first", launcher=server)
+    second = run_trial(_spec(task), workdir=tmp_path / "second", launcher=server)
+    for result in (first, second):
+        assert result.status is TrialStatus.OK, result.reason
+        assert result.wall_s < 30  # a hang would run into the 60 s timeout
+    assert server.fallback is None and first.pid != second.pid
+
+
+def test_memory_limited_trials_start_as_fresh_interpreters(
+    write_task: WriteTask, tmp_path: Path, server: ForkServer
+) -> None:
+    spec = _spec(write_task(REPORTING_TASK), memory_limit_bytes=8 << 30)
+    result = run_trial(spec, workdir=tmp_path / "trial", launcher=server)
+    assert result.status is TrialStatus.OK, result.output_tail
+    assert _reported(result)["parent"] == str(os.getpid())  # RLIMIT_AS bounds a fresh space
+    assert server.fallback is None  # only that trial: the server stays in use
+
+
+@pytest.mark.slow
+def test_a_dead_server_costs_its_trial_and_later_trials_start_fresh(
+    write_task: WriteTask, tmp_path: Path, server: ForkServer
+) -> None:
+    slow_loss = TINY_TASK.replace("    x, y = batch\n", "    time.sleep(0.2)\n    x, y = batch\n")
+    sleepy = write_task("import time\n" + slow_loss, name="sleepy.py")
+
+    def kill_server_at_step_2(record: object) -> bool:
+        if getattr(record, "step", 0) == 2 and server.pid is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+        return False
+
+    spec = _spec(sleepy).model_copy(update={"steps": 50})
+    killed = run_trial(
+        spec, workdir=tmp_path / "killed", on_step=kill_server_at_step_2, launcher=server
+    )
+    assert killed.status is TrialStatus.CRASH and killed.signal == "SIGKILL"
+    assert server.fallback is not None and "the fork server exited" in server.fallback
+    task = write_task(REPORTING_TASK)
+    after = run_trial(_spec(task), workdir=tmp_path / "after", launcher=server)
+    assert after.status is TrialStatus.OK
+    assert _reported(after)["parent"] == str(os.getpid())
+
+
+def test_close_ends_the_server_and_later_trials_start_fresh(
+    write_task: WriteTask, tmp_path: Path, server: ForkServer
+) -> None:
+    task = write_task(REPORTING_TASK)
+    assert run_trial(_spec(task), workdir=tmp_path / "a", launcher=server).status is TrialStatus.OK
+    pid = server.pid
+    assert pid is not None
+    server.close()
+    deadline = time.monotonic() + 10
+    while _exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _exists(pid) and server.pid is None
+    after = run_trial(_spec(task), workdir=tmp_path / "b", launcher=server)
+    assert _reported(after)["parent"] == str(os.getpid())
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_search_forks_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Trialist(tmp_path / "model.py", tmp_path, seed=0) as trials:
+        assert isinstance(trials.launcher, ForkServer)
+    monkeypatch.setenv(FORK_SERVER_ENV, "0")
+    with Trialist(tmp_path / "model.py", tmp_path, seed=0) as trials:
+        assert trials.launcher is PLAIN

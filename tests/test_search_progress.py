@@ -3,8 +3,10 @@ starts from, the standing line and the top-configs table, the confirmation reser
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+from pathlib import Path
 
 import optuna
 import pytest
@@ -225,10 +227,29 @@ def test_a_systems_measurement_is_capped_so_a_hang_costs_a_minute() -> None:
 
 def test_no_reserve_for_an_fp32_check_the_baseline_already_ran() -> None:
     plan = _plan_with_baseline_at(20.0)
-    from autotune.search._convergence import _CANNOT_WIN_MARGIN, _STARTUP_S
+    from autotune.search._convergence import _CANNOT_WIN_MARGIN
 
     saved = plan.reserve_now(5.0) - plan.reserve_now(5.0, check_free=True)
-    assert saved == pytest.approx(_CANNOT_WIN_MARGIN * 5.0 + _STARTUP_S)  # one winner run
+    assert saved == pytest.approx(_CANNOT_WIN_MARGIN * 5.0 + plan.startup_s)  # one winner run
+
+
+def test_the_reserve_counts_the_measured_start_up_of_every_confirmation_run() -> None:
+    plan = _plan_with_baseline_at(20.0)
+    slow_starts = dataclasses.replace(plan, startup_s=plan.startup_s + 2.0)
+    # 3 pairs of two runs each, and the winner's fp32 check: 7 start-ups
+    assert slow_starts.reserve_now(5.0) - plan.reserve_now(5.0) == pytest.approx(7 * 2.0)
+
+
+def test_a_trialists_start_up_is_the_median_of_its_latest_measured(tmp_path: Path) -> None:
+    from autotune.search._measure import STARTUP_PRIOR_S, Trialist
+
+    trials = Trialist(tmp_path / "model.py", tmp_path, seed=0)
+    assert trials.startup_s == STARTUP_PRIOR_S  # nothing measured yet
+    trials.startups.extend([6.0, 1.0, 1.2, 0.9])  # the first paid the fork server's start
+    assert trials.startup_s == pytest.approx(1.1)
+    trials.startups.extend([1.0] * 8)
+    assert trials.startup_s == 1.0  # only the latest count
+    trials.close()
 
 
 def test_the_small_batch_is_a_quarter_of_the_baseline_or_the_nearest_below_it() -> None:
@@ -361,6 +382,8 @@ def test_the_baseline_is_as_long_as_lets_the_confirmation_fit_in_forty_percent()
     assert 3 * (five_minutes * 2.3 + 6.0) == pytest.approx(0.4 * 300)
     assert baseline_seconds(30, pairs=3) == 3.0  # never under one process start-up
     assert baseline_seconds(3600, pairs=1) == pytest.approx(0.08 * 3600)  # 8% binds
+    # slower trial start-ups leave less of the confirmation's share to the baseline
+    assert baseline_seconds(300, pairs=3, startup_s=6.0) == pytest.approx((40 - 12.0) / 2.3)
 
 
 def test_a_reused_baseline_run_reports_its_curve_to_the_pruner() -> None:

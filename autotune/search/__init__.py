@@ -35,7 +35,7 @@ from autotune.search._convergence import (
     run_convergence,
     winners,
 )
-from autotune.search._measure import Trialist, measured, ok
+from autotune.search._measure import STARTUP_PRIOR_S, Trialist, measured, ok
 from autotune.search._progress import (
     Standing,
     TopConfig,
@@ -71,7 +71,6 @@ _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's
 _CONFIRM_SHARE = 0.4
 _MIN_BASELINE_STEPS = 30
 _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
-_STARTUP_S = 3.0  # per trial process: torch import, model build
 
 
 class SearchError(AutotuneError):
@@ -169,9 +168,10 @@ class _Search:
             setup.systems,
             setup.baseline,
             options.trials,
-            _reserve(setup.baseline, options),
+            _reserve(setup.baseline, options, trials.startup_s),
             options.confirm_pairs,
             options.patience,
+            trials.startup_s,
         )
 
         def now() -> Standing:
@@ -272,12 +272,12 @@ def _baseline(
     return BaselineRun(run=tt, steps=steps, target_loss=target, target_from=source)
 
 
-def baseline_seconds(budget_s: float, pairs: int) -> float:
+def baseline_seconds(budget_s: float, pairs: int, startup_s: float = STARTUP_PRIOR_S) -> float:
     """How long the baseline trains: _BASELINE_SHARE of the budget, or less where the
-    confirmation's ``pairs`` (each a baseline run and a winner run, plus two start-ups)
-    would not fit in _CONFIRM_SHARE of it; never under one start-up's worth."""
-    per_pair = _CONFIRM_SHARE * budget_s / pairs - 2 * _STARTUP_S
-    return max(_STARTUP_S, min(_BASELINE_SHARE * budget_s, per_pair / (1 + _WINNER_MARGIN)))
+    confirmation's ``pairs`` (each a baseline run and a winner run, plus two start-ups of
+    ``startup_s``) would not fit in _CONFIRM_SHARE of it; never under one start-up's worth."""
+    per_pair = _CONFIRM_SHARE * budget_s / pairs - 2 * startup_s
+    return max(startup_s, min(_BASELINE_SHARE * budget_s, per_pair / (1 + _WINNER_MARGIN)))
 
 
 def _target(run: Measured, task: Task, options: SearchOptions) -> tuple[float, str]:
@@ -324,9 +324,9 @@ def _systems(
     return runs
 
 
-def _reserve(baseline: BaselineRun, options: SearchOptions) -> float:
-    per_pair = baseline.run.elapsed_s[-1] * 1.5 + 2 * _STARTUP_S
-    return options.confirm_pairs * per_pair + baseline.run.elapsed_s[-1] + _STARTUP_S
+def _reserve(baseline: BaselineRun, options: SearchOptions, startup_s: float) -> float:
+    per_pair = baseline.run.elapsed_s[-1] * 1.5 + 2 * startup_s
+    return options.confirm_pairs * per_pair + baseline.run.elapsed_s[-1] + startup_s
 
 
 def _stable_winner(

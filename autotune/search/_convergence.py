@@ -22,7 +22,7 @@ from autotune import space as spaces
 from autotune import stability
 from autotune.config import TrainConfig
 from autotune.search._confirm import known_reference
-from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
 from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import REAL_GAIN, BaselineRun, Budget, Measured, small_batch_size
 
@@ -65,7 +65,6 @@ _DECAYED_LR_FACTOR = 4.0
 # and the decayed LR won.
 _SMALL_FIRST_STEP_GAIN = 2.0
 _SAFETY_S = 15.0  # budget never planned: the confirmation's runs vary by 10-25% each
-_STARTUP_S = 4.5  # per trial process on a 2-core CPU: torch import, model build, first step
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -89,6 +88,7 @@ class ConvergencePlan:
     reserve_s: float  # budget kept for the confirmation, before any trial reached the target
     confirm_pairs: int = 3
     patience: int | None = None  # None: spend the whole budget (always with max_trials)
+    startup_s: float = STARTUP_PRIOR_S  # per trial, on top of its training: Trialist.startup_s
 
     def reserve_now(self, best_s: float | None, check_free: bool = False) -> float:
         """Budget the fp32 check and the confirmation need, once a trial has reached the
@@ -98,8 +98,9 @@ class ConvergencePlan:
         if best_s is None:
             return self.reserve_s
         base = self.baseline.run.time_to_target_s or self.baseline.run.elapsed_s[-1]
-        winner = _CANNOT_WIN_MARGIN * best_s + _STARTUP_S
-        return self.confirm_pairs * (winner + base + _STARTUP_S) + (0.0 if check_free else winner)
+        winner = _CANNOT_WIN_MARGIN * best_s + self.startup_s
+        pairs = self.confirm_pairs * (winner + base + self.startup_s)
+        return pairs + (0.0 if check_free else winner)
 
     def reserve_for(self, study: optuna.Study) -> float:
         """:meth:`reserve_now` for the study's best trial so far."""
@@ -247,7 +248,7 @@ def _may_continue(
         return False
     best = best_time(study)
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else time_cap
-    next_trial_s = min(time_cap, beat_s) + _STARTUP_S
+    next_trial_s = min(time_cap, beat_s) + plan.startup_s
     if budget.left_s > plan.reserve_for(study) + next_trial_s + _SAFETY_S:
         return True
     return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it

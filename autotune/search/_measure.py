@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,13 @@ from autotune.trial import (
     run_trial,
 )
 
-__all__ = ["TargetWatch", "Trialist", "time_to_target"]
+__all__ = ["STARTUP_PRIOR_S", "TargetWatch", "Trialist", "time_to_target"]
 
 FORK_SERVER_ENV = "AUTOTUNE_FORK_SERVER"
 """Set to ``0`` to start every trial as a fresh interpreter (to compare, or to debug)."""
-_STARTUP_S = 30.0  # torch import + model build + first steps, on top of the run's own time
+_START_ALLOWANCE_S = 30.0  # the timeout's room for torch import, model build, first steps
+STARTUP_PRIOR_S = 3.0  # a trial's start-up before one is measured: forked, 1-2 s on 2 cores
+_STARTUPS_KEPT = 8  # the median of the latest start-ups: the server's own start drops out
 
 
 def time_to_target(losses: list[float], elapsed: list[float], target: float) -> float | None:
@@ -86,6 +89,7 @@ class Trialist:
     device: str = "auto"
     count: int = 0
     launcher: Launcher = field(init=False)
+    startups: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         forking = os.environ.get(FORK_SERVER_ENV, "1") != "0"
@@ -108,6 +112,14 @@ class Trialist:
         if isinstance(self.launcher, ForkServer):
             self.launcher.close()
 
+    @property
+    def startup_s(self) -> float:
+        """A trial's start-up cost on top of its training: the median of the latest
+        measured (launch to the first step, less that step's own time), or the prior."""
+        if not self.startups:
+            return STARTUP_PRIOR_S
+        return statistics.median(self.startups[-_STARTUPS_KEPT:])
+
     def run(
         self,
         config: TrainConfig,
@@ -126,12 +138,15 @@ class Trialist:
             steps=steps,
             seed=self.seed,
             device=self.device,
-            timeout_s=(time_cap_s or 600.0) + _STARTUP_S,
+            timeout_s=(time_cap_s or 600.0) + _START_ALLOWANCE_S,
             measure_memory=measure_memory,
             warmup_steps=warmup_steps,
         )
         workdir = self.workdir / f"run{self.count:04d}"
-        return run_trial(spec, workdir=workdir, on_step=watch, launcher=self.launcher)
+        result = run_trial(spec, workdir=workdir, on_step=watch, launcher=self.launcher)
+        if result.first_step_s is not None and result.steps:
+            self.startups.append(max(0.0, result.first_step_s - result.steps[0].elapsed_s))
+        return result
 
 
 def measured(result: TrialResult, config: TrainConfig, target: float | None) -> Measured | None:

@@ -95,6 +95,14 @@ MAX_OVERFLOW_RATE = 0.05
 # the target on the curve's steep start, where time to target measures step time alone.
 TARGET_BAND = 0.02
 
+# steps_to_target: a crossing counts only once this many steps follow it. Near a curve's
+# end the backward pass of the zero-lag smoothing has no data, so the smoothed value is
+# the forward EMA of the last few losses, and one lucky dip there crosses the target. A
+# run stopped at that crossing keeps the dip: measured on tiny_gpt at batch 4, a trial
+# "reached" its target at step 58 of 59 on two low batches, and the same config re-run
+# longer never crossed there. 10 = 1/SMOOTHING_ALPHA, the backward EMA's reach.
+TARGET_SUPPORT_STEPS = 10
+
 
 class StabilityVerdict(BaseModel):
     """Whether a loss curve is stable, and why: the failed checks (or, when stable, the
@@ -246,7 +254,10 @@ def overflow_rate(skipped_steps: int, steps: int) -> float:
 
 
 def steps_to_target(
-    losses: Sequence[float], target: float, alpha: float = SMOOTHING_ALPHA
+    losses: Sequence[float],
+    target: float,
+    alpha: float = SMOOTHING_ALPHA,
+    support: int = TARGET_SUPPORT_STEPS,
 ) -> int | None:
     """The first step (index into ``losses``) at which the smoothed loss is <= ``target``.
 
@@ -258,30 +269,34 @@ def steps_to_target(
     The smoothing is the bias-corrected EMA (:func:`smooth`) run forward and then backward:
     a forward-only EMA lags a falling curve by ``(1 - alpha)/alpha`` = 9 steps, which would
     charge every configuration 9 steps of its own step time and so penalise the ones with
-    few, slow steps (large global batches). The two passes cancel the lag on a trend; at the
-    very end of the curve only the forward pass has data, so a target reached in the last
-    few steps is reported late rather than early. ``None``: never reached (or a non-finite
-    curve).
+    few, slow steps (large global batches). The two passes cancel the lag on a trend. At the
+    very end of the curve only the forward pass has data, and a dip in the last few losses
+    moves it: so the first crossing counts only when ``support`` steps follow it, and until
+    they have run the target is not reached yet (:data:`TARGET_SUPPORT_STEPS`). ``None``:
+    not reached (or a non-finite curve).
     """
     if not losses or not is_finite(losses):
         return None
     for k, value in enumerate(_zero_lag(losses, alpha)):
         if value <= target:
-            return k
+            return k if len(losses) - 1 - k >= support else None
     return None
 
 
 def baseline_target(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> float:
     """The target loss a baseline run sets: the lowest level of its zero-lag smoothed
     curve plus the larger of ``TARGET_BAND`` x its improvement and two standard deviations
-    of the smoothed curve's noise. The baseline itself always reaches it.
+    of the smoothed curve's noise. The baseline itself reaches it (a curve longer than
+    TARGET_SUPPORT_STEPS).
 
     Raises ValueError for an empty or non-finite curve: it sets no target.
     """
     if not losses or not is_finite(losses):
         raise ValueError("a target needs a finite, non-empty baseline loss curve.")
     trend = _zero_lag(losses, alpha)
-    lowest = min(trend)
+    # the lowest level where steps_to_target has support: so the baseline reaches it
+    supported = len(losses) - TARGET_SUPPORT_STEPS
+    lowest = min(trend[:supported] if supported > 0 else trend)
     improvement = max(0.0, trend[0] - lowest)
     tail = range(len(losses) // 2, len(losses))
     residual = [losses[k] - trend[k] for k in tail]

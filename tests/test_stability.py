@@ -11,6 +11,7 @@ from autotune.stability import (
     MAX_OVERFLOW_RATE,
     OVERFLOW_CALIBRATION_STEPS,
     REFERENCE_TOLERANCE,
+    TARGET_SUPPORT_STEPS,
     agrees_with_reference,
     diverged,
     is_decreasing,
@@ -151,6 +152,19 @@ def test_steps_to_target_on_noise_follows_the_trend_without_lag() -> None:
     assert steps_to_target(curve, 1.0) == pytest.approx(trend_step, abs=1)
     causal = next(k for k, x in enumerate(smooth(curve)) if x <= 1.0)
     assert causal >= trend_step + 5
+
+
+def test_a_dip_in_the_last_steps_is_no_crossing_until_steps_after_it_confirm_it() -> None:
+    flat = noisy([1.1] * 60, 0.01, seed=1)  # above the target of 1.0 all along
+    dipped = [*flat, 0.5, 0.5]  # two lucky batches at the end
+    assert steps_to_target(dipped, 1.0, support=0) is not None  # the end's EMA alone dips
+    assert steps_to_target(dipped, 1.0) is None  # no steps after it yet: not reached
+    assert steps_to_target([*dipped, *flat[:10]], 1.0) is None  # and the trend never was
+    falling = [*flat, *[0.8] * 20]  # a real crossing: counted once 10 steps follow it
+    reached = steps_to_target(falling, 1.0)
+    assert reached is not None and 55 <= reached < 65  # the step at 60, smoothed both ways
+    assert steps_to_target(falling[: reached + TARGET_SUPPORT_STEPS], 1.0) is None
+    assert steps_to_target(falling[: reached + TARGET_SUPPORT_STEPS + 1], 1.0) == reached
 
 
 def test_steps_to_target_unreached() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "REFERENCE_TOLERANCE",
     "SMOOTHING_ALPHA",
     "TARGET_BAND",
+    "RunningEMA",
     "StabilityVerdict",
     "agrees_with_reference",
     "baseline_target",
@@ -114,6 +115,20 @@ class StabilityVerdict(BaseModel):
     reasons: list[str] = Field(min_length=1)
 
 
+class RunningEMA:
+    """:func:`smooth` one value at a time: ``update(x)`` returns the smoothed value at x."""
+
+    def __init__(self, alpha: float = SMOOTHING_ALPHA) -> None:
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], but got {alpha}.")
+        self.alpha, self.ema, self.keep = alpha, 0.0, 1.0
+
+    def update(self, x: float) -> float:
+        self.ema = (1 - self.alpha) * self.ema + self.alpha * x
+        self.keep *= 1 - self.alpha
+        return self.ema / (1 - self.keep)
+
+
 def smooth(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> list[float]:
     """The bias-corrected exponential moving average of ``losses`` (as Adam's moments).
 
@@ -121,16 +136,8 @@ def smooth(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> list[floa
     ``1 - (1 - alpha)^(k+1)``: the first value is ``losses[0]`` itself, not dragged towards
     zero. A NaN or inf propagates to every later value.
     """
-    if not 0 < alpha <= 1:
-        raise ValueError(f"alpha must be in (0, 1], but got {alpha}.")
-    out: list[float] = []
-    ema = 0.0
-    keep = 1.0
-    for x in losses:
-        ema = (1 - alpha) * ema + alpha * x
-        keep *= 1 - alpha
-        out.append(ema / (1 - keep))
-    return out
+    ema = RunningEMA(alpha)
+    return [ema.update(x) for x in losses]
 
 
 def _zero_lag(losses: Sequence[float], alpha: float) -> list[float]:

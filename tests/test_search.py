@@ -85,15 +85,13 @@ def test_systems_measurement_keeps_one_candidate_per_batch_size() -> None:
     ]
 
 
-def test_target_watch_stops_once_the_smoothed_crossing_is_visible() -> None:
+def _watched(losses: list[float], target: float) -> int:
+    """How many of ``losses`` a TargetWatch takes before it stops the run (0.1 s a step)."""
     from autotune.runtime import StepRecord
-    from autotune.search._measure import TargetWatch, time_to_target
+    from autotune.search._measure import TargetWatch
 
-    losses = [2.0 * 0.9**i for i in range(200)]
-    watch = TargetWatch(target=0.5, time_cap_s=1e9)
-    seen = 0
+    watch = TargetWatch(target=target, time_cap_s=1e9)
     for i, loss in enumerate(losses):
-        seen += 1
         record = StepRecord(
             step=i + 1,
             loss=loss,
@@ -104,10 +102,41 @@ def test_target_watch_stops_once_the_smoothed_crossing_is_visible() -> None:
             lr=1e-3,
         )
         if watch(record):
-            break
+            return i + 1
+    return len(losses)
+
+
+def test_target_watch_stops_once_the_smoothed_crossing_is_visible() -> None:
+    from autotune.search._measure import time_to_target
+
+    losses = [2.0 * 0.9**i for i in range(200)]
+    seen = _watched(losses, 0.5)
     assert seen < 60  # stopped soon after the crossing (step 14), not at the end
     reached = time_to_target(losses[:seen], [0.1 * (i + 1) for i in range(seen)], 0.5)
     assert reached is not None and 1.0 < reached < 3.0
+
+
+def test_target_watch_runs_on_past_an_early_dip_until_the_trend_crosses() -> None:
+    import random
+
+    from autotune import stability
+    from autotune.search._measure import time_to_target
+
+    # a slow decline with three lucky batches at step 60: the forward EMA dips under the
+    # target there, the trend crosses it at step ~150; a watch that gave up 50 steps after
+    # such a dip left mlp_digits' baseline re-runs without a time to target
+    rng = random.Random(3)
+    losses = [1.3 - 0.002 * k + rng.gauss(0, 0.05) for k in range(400)]
+    losses[60:63] = [0.3, 0.3, 0.3]
+    dips = [k for k, v in enumerate(stability.smooth(losses)) if v <= 1.0]
+    trend = stability.steps_to_target(losses, 1.0)
+    assert dips and trend is not None and trend > dips[0] + 50
+    seen = _watched(losses, 1.0)
+    reached = time_to_target(losses[:seen], [0.1 * (i + 1) for i in range(seen)], 1.0)
+    assert reached is not None
+    assert (
+        trend + stability.TARGET_SUPPORT_STEPS < seen <= trend + 3 * stability.TARGET_SUPPORT_STEPS
+    )
 
 
 def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:

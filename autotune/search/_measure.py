@@ -40,12 +40,17 @@ def time_to_target(losses: list[float], elapsed: list[float], target: float) -> 
 
 
 class TargetWatch:
-    """Follows a trial's steps: stops it once the smoothed loss is past the target (with
-    a margin of steps for the zero-lag smoothing to see the crossing), when ``give_up``
-    says so, or when it runs out of time.
+    """Follows a trial's steps: stops it once :func:`time_to_target` sees the crossing (the
+    smoothed loss at the target, with the support after it that steps_to_target asks),
+    when ``give_up`` says so, or when it runs out of time.
+
+    The zero-lag smoothing costs a pass over every loss, so it is only evaluated where it
+    can have crossed: while the forward EMA (which must have been at the target somewhere
+    after the crossing) was at the target in the last ``_NEAR_STEPS`` steps, and every
+    ``_NEAR_STEPS`` steps otherwise once it ever was.
     """
 
-    _CONFIRM_STEPS = 50  # most steps after the forward EMA crosses for the zero-lag one to
+    _NEAR_STEPS = 2 * stability.TARGET_SUPPORT_STEPS
 
     def __init__(
         self,
@@ -55,23 +60,32 @@ class TargetWatch:
     ) -> None:
         self.target, self.time_cap_s, self.give_up = target, time_cap_s, give_up
         self.losses: list[float] = []
-        self.crossed_at: int | None = None
+        self.ema = stability.RunningEMA()
+        self.last_below: int | None = None  # the latest step the forward EMA was at the target
         self.gave_up = False
 
     def __call__(self, record: StepRecord) -> bool:
         self.losses.append(record.loss)
         if not math.isfinite(record.loss):
             return True
-        smoothed = stability.smooth(self.losses)[-1]
-        if self.crossed_at is None and smoothed <= self.target:
-            self.crossed_at = len(self.losses)
-        if self.crossed_at is not None:  # stop once time_to_target can see the crossing too
-            seen = stability.steps_to_target(self.losses, self.target) is not None
-            return seen or len(self.losses) >= self.crossed_at + self._CONFIRM_STEPS
+        smoothed = self.ema.update(record.loss)
+        if smoothed <= self.target:
+            self.last_below = len(self.losses)
+        if self._worth_checking() and self._reached():
+            return True
         if self.give_up is not None and self.give_up(record.elapsed_s, smoothed):
             self.gave_up = True
             return True
         return record.elapsed_s > self.time_cap_s
+
+    def _reached(self) -> bool:
+        return stability.steps_to_target(self.losses, self.target) is not None
+
+    def _worth_checking(self) -> bool:
+        if self.last_below is None:
+            return False
+        since = len(self.losses) - self.last_below
+        return since <= self._NEAR_STEPS or since % self._NEAR_STEPS == 0
 
 
 @dataclass

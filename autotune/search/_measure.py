@@ -24,7 +24,7 @@ from autotune.trial import (
     run_trial,
 )
 
-__all__ = ["STARTUP_PRIOR_S", "TargetWatch", "Trialist", "time_to_target"]
+__all__ = ["FORK_SERVER_ENV", "STARTUP_PRIOR_S", "TargetWatch", "Trialist", "time_to_target"]
 
 FORK_SERVER_ENV = "AUTOTUNE_FORK_SERVER"
 """Set to ``0`` to start every trial as a fresh interpreter (to compare, or to debug)."""

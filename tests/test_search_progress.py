@@ -372,6 +372,18 @@ def test_no_batch_is_measured_past_where_samples_per_s_stopped_rising() -> None:
     assert beyond_saturation(flat[2].train, flat[:2]) is None  # 64 itself is judged by 4, 16
 
 
+def test_a_batch_cheap_to_measure_is_measured_past_a_stall() -> None:
+    """mlp_digits on an AVX2 CPU: micro 128 measured 0.97x micro 64 (2 ms steps, timer
+    noise), and the grid's micro 256 then ran at 1.9x micro 64's samples/s."""
+    runs = [_measured(16, 7_679.0, "32-true"), _measured(64, 30_508.0, "32-true")]
+    stalled = [*runs, _measured(128, 29_639.0, "32-true")]
+    cheap = TrainConfig(micro_batch_size=256, precision="32-true", optimizer={"lr": 1e-3})
+    assert beyond_saturation(cheap, stalled) is None  # 4 steps of ~9 ms: measure it
+    slow = [_measured(16, 7.7, "32-true"), _measured(64, 30.5, "32-true")]
+    slow.append(_measured(128, 29.6, "32-true"))  # the same shape, 1000x slower steps
+    assert beyond_saturation(cheap, slow) is not None
+
+
 def test_the_baseline_is_as_long_as_lets_the_confirmation_fit_in_forty_percent() -> None:
     from autotune.search import baseline_seconds
 

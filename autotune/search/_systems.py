@@ -49,6 +49,12 @@ _DOMINATED_SHARE = 0.8
 # A batch must run this many times the samples/s of the best smaller one of its kind for
 # a larger one still to be measured: past it, the gain is within one measurement's noise.
 _RISING = 1.05
+# ... unless measuring it is cheap: under this many seconds for its fewest steps at the
+# samples/s its kind last reached. A stall between few-millisecond steps is as likely
+# timer noise: on mlp_digits (AVX2 CPU) micro 128 measured 0.97x micro 64, and the grid
+# then ran micro 256 at 1.9x micro 64's samples/s. The stall rule is for slow steps, where
+# one measurement costs a sizeable share of the budget.
+_CHEAP_MEASURE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,8 @@ def beyond_saturation(config: TrainConfig, runs: list[Measured]) -> dict[str, st
     over batch size rises, then flattens or falls once a batch fills the device or spills
     the caches, and does not rise again (tiny_gpt on an AVX2 CPU: 50, 73, 71, 54 and 39
     samples/s at 4, 16, 64, 128 and 512; the 512 measurement alone took 30 s of a 300 s
-    budget). A larger global batch is still tried, by accumulation. None: measure it."""
+    budget). A larger global batch is still tried, by accumulation. A batch that is cheap
+    to measure (_CHEAP_MEASURE_S) is measured all the same. None: measure it."""
     kind = sorted(
         (
             r
@@ -226,6 +233,9 @@ def beyond_saturation(config: TrainConfig, runs: list[Measured]) -> dict[str, st
         return None
     last, before = kind[-1], max(kind[:-1], key=lambda r: r.samples_per_s)
     if last.samples_per_s >= _RISING * before.samples_per_s:
+        return None
+    cost_s = _MIN_MEASURE_STEPS * config.global_batch / max(last.samples_per_s, 1e-9)
+    if cost_s < _CHEAP_MEASURE_S:
         return None
     return {
         "reason": (

@@ -19,6 +19,7 @@ from typer._click import exceptions as click_errors  # typer vendors click
 from typer.core import TyperGroup
 
 from autotune.search import SearchInterrupted, study_summary
+from autotune.search._shield import interrupt
 
 __all__ = ["OneLineErrors", "stop_on_signals"]
 
@@ -76,7 +77,7 @@ def stop_on_signals(console: Console, storage: str, study_name: str) -> Iterator
     def stop(signum: int, frame: FrameType | None) -> None:
         if not fired:
             fired.append(signum)
-            raise SearchInterrupted(signum)
+            interrupt(signum)  # raises now, or as soon as a storage call returns
 
     saved = {sig: signal.signal(sig, stop) for sig in _STOP_SIGNALS}
     try:

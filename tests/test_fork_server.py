@@ -143,3 +143,31 @@ def test_the_search_forks_unless_told_not_to(
     monkeypatch.setenv(FORK_SERVER_ENV, "0")
     with Trialist(tmp_path / "model.py", tmp_path, seed=0) as trials:
         assert trials.launcher is PLAIN
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _raise_alarm(signum: int, frame: object) -> None:
+    raise _Alarm
+
+
+def test_a_server_stopped_while_it_imports_is_killed_at_once(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    """A search stopped during its first trial's launch must not wait for the server's
+    imports (here a task file that takes 30 s to import) before it can exit."""
+    slow = write_task("import time\ntime.sleep(30)\n" + TINY_TASK, name="slow.py")
+    forks = ForkServer(slow, tmp_path / "slow-server.log")
+    previous = signal.signal(signal.SIGALRM, _raise_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)  # a stop signal while it imports
+    try:
+        with pytest.raises(_Alarm):
+            run_trial(_spec(slow), workdir=tmp_path / "t", launcher=forks)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+    started = time.monotonic()
+    forks.close()
+    assert time.monotonic() - started < 2.0 and forks.pid is None

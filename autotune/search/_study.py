@@ -28,7 +28,6 @@ import importlib.util
 import logging
 import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -46,6 +45,7 @@ from optuna.storages.journal import JournalFileBackend
 from pydantic import BaseModel
 
 from autotune.errors import ConfigError
+from autotune.search._shield import SearchInterrupted, shield_storage
 
 __all__ = [
     "GRACE_S",
@@ -82,25 +82,6 @@ _FINISHED = (
     optuna.trial.TrialState.FAIL,
 )
 _RUNNING = optuna.trial.TrialState.RUNNING
-
-
-class SearchInterrupted(BaseException):
-    """SIGINT or SIGTERM reached ``autotune search``.
-
-    The CLI's signal handler raises it; unwinding kills the running trial's process group
-    (:func:`autotune.trial.run_trial`) and records that trial FAIL with status
-    ``INTERRUPTED`` (:func:`tracked`). A BaseException, like KeyboardInterrupt, so that no
-    ``except Exception`` on the way swallows it. The CLI exits with ``exit_code``.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number, as a shell reports death by that signal."""
-        return 128 + self.signum
 
 
 def redact(url: str) -> str:
@@ -473,7 +454,7 @@ class Studies:
         self, storage: str, name: str, sampler: optuna.samplers.BaseSampler, pruner: Any
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        backend = open_storage(storage)
+        backend = shield_storage(open_storage(storage))
         try:
             _retrying(lambda: self._create(backend, name, sampler, pruner))
         except (ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:

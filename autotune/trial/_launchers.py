@@ -25,6 +25,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
@@ -103,6 +104,7 @@ class ForkServer(Launcher):
         self._replies: collections.deque[dict[str, Any]] = collections.deque()
         self._children: dict[int, _Forked] = {}
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._ready = threading.Event()  # the server said ready: it may have workers now
 
     @property
     def pid(self) -> int | None:
@@ -144,9 +146,11 @@ class ForkServer(Launcher):
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl-C is the supervisor's to handle
             )
-        self._finalizer = weakref.finalize(self, _shut_server, self._proc)
+        self._finalizer = weakref.finalize(self, _shut_server, self._proc, self._ready)
         ready = self._reply(_READY_TIMEOUT_S)
-        if ready is not None and not ready.get("ready"):
+        if ready is not None and ready.get("ready"):
+            self._ready.set()
+        elif ready is not None:
             self._broken(str(ready.get("reason", "the fork server did not start")))
 
     def _fork(self, files: TrialFiles) -> WorkerProcess | None:
@@ -229,13 +233,15 @@ class ForkServer(Launcher):
         self._children.clear()
 
 
-def _shut_server(proc: subprocess.Popen[bytes]) -> None:
-    """Close the server's stdin (it then kills its workers and exits), and reap it."""
+def _shut_server(proc: subprocess.Popen[bytes], ready: threading.Event) -> None:
+    """Close the server's stdin (it then kills its workers and exits), and reap it. A
+    server still importing (not yet ready) reads no stdin and has no workers: it is
+    killed at once, so that a search stopped in its first trial does not wait for torch."""
     with contextlib.suppress(OSError):
         if proc.stdin is not None:
             proc.stdin.close()
     try:
-        proc.wait(timeout=_CLOSE_TIMEOUT_S)
+        proc.wait(timeout=_CLOSE_TIMEOUT_S if ready.is_set() else 0.0)
     except subprocess.TimeoutExpired:
         proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -171,3 +171,29 @@ def test_a_server_stopped_while_it_imports_is_killed_at_once(
     started = time.monotonic()
     forks.close()
     assert time.monotonic() - started < 2.0 and forks.pid is None
+
+
+def _context_switches(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.MULTILINE)
+    assert found, status
+    return int(found.group(1))
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfds (Linux >= 5.3)")
+def test_the_server_sleeps_while_its_worker_trains(
+    write_task: WriteTask, tmp_path: Path, server: ForkServer
+) -> None:
+    """A server that woke every 20 ms to look for exits took a core from a 2-thread trial
+    50 times a second (forked trials measured 5-9% below fresh ones on 2 cores)."""
+    slow_loss = TINY_TASK.replace("    x, y = batch\n", "    time.sleep(0.1)\n    x, y = batch\n")
+    sleepy = write_task("import time\n" + slow_loss, name="sleepy.py")
+    run_trial(_spec(sleepy), workdir=tmp_path / "warm", launcher=server)  # starts the server
+    assert server.pid is not None
+    before = _context_switches(server.pid)
+    result = run_trial(
+        _spec(sleepy).model_copy(update={"steps": 20}), workdir=tmp_path / "t", launcher=server
+    )
+    woke = _context_switches(server.pid) - before
+    assert result.status is TrialStatus.OK and result.wall_s > 2.0
+    assert woke < 10, f"the server woke {woke} times during a {result.wall_s:.1f} s trial"

@@ -73,9 +73,10 @@ except typer.Exit as stopped:
 @pytest.mark.skipif(sys.platform != "linux", reason="signals")
 def test_a_signal_dropped_inside_a_gc_callback_still_stops_the_search(tmp_path: Path) -> None:
     command = [sys.executable, "-c", _IN_A_GC_CALLBACK, str(tmp_path / "none.db")]
-    started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    took = time.monotonic() - started
     assert done.returncode == 143, done.stderr
     assert "not stopped" not in done.stdout and "Traceback" not in done.stderr, done.stderr
-    assert "interrupted by SIGTERM" in done.stderr and took < STOP_BOUND_S, done.stderr
+    # Stopped by the re-delivered signal, inside the 3 s sleep: not by the watcher's hard
+    # exit (its line says "did not stop within"). The process's own wall time is no
+    # measure: importing torch alone takes 3-5 s of a loaded 2-core CI machine.
+    assert "interrupted by SIGTERM: the running trial was stopped" in done.stderr, done.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,9 @@ class SearchOutcome:
     removals: list[spaces.Removal]
     studies: Studies
     top: list[TopConfig]
+    # wall seconds per phase (probe, baseline, systems, trials, stability, confirmation):
+    # where the budget went; a phase a resume read back from the study costs ~0
+    phases: dict[str, float]
 
 
 Events = Callable[[str], None]
@@ -107,7 +111,8 @@ def run_search(
         setup = search.setup(trials)
         search.converge(setup, trials)
         tuned = search.finish(setup, trials)
-    return SearchOutcome(tuned, setup.removals, search.studies, top_configs(search.convergence))
+    top = top_configs(search.convergence)
+    return SearchOutcome(tuned, setup.removals, search.studies, top, dict(search.phases))
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,17 @@ class _Search:
         sampler, pruner = make_sampler(options.seed), make_pruner()
         self.studies = Studies(options.storage, self.name, sampler, pruner)
         self.convergence = self.studies.convergence
+        self.phases: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Adds the wall time of the ``with`` body to ``self.phases[name]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.phases[name] = self.phases.get(name, 0.0) + spent
 
     def setup(self, trials: Trialist) -> _Setup:
         """Probe, restrict the space, run the baseline (the target) and the systems phase;
@@ -141,21 +157,24 @@ class _Search:
         options, say = self.options, self.say
         self.studies.hold("setup", say)
         say("probing the hardware and the model")
-        report = self.studies.cached(
-            "probe",
-            ProbeReport,
-            lambda: profiler.probe(self.task, memory_limit_bytes=options.memory_limit_bytes),
-        )
+        with self._phase("probe"):
+            report = self.studies.cached(
+                "probe",
+                ProbeReport,
+                lambda: profiler.probe(self.task, memory_limit_bytes=options.memory_limit_bytes),
+            )
         space, removals = spaces.restrict(self.space, _facts(report, self.task))
         for removal in removals:
             say(str(removal))
         base = self.task.baseline_config()
         say("running the baseline")
-        baseline = self.studies.cached(
-            "baseline", BaselineRun, lambda: _baseline(self.task, base, report, options, trials)
-        )
+        with self._phase("baseline"):
+            baseline = self.studies.cached(
+                "baseline", BaselineRun, lambda: _baseline(self.task, base, report, options, trials)
+            )
         say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
-        systems = _systems(space, report, base, self.studies, trials, options, say)
+        with self._phase("systems"):
+            systems = _systems(space, report, base, self.studies, trials, options, say)
         self.studies.release("setup")
         return _Setup(report, space, removals, base, baseline, systems)
 
@@ -184,7 +203,8 @@ class _Search:
             self.show(current)
 
         self.show(now())
-        run_convergence(plan, self.studies, trials, self.budget, on_trial)
+        with self._phase("trials"):
+            run_convergence(plan, self.studies, trials, self.budget, on_trial)
         if (
             options.trials is None
             and options.patience
@@ -209,9 +229,11 @@ class _Search:
     def _confirmed(self, setup: _Setup, trials: Trialist) -> TunedConfig:
         options, baseline = self.options, setup.baseline
         candidates = winners(self.convergence)
-        winner = _stable_winner(candidates, trials, baseline, self.say)
+        with self._phase("stability"):
+            winner = _stable_winner(candidates, trials, baseline, self.say)
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
-        found = confirm(winner, baseline, trials, options.confirm_pairs)
+        with self._phase("confirmation"):
+            found = confirm(winner, baseline, trials, options.confirm_pairs)
         if not found.winner or not found.baseline:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
         earlier = [*setup.systems, *recorded_runs(self.convergence)]

@@ -44,7 +44,14 @@ from autotune.runtime import (
     threads_per_rank,
     train,
 )
-from autotune.search import PATIENCE, SearchOptions, redact, run_search
+from autotune.search import (
+    CONFIRM_MAX_PAIRS,
+    CONFIRM_PAIRS,
+    PATIENCE,
+    SearchOptions,
+    redact,
+    run_search,
+)
 from autotune.task import Task, load_task
 
 _T = TypeVar("_T")
@@ -308,6 +315,14 @@ def search(
             "(0: spend the whole budget; --trials always runs them all).",
         ),
     ] = PATIENCE,
+    confirm_pairs: Annotated[
+        int,
+        typer.Option(
+            min=CONFIRM_PAIRS,
+            help=f"Most winner/baseline pairs in the confirmation: {CONFIRM_PAIRS} always run, "
+            "more while the speed-up's spread is wide and the budget has room.",
+        ),
+    ] = CONFIRM_MAX_PAIRS,
     tensorboard: Annotated[
         Path | None,
         typer.Option(help="After the search, write one TensorBoard point per trial here."),
@@ -326,6 +341,7 @@ def search(
         output=output,
         seed=seed,
         patience=patience or None,
+        confirm_max_pairs=confirm_pairs,
     )
     name = study_name or task_file.stem
     with _user_errors(), _scratch_dirs(), stop_on_signals(err, storage, name):

@@ -124,6 +124,7 @@ class Setup:
             sys.executable, "-m", "autotune", "search", str(self.task),
             "--space", str(self.space), "--budget", "1h", "--trials", str(self.trials),
             "--storage", self.storage, "--study-name", "chaos", "--target-loss", "0.5",
+            "--confirm-pairs", "3",
             "-o", str(self.output),
         ]  # fmt: skip
 

@@ -63,6 +63,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "search-budget-neg": (["search", "{task}", "--budget", "-5"], r"--budget"),
     "search-memory": (["search", "{task}", "--memory-limit", "-3"], r"expected a size such"),
     "search-trials-0": (["search", "{task}", "--trials", "0"], r"--trials.*see `autotune"),
+    "search-pairs-2": (["search", "{task}", "--confirm-pairs", "2"], r"--confirm-pairs.*see"),
     "search-storage": (["search", "{task}", "--storage", "foo"], r"not a storage URL; use sqlite"),
     "search-storage-dir": (
         ["search", "{task}", "--storage", "journal:///{dir}"],

@@ -86,3 +86,51 @@ def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step(
     assert tuned.measured.throughput_spread.n == 5
     speedup = tuned.measured.throughput_speedup
     assert speedup is not None and speedup.median == pytest.approx(1.22)  # pairs only
+
+
+def _scripted_pairs(monkeypatch: pytest.MonkeyPatch, speedups: list[float]) -> None:
+    """Replaces the pair runner: pair k measures ``speedups[k]``."""
+    from autotune.search import _confirm
+
+    def run_pair(found: _confirm.Confirmation, *args: Any, **kwargs: Any) -> None:
+        found.speedups.append(speedups[found.pairs])
+        found.pairs += 1
+
+    monkeypatch.setattr(_confirm, "_run_pair", run_pair)
+
+
+def _confirm(pairs: int, most: int, time_left: float = 1e9) -> Any:
+    from autotune.search._confirm import confirm
+
+    return confirm(None, None, None, pairs, most=most, time_left=lambda: time_left)  # type: ignore[arg-type]
+
+
+def test_a_settled_speedup_stops_at_the_least_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    _scripted_pairs(monkeypatch, [2.50, 2.55, 2.45, 9.0, 9.0])
+    assert _confirm(3, most=8).pairs == 3
+
+
+def test_a_wide_speedup_gets_pairs_until_it_settles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.search._confirm import settled
+
+    wide = [2.2, 2.8, 2.1, 2.5, 2.6, 2.4, 2.5, 2.5]
+    _scripted_pairs(monkeypatch, wide)
+    found = _confirm(3, most=8)
+    assert 3 < found.pairs < 8, found.pairs
+    assert settled(found.speedups) and not settled(found.speedups[:-1])
+
+
+def test_more_pairs_stop_at_the_most_and_at_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    noisy = [1.0, 3.0] * 6
+    _scripted_pairs(monkeypatch, noisy)
+    assert _confirm(3, most=5).pairs == 5  # never settles: bounded by `most`
+    _scripted_pairs(monkeypatch, noisy)
+    assert _confirm(3, most=8, time_left=0.0).pairs == 3  # no budget: the least only
+
+
+def test_settled_asks_three_pairs_and_a_small_error() -> None:
+    from autotune.search._confirm import settled
+
+    assert not settled([2.0, 2.0])  # two agree by chance too often
+    assert settled([2.0, 2.05, 1.95])
+    assert not settled([1.1, 1.5, 0.8])  # the 2-minute demo's 3 pairs

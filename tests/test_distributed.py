@@ -74,7 +74,7 @@ def test_search_workers_share_a_postgres_study(
         command = [
             sys.executable, "-m", "autotune", "search", str(task), "--space", str(space),
             "--budget", "1h", "--trials", "4", "--storage", postgres_url,
-            "--study-name", "shared", "--target-loss", "0.5",
+            "--study-name", "shared", "--target-loss", "0.5", "--confirm-pairs", "3",
             "-o", str(tmp_path / f"tuned{i}.yaml"),
         ]  # fmt: skip
         env = {**os.environ, "COLUMNS": "300"}

@@ -79,6 +79,7 @@ def test_search_over_faulty_configs_records_each_and_picks_a_healthy_one(
         storage=storage,
         output=tmp_path / "tuned.yaml",
         confirm_pairs=1,
+        confirm_max_pairs=1,
         systems_measured=8,  # every size: the faulty ones too
         workdir=tmp_path / "trials",
     )

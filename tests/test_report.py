@@ -447,6 +447,7 @@ def test_the_synthetic_study_has_the_shape_of_a_real_search(
         storage=storage,
         output=tmp_path / "tuned.yaml",
         confirm_pairs=1,
+        confirm_max_pairs=1,
         systems_measured=2,
         workdir=tmp_path / "trials",
     )

@@ -44,7 +44,10 @@ def test_search_writes_a_confirmed_tuned_config(
     assert measured is not None and measured.baseline is not None
     # 2 confirmation pairs, plus the winner's trial and any other run of its step
     assert measured.throughput_spread is not None and measured.throughput_spread.n >= 3
-    assert measured.throughput_speedup is not None and measured.throughput_speedup.n == 2
+    # 2 pairs always; more (up to the default 8) only while the speed-up is unsettled
+    pairs = measured.throughput_speedup.n if measured.throughput_speedup else 0
+    assert 2 <= pairs <= 8
+    assert (pairs > 2) == any(line.startswith(f"confirmed with {pairs} pairs") for line in lines)
     assert measured.target_loss is not None and measured.time_to_target_s is not None
     assert tuned.train.precision != "16-mixed"  # fp16 is ruled out on CPU by the probe
     study = optuna.load_study(study_name="model", storage=storage)

@@ -78,6 +78,7 @@ def test_search_never_picks_a_diverging_lr_and_its_winner_stays_finite_5x_longer
         storage=storage,
         output=tmp_path / "tuned.yaml",
         confirm_pairs=2,
+        confirm_max_pairs=2,
         systems_measured=1,
         workdir=tmp_path / "trials",
     )

@@ -47,10 +47,21 @@ from autotune.search._progress import (
 )
 from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
 from autotune.search._systems import measure_systems, predict_systems
-from autotune.search._types import PATIENCE, REAL_GAIN, BaselineRun, Budget, Measured, SearchOptions
+from autotune.search._types import (
+    CONFIRM_MAX_PAIRS,
+    CONFIRM_PAIRS,
+    PATIENCE,
+    REAL_GAIN,
+    BaselineRun,
+    Budget,
+    Measured,
+    SearchOptions,
+)
 from autotune.task import Task, load_task
 
 __all__ = [
+    "CONFIRM_MAX_PAIRS",
+    "CONFIRM_PAIRS",
     "PATIENCE",
     "SearchError",
     "SearchInterrupted",
@@ -233,7 +244,19 @@ class _Search:
             winner = _stable_winner(candidates, trials, baseline, self.say)
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         with self._phase("confirmation"):
-            found = confirm(winner, baseline, trials, options.confirm_pairs)
+            found = confirm(
+                winner,
+                baseline,
+                trials,
+                options.confirm_pairs,
+                most=options.confirm_max_pairs,
+                time_left=lambda: self.budget.left_s,
+            )
+        if found.pairs > options.confirm_pairs:
+            self.say(
+                f"confirmed with {found.pairs} pairs: after {options.confirm_pairs} the "
+                "speed-up's spread was still wide, and the budget had room for more"
+            )
         if not found.winner or not found.baseline:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
         earlier = [*setup.systems, *recorded_runs(self.convergence)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,11 +27,13 @@ from autotune.search._progress import describe
 from autotune.search._types import BaselineRun, Measured, same_kind
 
 __all__ = [
+    "SETTLED_ERROR",
     "Confirmation",
     "confirm",
     "known_reference",
     "reference_check",
     "same_step",
+    "settled",
     "stable_winner",
     "step_rates",
     "tuned_config",
@@ -37,6 +41,10 @@ __all__ = [
 
 _STABILITY_TRIES = 4  # fp32 checks before giving up: each is one run of the candidate's length
 _STEP_MARGIN = 1.5  # the winner's confirmation runs may take this many times its trial's steps
+# More pairs stop once the mean log speed-up's standard error is this small: the reported
+# median is then within about +-10% (two errors) of where further pairs would move it.
+SETTLED_ERROR = 0.05
+_PAIR_MARGIN = 1.25  # another pair starts only if this many times the slowest pair fits
 
 
 @dataclass
@@ -45,6 +53,9 @@ class Confirmation:
 
     winner: list[Measured] = field(default_factory=list)
     baseline: list[Measured] = field(default_factory=list)
+    # baseline time / winner time of each pair in which both reached the target
+    speedups: list[float] = field(default_factory=list)
+    pairs: int = 0  # pairs run
     peak_memory_bytes: int | None = None
     # samples/s of the search's earlier fresh processes that ran the winner's step (its
     # trial, trials at other LRs, its systems measurement): see :func:`same_step`
@@ -63,32 +74,73 @@ def step_rates(runs: Sequence[Measured], train: TrainConfig) -> list[float]:
     return [run.samples_per_s for run in runs if same_step(run.train, train)]
 
 
-def confirm(winner: Measured, baseline: BaselineRun, trials: Trialist, pairs: int) -> Confirmation:
-    """Run winner, baseline, winner, baseline, ...: machine drift hits both alike."""
+def confirm(
+    winner: Measured,
+    baseline: BaselineRun,
+    trials: Trialist,
+    pairs: int,
+    *,
+    most: int | None = None,
+    time_left: Callable[[], float] = lambda: 0.0,
+) -> Confirmation:
+    """Run winner, baseline, winner, baseline, ...: machine drift hits both alike.
+
+    ``pairs`` always run. Up to ``most`` in all run while the speed-up is unsettled
+    (:func:`settled`) and ``time_left()`` seconds hold the slowest pair so far with a margin:
+    a search that stopped early spends its unused budget on a tighter speed-up, not on
+    nothing (3 pairs of one config measured 2.23x in one search and 2.79x in the next).
+    """
     found = Confirmation()
+    slowest = 0.0
+    for pair in range(max(pairs, most or pairs)):
+        more = pair < pairs or (
+            not settled(found.speedups) and time_left() >= _PAIR_MARGIN * slowest
+        )
+        if not more:
+            break
+        started = time.perf_counter()
+        _run_pair(found, winner, baseline, trials, first=pair == 0)
+        slowest = max(slowest, time.perf_counter() - started)
+    return found
+
+
+def settled(speedups: Sequence[float]) -> bool:
+    """Whether the standard error of the mean log speed-up is under SETTLED_ERROR (at
+    least 3 pairs: two agree by chance too often)."""
+    if len(speedups) < 3:
+        return False
+    logs = [math.log(s) for s in speedups]
+    return statistics.stdev(logs) / math.sqrt(len(logs)) <= SETTLED_ERROR
+
+
+def _run_pair(
+    found: Confirmation, winner: Measured, baseline: BaselineRun, trials: Trialist, first: bool
+) -> None:
+    """One winner run and one baseline run to the target, appended to ``found``; the first
+    winner run goes whole, for its profiled peak memory (a stopped run has none)."""
+    found.pairs += 1
     target = baseline.target_loss
     cap = baseline.run.elapsed_s[-1] * 1.5
     steps = max(len(winner.losses), int(len(winner.losses) * _STEP_MARGIN))
-    for pair in range(pairs):
-        first = pair == 0  # runs whole, for its profiled peak memory (a stopped run has none)
-        result = trials.run(
-            winner.train,
-            steps,
-            watch=None if first else TargetWatch(target, cap),
-            time_cap_s=cap,
-            measure_memory=first,
-        )
-        run = measured(result, winner.train, target) if ok(result) else None
-        if run is not None:
-            found.winner.append(run)
-            found.peak_memory_bytes = found.peak_memory_bytes or run.peak_memory_bytes
-        result = trials.run(
-            baseline.run.train, baseline.steps, watch=TargetWatch(target, cap), time_cap_s=cap
-        )
-        base = measured(result, baseline.run.train, target) if ok(result) else None
-        if base is not None:
-            found.baseline.append(base)
-    return found
+    result = trials.run(
+        winner.train,
+        steps,
+        watch=None if first else TargetWatch(target, cap),
+        time_cap_s=cap,
+        measure_memory=first,
+    )
+    run = measured(result, winner.train, target) if ok(result) else None
+    if run is not None:
+        found.winner.append(run)
+        found.peak_memory_bytes = found.peak_memory_bytes or run.peak_memory_bytes
+    result = trials.run(
+        baseline.run.train, baseline.steps, watch=TargetWatch(target, cap), time_cap_s=cap
+    )
+    base = measured(result, baseline.run.train, target) if ok(result) else None
+    if base is not None:
+        found.baseline.append(base)
+    if run and base and run.time_to_target_s and base.time_to_target_s:
+        found.speedups.append(base.time_to_target_s / run.time_to_target_s)
 
 
 def known_reference(
@@ -181,7 +233,7 @@ def tuned_config(
     tt_b = [r.time_to_target_s for r in found.baseline if r.time_to_target_s is not None]
     rate_w = [r.samples_per_s for r in found.winner]
     rate_b = [r.samples_per_s for r in found.baseline]
-    speedups = [b / w for w, b in zip(tt_w, tt_b, strict=False) if w > 0]
+    speedups = found.speedups
     rate_ratios = [w / b for w, b in zip(rate_w, rate_b, strict=False) if b > 0]
     # Every fresh process of the winner's step, not the confirmation's three alone: this
     # machine's speed drifts between two levels ~20% apart over minutes (tiny_gpt at batch 4:

@@ -52,6 +52,10 @@ def small_batch_size(sizes: Iterable[int], anchor: int) -> int | None:
     return min(below, key=lambda s: abs(math.log2(s) - goal))
 
 
+CONFIRM_PAIRS = 3  # winner/baseline pairs always re-run interleaved for the spread (issue 5)
+CONFIRM_MAX_PAIRS = 8  # ... and at most, while the speed-up is unsettled and the budget has room
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     """What ``autotune search`` was asked for."""
@@ -67,7 +71,8 @@ class SearchOptions:
     output: Path = Path("tuned.yaml")
     seed: int = 0
     patience: int | None = PATIENCE  # None: spend the whole budget
-    confirm_pairs: int = 3  # winner/baseline pairs re-run interleaved for the spread
+    confirm_pairs: int = CONFIRM_PAIRS
+    confirm_max_pairs: int = CONFIRM_MAX_PAIRS
     systems_measured: int = 4  # best-predicted systems configs measured for real
     workdir: Path | None = None  # trial files; None: a temp dir removed afterwards
 

@@ -112,6 +112,8 @@ def _options(args: argparse.Namespace, storage: str, scratch: Path) -> SearchOpt
         task_path=args.task,
         space=str(args.space),
         budget_s=args.budget,
+        # the issue's 3 pairs and no more: step 3 re-runs both sides' bests alike anyway
+        confirm_max_pairs=3,
         storage=storage,
         output=scratch / "tuned.yaml",
         workdir=scratch / "search",

@@ -110,3 +110,29 @@ def test_signals_at_random_moments_never_leave_the_storage_locked(
         writer.join(10)
         took = time.monotonic() - started
         assert not writer.is_alive() and took < 5.0, (attempt, took)
+
+
+@pytest.mark.parametrize("fixed", [None, {"x": 0.5}], ids=["sampled", "seeded"])
+def test_a_signal_while_a_trial_is_created_leaves_it_interrupted(
+    tmp_path: Path, fixed: dict[str, float] | None
+) -> None:
+    """The call that creates a trial RUNNING returns with the held signal: it must be
+    raised where the new trial is known, and recorded, not left RUNNING for the next run
+    (CI caught a SIGTERM there: the seeded trial 0 stayed RUNNING)."""
+    from autotune.search._study import INTERRUPTED, next_trial
+
+    inner = open_storage(f"sqlite:///{tmp_path}/s.db")
+    create = inner._create_new_trial  # type: ignore[attr-defined]  # what Optuna's cache calls
+
+    def create_then_signal(*args: object, **kwargs: object) -> object:
+        made = create(*args, **kwargs)
+        interrupt(signal.SIGTERM)  # lands inside the call that made the trial RUNNING
+        return made
+
+    inner._create_new_trial = create_then_signal  # type: ignore[attr-defined]
+    study = optuna.create_study(storage=shield_storage(inner), study_name="s")
+    with pytest.raises(SearchInterrupted):
+        next_trial(study, None, fixed)
+    (trial,) = study.get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["status"] == INTERRUPTED

@@ -45,7 +45,7 @@ from optuna.storages.journal import JournalFileBackend
 from pydantic import BaseModel
 
 from autotune.errors import ConfigError
-from autotune.search._shield import SearchInterrupted, shield_storage
+from autotune.search._shield import SearchInterrupted, shield_storage, shielded
 
 __all__ = [
     "GRACE_S",
@@ -342,9 +342,13 @@ def next_trial(
     if max_trials is not None and len(counted(study)) >= max_trials:
         return None
     _reseed_if_shared(study)
-    trial = _ask(study, fixed)
-    with _interrupted_if_raised(study, trial):  # a signal before the caller tracks it
-        return _claim(study, trial, max_trials, fixed)
+    made: list[optuna.Trial] = []
+    with _interrupted_if_raised(study, made):  # a signal before the caller tracks it ...
+        # ... held while the trial is made, or the storage call that created it RUNNING
+        # would raise on its return, before ``made`` holds it: left RUNNING to the next run
+        with shielded():
+            made.append(_ask(study, fixed))
+        return _claim(study, made[0], max_trials, fixed)
 
 
 def _claim(
@@ -414,13 +418,14 @@ def tracked(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interrupted_if_raised(study: optuna.Study, trial: optuna.Trial | None) -> Iterator[None]:
-    """If the block raises while ``trial`` is unfinished, record it INTERRUPTED (as
-    :func:`tracked` does, for the moments between asking for a trial and tracking it)."""
+def _interrupted_if_raised(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
+    """If the block raises, record each of ``trials`` that is unfinished INTERRUPTED (as
+    :func:`tracked` does, for the moments between asking for a trial and tracking it);
+    ``trials`` is read when the block raises, so the block may fill it."""
     try:
         yield
     except BaseException as exc:
-        if trial is not None:
+        for trial in trials:
             _record_interrupted(study, trial, exc)
         raise
 
@@ -524,7 +529,7 @@ class Studies:
             made = len(study.get_trials(deepcopy=False))
             trial = next_trial(study, max_trials, seeds[made] if made < len(seeds) else None)
         finally:
-            with _interrupted_if_raised(study, trial):
+            with _interrupted_if_raised(study, [trial] if trial is not None else []):
                 self.release("seed")
         return trial
 

@@ -185,6 +185,26 @@ def test_a_dead_workers_trial_is_interrupted_and_not_counted(tmp_path: Path) -> 
     assert [t.number for t in counted(study)] == [2, 3]
 
 
+def test_a_sampled_trial_is_owned_by_the_write_that_creates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A search killed between creating a trial and recording its worker left it RUNNING and
+    # unowned, alive to the resumed search for seconds (CI's chaos test caught it).
+    study = _sqlite_study(tmp_path)
+    storage = study._storage
+    real = storage.create_new_trial
+    owners: list[object] = []
+
+    def create(study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> int:
+        trial_id = real(study_id, template_trial)
+        owners.append(storage.get_trial(trial_id).user_attrs.get("worker"))
+        return trial_id
+
+    monkeypatch.setattr(storage, "create_new_trial", create)
+    assert next_trial(study, None) is not None
+    assert owners == [str(_study.this_worker())]
+
+
 def test_next_trial_stops_at_the_count_and_a_racing_one_is_surplus(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -253,8 +253,8 @@ def _alive(trial: optuna.trial.FrozenTrial, now: float) -> bool:
     beat = trial.user_attrs.get("heartbeat")
     if worker is not None:
         return worker.alive(beat if isinstance(beat, (int, float)) else None, now)
-    # Asked, but its worker not recorded: the search was killed in the moment between the
-    # two writes (next_trial takes another trial if this happens to a live one).
+    # No worker recorded: made by something else than a search's next_trial (which records
+    # it in the write that creates the trial), so judged by its age.
     start = trial.datetime_start
     return start is None or (datetime.now() - start).total_seconds() < _UNCLAIMED_S
 
@@ -348,17 +348,14 @@ def next_trial(
         # would raise on its return, before ``made`` holds it: left RUNNING to the next run
         with shielded():
             made.append(_ask(study, fixed))
-        return _claim(study, made[0], max_trials, fixed)
+        return _within_limit(study, made[0], max_trials)
 
 
-def _claim(
-    study: optuna.Study, trial: optuna.Trial, max_trials: int | None, fixed: dict[str, Any] | None
+def _within_limit(
+    study: optuna.Study, trial: optuna.Trial, max_trials: int | None
 ) -> optuna.Trial | None:
-    try:
-        trial.set_user_attr("worker", str(this_worker()))
-        trial.set_user_attr("heartbeat", time.time())
-    except RuntimeError:  # judged stale before it was claimed (a very slow database)
-        return next_trial(study, max_trials, fixed)
+    """``trial``, or None (marked SURPLUS) when ``max_trials`` trials numbered below it
+    count: workers that asked at once all made one, and the lowest numbers run."""
     if max_trials is None:
         return trial
     below = [t for t in counted(study) if t.number < trial.number]
@@ -370,11 +367,12 @@ def _claim(
 
 
 def _ask(study: optuna.Study, fixed: dict[str, Any] | None) -> optuna.Trial:
-    """``study.ask()``; with ``fixed``, a new trial with those params, as an enqueued one
-    has them, but created RUNNING and owned by this worker in one write: an enqueued
-    (WAITING) trial can be popped by two workers at once on SQLite, and run twice."""
-    if fixed is None:
-        return study.ask()
+    """``study.ask()``, but the trial is created RUNNING and owned by this worker in one
+    write. Asked first and claimed after, a search killed between the two writes left a
+    RUNNING trial no one owned, alive to a resumed search for ``_UNCLAIMED_S`` (CI's chaos
+    test killed one there). With ``fixed``, the trial has those params, as an enqueued one
+    has them: an enqueued (WAITING) trial can be popped by two workers at once on SQLite,
+    and run twice."""
     template = optuna.trial.FrozenTrial(
         number=-1,
         state=_RUNNING,
@@ -384,7 +382,7 @@ def _ask(study: optuna.Study, fixed: dict[str, Any] | None) -> optuna.Trial:
         params={},
         distributions={},
         user_attrs={"worker": str(this_worker()), "heartbeat": time.time()},
-        system_attrs={"fixed_params": fixed},
+        system_attrs={} if fixed is None else {"fixed_params": fixed},
         intermediate_values={},
         trial_id=-1,
     )

@@ -48,6 +48,7 @@ from autotune.search import (
     CONFIRM_MAX_PAIRS,
     CONFIRM_PAIRS,
     PATIENCE,
+    RUNOFF_ROUNDS,
     SearchOptions,
     redact,
     run_search,
@@ -323,6 +324,14 @@ def search(
             "more while the speed-up's spread is wide and the budget has room.",
         ),
     ] = CONFIRM_MAX_PAIRS,
+    runoff: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Re-run the trials within 30% of the best this many times each, interleaved, "
+            "and pick the best median (0: the fastest single run wins).",
+        ),
+    ] = RUNOFF_ROUNDS,
     tensorboard: Annotated[
         Path | None,
         typer.Option(help="After the search, write one TensorBoard point per trial here."),
@@ -342,6 +351,7 @@ def search(
         seed=seed,
         patience=patience or None,
         confirm_max_pairs=confirm_pairs,
+        runoff_rounds=runoff,
     )
     name = study_name or task_file.stem
     with _user_errors(), _scratch_dirs(), stop_on_signals(err, storage, name):

@@ -54,6 +54,10 @@ def test_search_writes_a_confirmed_tuned_config(
     finished = [t for t in study.trials if t.state.is_finished()]
     assert 1 <= len(finished) <= 4
     assert any("target loss 0.5000 (user)" in line for line in lines)
+    # The winner cited is the runoff's first (its lines: "  trial N ..."), else the fastest.
+    runoff = [line.split()[1] for line in lines if line.startswith("  trial ")]
+    assert tuned.provenance is not None
+    assert tuned.provenance.trial == (int(runoff[0]) if runoff else study.best_trial.number)
     # Run again: the same study resumes; the probe and the baseline are not paid twice.
     again = run_search(
         SearchOptions(**{**options.__dict__, "trials": len(finished) + 1}), lines.append

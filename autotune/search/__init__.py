@@ -11,6 +11,7 @@ Optuna storage before the next starts; running the same command again resumes.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import tempfile
 import time
@@ -34,7 +35,7 @@ from autotune.search._convergence import (
     plateaued,
     recorded_runs,
     run_convergence,
-    winners,
+    winning_trials,
 )
 from autotune.search._measure import STARTUP_PRIOR_S, Trialist, measured, ok
 from autotune.search._progress import (
@@ -45,6 +46,7 @@ from autotune.search._progress import (
     top_configs,
     trial_line,
 )
+from autotune.search._runoff import Entry, runoff
 from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
 from autotune.search._systems import measure_systems, predict_systems
 from autotune.search._types import (
@@ -52,6 +54,7 @@ from autotune.search._types import (
     CONFIRM_PAIRS,
     PATIENCE,
     REAL_GAIN,
+    RUNOFF_ROUNDS,
     BaselineRun,
     Budget,
     Measured,
@@ -63,6 +66,7 @@ __all__ = [
     "CONFIRM_MAX_PAIRS",
     "CONFIRM_PAIRS",
     "PATIENCE",
+    "RUNOFF_ROUNDS",
     "SearchError",
     "SearchInterrupted",
     "SearchOptions",
@@ -97,7 +101,7 @@ class SearchOutcome:
     removals: list[spaces.Removal]
     studies: Studies
     top: list[TopConfig]
-    # wall seconds per phase (probe, baseline, systems, trials, stability, confirmation):
+    # wall seconds per phase (probe, baseline, systems, trials, runoff, stability, confirmation):
     # where the budget went; a phase a resume read back from the study costs ~0
     phases: dict[str, float]
 
@@ -192,7 +196,7 @@ class _Search:
     def converge(self, setup: _Setup, trials: Trialist) -> None:
         """The convergence phase, reporting the standing after every trial."""
         options = self.options
-        plan = ConvergencePlan(
+        self.plan = plan = ConvergencePlan(
             setup.space,
             setup.base,
             setup.systems,
@@ -239,7 +243,8 @@ class _Search:
 
     def _confirmed(self, setup: _Setup, trials: Trialist) -> TunedConfig:
         options, baseline = self.options, setup.baseline
-        candidates = winners(self.convergence)
+        entries = self._ranked(trials, baseline)
+        candidates = [entry.run for entry in entries]
         with self._phase("stability"):
             winner = _stable_winner(candidates, trials, baseline, self.say)
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
@@ -261,9 +266,27 @@ class _Search:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
         earlier = [*setup.systems, *recorded_runs(self.convergence)]
         found.earlier_rates = step_rates(earlier, winner.train)
-        best = self.convergence.best_trial.number if candidates else None
-        where = provenance(redact(options.storage), self.name, best, setup.report)
+        chosen = next((e.trial for e in entries if e.run is winner), None)  # None: fp32 fallback
+        where = provenance(redact(options.storage), self.name, chosen, setup.report)
         return tuned_config(found, baseline, setup.report, where)
+
+    def _ranked(self, trials: Trialist, baseline: BaselineRun) -> list[Entry]:
+        """The trials that reached the target, fastest first, after the runoff among the
+        close ones (:mod:`._runoff`), on the budget the confirmation's reserve leaves."""
+        entries = [
+            Entry(t.number, run, [t.value if t.value is not None else math.inf])
+            for t, run in winning_trials(self.convergence)
+        ]
+        held = self.plan.held_back_s(self.convergence)
+        with self._phase("runoff"):
+            return runoff(
+                entries,
+                baseline.target_loss,
+                trials,
+                self.options.runoff_rounds,
+                room=lambda: self.budget.left_s - held,
+                say=self.say,
+            )
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ __all__ = [
     "smaller",
     "step_rate_gain",
     "winners",
+    "winning_trials",
 ]
 
 _TOP_SYSTEMS = 5  # systems configs (one per measured micro-batch) the convergence phase may use
@@ -106,6 +107,11 @@ class ConvergencePlan:
         """:meth:`reserve_now` for the study's best trial so far."""
         top = winners(study)
         return self.reserve_now(best_time(study), check_free=bool(top) and self._free(top[0]))
+
+    def held_back_s(self, study: optuna.Study) -> float:
+        """Budget nothing before the confirmation may spend (the runoff): its reserve for
+        the study's best so far, and the safety margin."""
+        return self.reserve_for(study) + _SAFETY_S
 
     def _free(self, winner: Measured) -> bool:
         """Whether ``winner``'s stability check runs nothing: fp32 is its own reference,
@@ -420,13 +426,18 @@ def _tell(
 
 def winners(study: optuna.Study) -> list[Measured]:
     """Stable runs that reached the target, fastest to it first."""
+    return [run for _, run in winning_trials(study)]
+
+
+def winning_trials(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Measured]]:
+    """:func:`winners`, each with its trial."""
     good = [
         t
         for t in study.trials
         if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("reached")
     ]
     good.sort(key=lambda t: t.value if t.value is not None else math.inf)
-    return [Measured.model_validate_json(t.user_attrs["run"]) for t in good]
+    return [(t, Measured.model_validate_json(t.user_attrs["run"])) for t in good]
 
 
 def recorded_runs(study: optuna.Study) -> list[Measured]:

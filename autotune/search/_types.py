@@ -15,6 +15,7 @@ from autotune.config import TrainConfig
 __all__ = [
     "PATIENCE",
     "REAL_GAIN",
+    "RUNOFF_ROUNDS",
     "SMALL_BATCH_FACTOR",
     "BaselineRun",
     "Budget",
@@ -54,6 +55,9 @@ def small_batch_size(sizes: Iterable[int], anchor: int) -> int | None:
 
 CONFIRM_PAIRS = 3  # winner/baseline pairs always re-run interleaved for the spread (issue 5)
 CONFIRM_MAX_PAIRS = 8  # ... and at most, while the speed-up is unsettled and the budget has room
+# Repeats of each close candidate before the winner is chosen (search/_runoff.py): with its
+# trial's own run, a median of 3, which one lucky dip cannot move.
+RUNOFF_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class SearchOptions:
     patience: int | None = PATIENCE  # None: spend the whole budget
     confirm_pairs: int = CONFIRM_PAIRS
     confirm_max_pairs: int = CONFIRM_MAX_PAIRS
+    runoff_rounds: int = RUNOFF_ROUNDS  # 0: the fastest single trial run wins
     systems_measured: int = 4  # best-predicted systems configs measured for real
     workdir: Path | None = None  # trial files; None: a temp dir removed afterwards
 

@@ -1,0 +1,103 @@
+"""The runoff: the trials whose times to target lie within run-to-run noise of the best one
+are re-run, interleaved, and ranked by their median time.
+
+One run's time to target varies by 6-25% between fresh processes, and the convergence
+phase picks the fastest of many single runs: the minimum of noisy draws favours a lucky
+dip, a small noisy batch's most of all. The median of a trial's run and two repeats
+discards one lucky dip; interleaving (a, b, c, a, b, c) lets machine drift hit every
+candidate alike. It spends budget the trials left unused (a search that stopped early on
+patience), never the confirmation's reserve.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._progress import describe
+from autotune.search._types import Measured
+
+__all__ = ["Entry", "runoff"]
+
+# Candidates up to this factor slower than the best trial: within the 6-25% run-to-run
+# noise of one fresh process, so their order is not yet known.
+_MARGIN = 1.3
+_SIZE = 3  # the fastest this many close candidates: each round costs one run of each
+_CAP_FACTOR = 2.0  # a repeat this many times slower than the best trial is stopped, a miss
+_STEP_MARGIN = 1.5  # a repeat may run this many times its trial's steps
+_ROUND_MARGIN = 1.25  # a round starts only if this many times its estimated cost fits
+
+
+@dataclass
+class Entry:
+    """A convergence trial that reached the target, and its times to it."""
+
+    trial: int  # its number in the study
+    run: Measured  # the trial's run
+    times: list[float]  # seconds to the target: its trial's, then each repeat's (inf: missed)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times)
+
+
+def runoff(
+    entries: list[Entry],
+    target: float,
+    trials: Trialist,
+    rounds: int,
+    room: Callable[[], float],
+    say: Callable[[str], None],
+) -> list[Entry]:
+    """``entries`` (fastest trial first) re-ranked. The close ones (:func:`_close`) are
+    re-run ``rounds`` times, interleaved, while ``room()`` seconds hold a round with a
+    margin, and ordered by their median time (a tie keeps the trials' order); the rest
+    follow unchanged. Fewer than two close entries: nothing to decide, nothing runs."""
+    close = _close(entries)
+    if len(close) < 2 or rounds < 1:
+        return entries
+    cap = _CAP_FACTOR * close[0].times[0]
+    cost = sum(min(cap, e.times[0]) + trials.startup_s for e in close)
+    ran = 0
+    while ran < rounds and room() >= _ROUND_MARGIN * cost:
+        for entry in close:
+            entry.times.append(_repeat(entry.run, target, trials, cap))
+        ran += 1
+    if ran == 0:
+        return entries
+    ranked = sorted(close, key=lambda e: e.median_s)
+    say(f"runoff: {len(close)} candidates within {_MARGIN - 1:.0%} of the best, {ran} repeats each")
+    for entry in ranked:
+        times = ", ".join("missed" if math.isinf(t) else f"{t:.1f}" for t in entry.times)
+        median = f"{entry.median_s:.2f} s" if math.isfinite(entry.median_s) else "missed"
+        say(f"  trial {entry.trial} {describe(entry.run.train)}: median {median} ({times} s)")
+    return [*ranked, *[e for e in entries if all(e is not c for c in close)]]
+
+
+def _close(entries: list[Entry]) -> list[Entry]:
+    """The first _SIZE entries within _MARGIN of the fastest, with distinct configs (a
+    trial that repeats an earlier one's config adds nothing to decide)."""
+    if not entries:
+        return []
+    best = entries[0].times[0]
+    chosen: list[Entry] = []
+    for entry in entries:
+        if entry.times[0] > _MARGIN * best or len(chosen) == _SIZE:
+            break
+        if all(entry.run.train != other.run.train for other in chosen):
+            chosen.append(entry)
+    return chosen
+
+
+def _repeat(run: Measured, target: float, trials: Trialist, cap: float) -> float:
+    """Seconds ``run``'s config takes to the target in a fresh process; inf if it did not
+    reach it within ``cap`` seconds (or failed)."""
+    steps = max(len(run.losses), int(len(run.losses) * _STEP_MARGIN))
+    result = trials.run(run.train, steps, watch=TargetWatch(target, cap), time_cap_s=cap)
+    again = measured(result, run.train, target) if ok(result) else None
+    if again is None or again.time_to_target_s is None:
+        return math.inf
+    return again.time_to_target_s

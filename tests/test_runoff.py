@@ -1,0 +1,118 @@
+"""The runoff re-runs the candidates within noise of the best, interleaved, and ranks them
+by their median time to target: a lucky dip in one trial does not win."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from autotune.config import TrainConfig
+from autotune.runtime import StepRecord
+from autotune.search._measure import time_to_target
+from autotune.search._runoff import Entry, runoff
+from autotune.search._types import Measured
+from autotune.trial import TrialResult, TrialStatus
+
+_TARGET = 1.5
+_CURVE = [3.0 - 0.02 * k for k in range(120)]  # the smoothed curve crosses 1.5 near step 80
+
+
+def _train(lr: float) -> TrainConfig:
+    return TrainConfig(micro_batch_size=16, optimizer={"lr": lr})
+
+
+def _elapsed(step_s: float, steps: int) -> list[float]:
+    return [step_s * (k + 1) for k in range(steps)]
+
+
+def _crossing(step_s: float) -> float:
+    """The time to target of the curve at ``step_s`` seconds a step."""
+    found = time_to_target(_CURVE, _elapsed(step_s, len(_CURVE)), _TARGET)
+    assert found is not None
+    return found
+
+
+def _entry(trial: int, lr: float, step_s: float) -> Entry:
+    """A trial of ``lr`` that reached the target at ``step_s`` seconds a step."""
+    elapsed = _elapsed(step_s, len(_CURVE))
+    run = Measured(train=_train(lr), losses=_CURVE, elapsed_s=elapsed, samples_per_s=100.0)
+    return Entry(trial, run, [_crossing(step_s)])
+
+
+class _Trials:
+    """A Trialist whose every run of a config takes that config's ``step_s`` a step (None:
+    the run's loss never falls); records the order of the runs."""
+
+    startup_s = 0.5
+
+    def __init__(self, step_s: dict[float, float | None]) -> None:
+        self.step_s, self.order = step_s, []  # type: list[float]
+
+    def run(self, config: TrainConfig, steps: int, **_: Any) -> TrialResult:
+        lr = config.optimizer.lr
+        self.order.append(lr)
+        step_s = self.step_s[lr]
+        losses = [3.0] * steps if step_s is None else _CURVE[:steps]
+        records = [
+            StepRecord(
+                step=k + 1,
+                loss=loss,
+                elapsed_s=(step_s or 0.1) * (k + 1),
+                samples=16 * (k + 1),
+                step_time_s=step_s or 0.1,
+                samples_per_s=100.0,
+                lr=lr,
+            )
+            for k, loss in enumerate(losses)
+        ]
+        return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+
+
+def _run(
+    entries: list[Entry], trials: _Trials, room: float = 1e6, notes: list[str] | None = None
+) -> list[Entry]:
+    say = (notes if notes is not None else []).append
+    return runoff(entries, _TARGET, trials, 2, lambda: room, say)  # type: ignore[arg-type]
+
+
+def test_a_lucky_dip_loses_to_the_candidate_that_is_faster_again() -> None:
+    lucky = _entry(1, 1e-3, 0.010)  # its trial was fast, its repeats are not
+    steady = _entry(2, 2e-3, 0.011)
+    trials = _Trials({1e-3: 0.014, 2e-3: 0.011})
+    notes: list[str] = []
+    ranked = _run([lucky, steady], trials, notes=notes)
+    assert [e.trial for e in ranked] == [2, 1]
+    assert notes[0] == "runoff: 2 candidates within 30% of the best, 2 repeats each"
+    assert trials.order == [1e-3, 2e-3, 1e-3, 2e-3]  # interleaved
+    assert len(lucky.times) == 3 and lucky.median_s > steady.median_s
+
+
+def test_only_close_distinct_candidates_run_and_the_rest_keep_their_order() -> None:
+    entries = [
+        _entry(0, 1e-3, 0.010),
+        _entry(3, 1e-3, 0.0105),  # the same config again: nothing to decide
+        _entry(4, 2e-3, 0.011),
+        _entry(5, 3e-3, 0.012),
+        _entry(6, 4e-3, 0.0125),  # close, but past the first three
+        _entry(7, 5e-3, 0.020),  # twice as slow: not close
+    ]
+    trials = _Trials({1e-3: 0.010, 2e-3: 0.011, 3e-3: 0.012})
+    ranked = _run(entries, trials)
+    assert sorted(trials.order) == [1e-3, 1e-3, 2e-3, 2e-3, 3e-3, 3e-3]
+    assert [e.trial for e in ranked] == [0, 4, 5, 3, 6, 7]
+
+
+def test_a_repeat_that_misses_the_target_counts_as_missed() -> None:
+    fast = _entry(1, 1e-3, 0.010)
+    trials = _Trials({1e-3: None, 2e-3: 0.011})
+    ranked = _run([fast, _entry(2, 2e-3, 0.011)], trials)
+    assert [e.trial for e in ranked] == [2, 1]
+    assert fast.times[1:] == [math.inf, math.inf]
+
+
+def test_no_room_runs_nothing_and_a_single_candidate_needs_no_runoff() -> None:
+    entries = [_entry(1, 1e-3, 0.010), _entry(2, 2e-3, 0.011)]
+    trials = _Trials({1e-3: 0.014, 2e-3: 0.011})
+    assert _run(entries, trials, room=0.5) == entries and trials.order == []
+    alone = [_entry(1, 1e-3, 0.010), _entry(2, 2e-3, 0.030)]
+    assert _run(alone, trials) == alone and trials.order == []

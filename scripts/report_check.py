@@ -118,10 +118,11 @@ class Browser:
             f"--user-data-dir={self.profile}",
             "about:blank",
         ]
+        self._log = (Path(self.profile) / "chromium.log").open("wb")  # for the error message
         self.process = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self._log,
             preexec_fn=wire_pipes,
             close_fds=False,
         )
@@ -141,6 +142,7 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
@@ -170,13 +172,31 @@ class Browser:
     def _receive(self, timeout_s: float) -> dict[str, Any]:
         while b"\0" not in self._buffer:
             ready, _, _ = select.select([self._from_browser], [], [], timeout_s)
-            chunk = os.read(self._from_browser, 1 << 20) if ready else b""
+            if not ready:
+                raise CheckError(f"Chromium sent nothing for {timeout_s:.0f} s{self._log_tail()}")
+            chunk = os.read(self._from_browser, 1 << 20)
             if not chunk:
-                raise CheckError("Chromium stopped answering (crashed, or timed out)")
+                code = self._exit_code()
+                raise CheckError(f"Chromium closed its pipe (exit code {code}){self._log_tail()}")
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         message: dict[str, Any] = json.loads(raw)
         return message
+
+    def _exit_code(self) -> int | None:
+        """Its exit code once it has exited (its pipe closes a moment before); None if it
+        still runs after 2 s."""
+        try:
+            return self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _log_tail(self) -> str:
+        """The last lines Chromium wrote to stderr, as ``; its log: ...`` (or nothing)."""
+        self._log.flush()
+        lines = (Path(self.profile) / "chromium.log").read_text(errors="replace").splitlines()
+        tail = " | ".join(line.strip() for line in lines[-5:] if line.strip())
+        return f"; its log: {tail}" if tail else ""
 
 
 def open_page(browser: Browser, url: str, width: int) -> str:
@@ -241,6 +261,17 @@ def check(report: Path, shot: Path | None, width: int, executable: str) -> list[
     return failures(state, findings)
 
 
+def check_twice(report: Path, shot: Path | None, width: int, executable: str) -> list[str]:
+    """:func:`check`, in a fresh browser once more if the first crashed or hung: a loaded
+    2-core CI machine once lost one. A page defect is a failure, not a CheckError, so it is
+    never retried away."""
+    try:
+        return check(report, shot, width, executable)
+    except CheckError as exc:
+        print(f"retrying in a fresh Chromium: {exc}")
+    return check(report, shot, width, executable)
+
+
 def failures(state: PageState, findings: Findings) -> list[str]:
     problems = list(findings.problems)
     problems += [
@@ -279,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.report} does not exist; run `autotune report -o FILE` first.")
         return 2
     try:
-        problems = check(args.report, args.screenshot, args.width, find_browser(args.chromium))
+        browser = find_browser(args.chromium)
+        problems = check_twice(args.report, args.screenshot, args.width, browser)
     except CheckError as exc:
         print(f"error: {exc}")
         return 2

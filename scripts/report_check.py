@@ -90,11 +90,25 @@ class Findings:
             self.requests.append(params["request"]["url"])
 
 
+# Chromium puts its singleton socket in $TMPDIR. A Unix socket's path holds at most 107
+# bytes, and under a nested scratch TMPDIR (a CI script's inside a clone's mktemp, then
+# pytest's per-test one) the path got longer and Chromium aborted ("Socket path too long").
+_SOCKET_ROOM = 40  # longest temp dir used as is: the socket's own part takes about 45
+
+
+def _profile_dir() -> str:
+    """A new, short temp dir for Chromium's profile and its $TMPDIR."""
+    base = tempfile.gettempdir()
+    if len(base) > _SOCKET_ROOM and os.access("/tmp", os.W_OK):
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix="report-check-", dir=base)
+
+
 class Browser:
     """Headless Chromium driven over --remote-debugging-pipe (fd 3 in, fd 4 out)."""
 
     def __init__(self, executable: str) -> None:
-        self.profile = tempfile.mkdtemp(prefix="report-check-")
+        self.profile = _profile_dir()
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
 
@@ -125,6 +139,7 @@ class Browser:
             stderr=self._log,
             preexec_fn=wire_pipes,
             close_fds=False,
+            env={**os.environ, "TMPDIR": self.profile},  # short: see _SOCKET_ROOM
         )
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -261,17 +276,6 @@ def check(report: Path, shot: Path | None, width: int, executable: str) -> list[
     return failures(state, findings)
 
 
-def check_twice(report: Path, shot: Path | None, width: int, executable: str) -> list[str]:
-    """:func:`check`, in a fresh browser once more if the first crashed or hung: a loaded
-    2-core CI machine once lost one. A page defect is a failure, not a CheckError, so it is
-    never retried away."""
-    try:
-        return check(report, shot, width, executable)
-    except CheckError as exc:
-        print(f"retrying in a fresh Chromium: {exc}")
-    return check(report, shot, width, executable)
-
-
 def failures(state: PageState, findings: Findings) -> list[str]:
     problems = list(findings.problems)
     problems += [
@@ -310,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.report} does not exist; run `autotune report -o FILE` first.")
         return 2
     try:
-        browser = find_browser(args.chromium)
-        problems = check_twice(args.report, args.screenshot, args.width, browser)
+        problems = check(args.report, args.screenshot, args.width, find_browser(args.chromium))
     except CheckError as exc:
         print(f"error: {exc}")
         return 2

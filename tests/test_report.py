@@ -8,6 +8,7 @@ models), so the tests take seconds, not a search's minutes.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -415,6 +416,8 @@ def test_storage_password_is_never_printed(tmp_path: Path) -> None:
 )
 def test_report_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
+    deep = tmp_path / ("d" * 100)  # a TMPDIR too long for Chromium's socket (it aborted)
+    deep.mkdir()
     result = subprocess.run(
         [
             sys.executable,
@@ -425,14 +428,15 @@ def test_report_renders_in_headless_chromium(page: Path, tmp_path: Path) -> None
         ],
         capture_output=True,
         text=True,
-        timeout=240,  # a crashed or hung first browser is retried once in a fresh one
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(deep)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[-1].startswith("ok:")
+    assert result.stdout.startswith("ok:")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_browser_that_crashes_is_retried_once_and_named_with_its_log(
+def test_a_browser_that_crashes_is_named_with_its_exit_code_and_log(
     page: Path, tmp_path: Path
 ) -> None:
     fake = tmp_path / "chromium"
@@ -444,7 +448,7 @@ def test_a_browser_that_crashes_is_retried_once_and_named_with_its_log(
     )
     said = "Chromium closed its pipe (exit code 3); its log: cannot open display"
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stdout.splitlines() == [f"retrying in a fresh Chromium: {said}", f"error: {said}"]
+    assert result.stdout.splitlines() == [f"error: {said}"]
 
 
 @pytest.mark.slow

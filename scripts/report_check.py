@@ -166,7 +166,10 @@ class Browser:
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
         if session is not None:
             message["sessionId"] = session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:  # it exited before reading: CI's fake browser did
+            raise self._closed() from None
         while True:
             reply = self._receive(timeout_s=30.0)
             if reply.get("id") == self._next_id:
@@ -191,12 +194,17 @@ class Browser:
                 raise CheckError(f"Chromium sent nothing for {timeout_s:.0f} s{self._log_tail()}")
             chunk = os.read(self._from_browser, 1 << 20)
             if not chunk:
-                code = self._exit_code()
-                raise CheckError(f"Chromium closed its pipe (exit code {code}){self._log_tail()}")
+                raise self._closed()
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         message: dict[str, Any] = json.loads(raw)
         return message
+
+    def _closed(self) -> CheckError:
+        """The error for a browser that closed its pipe: its exit code and its log."""
+        return CheckError(
+            f"Chromium closed its pipe (exit code {self._exit_code()}){self._log_tail()}"
+        )
 
     def _exit_code(self) -> int | None:
         """Its exit code once it has exited (its pipe closes a moment before); None if it

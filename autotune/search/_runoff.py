@@ -16,6 +16,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from autotune.search._confirm import _STEP_MARGIN  # a repeat runs as a confirmation's
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
 from autotune.search._types import Measured
@@ -27,7 +28,6 @@ __all__ = ["Entry", "runoff"]
 _MARGIN = 1.3
 _SIZE = 3  # the fastest this many close candidates: each round costs one run of each
 _CAP_FACTOR = 2.0  # a repeat this many times slower than the best trial is stopped, a miss
-_STEP_MARGIN = 1.5  # a repeat may run this many times its trial's steps
 _ROUND_MARGIN = 1.25  # a round starts only if this many times its estimated cost fits
 
 

@@ -66,6 +66,7 @@ def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step(
     found = Confirmation(
         winner=[at(winner, 119.0), at(winner, 122.0), at(winner, 141.0)],
         baseline=[at(_run("32-true"), 100.0)] * 3,
+        rate_ratios=[1.19, 1.22, 1.41],
         earlier_rates=rates,
     )
     device = DeviceInfo(kind="cpu", name="cpu", count=1, memory_bytes=1 << 30)
@@ -86,6 +87,29 @@ def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step(
     assert tuned.measured.throughput_spread.n == 5
     speedup = tuned.measured.throughput_speedup
     assert speedup is not None and speedup.median == pytest.approx(1.22)  # pairs only
+
+
+def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pair 2's winner run fails: its baseline run (on a slow spell of the machine) must not
+    be divided into pair 3's winner run, as pairing the successful runs in order would."""
+    from types import SimpleNamespace
+
+    from autotune.search import _confirm
+
+    def at(rate: float) -> Measured:
+        return _run("32-true").model_copy(update={"samples_per_s": rate, "time_to_target_s": 5.0})
+
+    results = iter([at(120.0), at(100.0), None, at(80.0), at(130.0), at(100.0)])
+    trials = SimpleNamespace(run=lambda *args, **kwargs: next(results))
+    monkeypatch.setattr(_confirm, "ok", lambda result: result is not None)
+    monkeypatch.setattr(_confirm, "measured", lambda result, train, target: result)
+    baseline = SimpleNamespace(run=_run("32-true"), steps=100, target_loss=1.5)
+    found = _confirm.confirm(_run("32-true"), baseline, trials, 3)  # type: ignore[arg-type]
+    assert found.pairs == 3 and len(found.winner) == 2 and len(found.baseline) == 3
+    assert found.rate_ratios == pytest.approx([1.2, 1.3])  # in order: 1.2 and 130/80
+    assert found.speedups == pytest.approx([1.0, 1.0])
 
 
 def _scripted_pairs(monkeypatch: pytest.MonkeyPatch, speedups: list[float]) -> None:

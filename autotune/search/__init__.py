@@ -124,8 +124,9 @@ def run_search(
         Trialist(Path(options.task_path), workdir, options.seed) as trials,
     ):
         setup = search.setup(trials)
-        search.converge(setup, trials)
-        tuned = search.finish(setup, trials)
+        plan = search.plan(setup, trials)
+        search.converge(plan, trials)
+        tuned = search.finish(setup, plan, trials)
     top = top_configs(search.convergence)
     return SearchOutcome(tuned, setup.removals, search.studies, top, dict(search.phases))
 
@@ -193,10 +194,10 @@ class _Search:
         self.studies.release("setup")
         return _Setup(report, space, removals, base, baseline, systems)
 
-    def converge(self, setup: _Setup, trials: Trialist) -> None:
-        """The convergence phase, reporting the standing after every trial."""
+    def plan(self, setup: _Setup, trials: Trialist) -> ConvergencePlan:
+        """What every convergence trial shares, and what the confirmation holds back."""
         options = self.options
-        self.plan = plan = ConvergencePlan(
+        return ConvergencePlan(
             setup.space,
             setup.base,
             setup.systems,
@@ -207,6 +208,10 @@ class _Search:
             options.patience,
             trials.startup_s,
         )
+
+    def converge(self, plan: ConvergencePlan, trials: Trialist) -> None:
+        """The convergence phase, reporting the standing after every trial."""
+        options = self.options
 
         def now() -> Standing:
             reserve = plan.reserve_for(self.convergence)
@@ -230,20 +235,20 @@ class _Search:
                 f"to target by {REAL_GAIN:.0%} ({self.budget.left_s:.0f} s of the budget left)"
             )
 
-    def finish(self, setup: _Setup, trials: Trialist) -> TunedConfig:
+    def finish(self, setup: _Setup, plan: ConvergencePlan, trials: Trialist) -> TunedConfig:
         """The stable winner, confirmed against the baseline, written to the output; once
         per study: a worker that finds it confirmed (by another, or before a kill) reuses it."""
         key, tuned = self.studies.confirmation(TunedConfig, self.say)  # waits for other workers
         if tuned is None:
-            tuned = self._confirmed(setup, trials)
+            tuned = self._confirmed(setup, plan, trials)
             self.studies.store(key, tuned)
         save_tuned_config(tuned, self.options.output)
         self.studies.release(key)
         return tuned
 
-    def _confirmed(self, setup: _Setup, trials: Trialist) -> TunedConfig:
+    def _confirmed(self, setup: _Setup, plan: ConvergencePlan, trials: Trialist) -> TunedConfig:
         options, baseline = self.options, setup.baseline
-        entries = self._ranked(trials, baseline)
+        entries = self._ranked(trials, plan)
         candidates = [entry.run for entry in entries]
         with self._phase("stability"):
             winner = _stable_winner(candidates, trials, baseline, self.say)
@@ -270,18 +275,18 @@ class _Search:
         where = provenance(redact(options.storage), self.name, chosen, setup.report)
         return tuned_config(found, baseline, setup.report, where)
 
-    def _ranked(self, trials: Trialist, baseline: BaselineRun) -> list[Entry]:
+    def _ranked(self, trials: Trialist, plan: ConvergencePlan) -> list[Entry]:
         """The trials that reached the target, fastest first, after the runoff among the
         close ones (:mod:`._runoff`), on the budget the confirmation's reserve leaves."""
         entries = [
             Entry(t.number, run, [t.value if t.value is not None else math.inf])
             for t, run in winning_trials(self.convergence)
         ]
-        held = self.plan.held_back_s(self.convergence)
+        held = plan.held_back_s(self.convergence)
         with self._phase("runoff"):
             return runoff(
                 entries,
-                baseline.target_loss,
+                plan.baseline.target_loss,
                 trials,
                 self.options.runoff_rounds,
                 room=lambda: self.budget.left_s - held,

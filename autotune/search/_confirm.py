@@ -55,6 +55,9 @@ class Confirmation:
     baseline: list[Measured] = field(default_factory=list)
     # baseline time / winner time of each pair in which both reached the target
     speedups: list[float] = field(default_factory=list)
+    # winner samples/s / baseline samples/s of each pair in which both ran: a pair's two
+    # runs share the machine's state, so a failed run never pairs runs of different pairs
+    rate_ratios: list[float] = field(default_factory=list)
     pairs: int = 0  # pairs run
     peak_memory_bytes: int | None = None
     # samples/s of the search's earlier fresh processes that ran the winner's step (its
@@ -139,6 +142,8 @@ def _run_pair(
     base = measured(result, baseline.run.train, target) if ok(result) else None
     if base is not None:
         found.baseline.append(base)
+    if run and base and base.samples_per_s > 0:
+        found.rate_ratios.append(run.samples_per_s / base.samples_per_s)
     if run and base and run.time_to_target_s and base.time_to_target_s:
         found.speedups.append(base.time_to_target_s / run.time_to_target_s)
 
@@ -233,8 +238,7 @@ def tuned_config(
     tt_b = [r.time_to_target_s for r in found.baseline if r.time_to_target_s is not None]
     rate_w = [r.samples_per_s for r in found.winner]
     rate_b = [r.samples_per_s for r in found.baseline]
-    speedups = found.speedups
-    rate_ratios = [w / b for w, b in zip(rate_w, rate_b, strict=False) if b > 0]
+    speedups, rate_ratios = found.speedups, found.rate_ratios
     # Every fresh process of the winner's step, not the confirmation's three alone: this
     # machine's speed drifts between two levels ~20% apart over minutes (tiny_gpt at batch 4:
     # ~120 or ~143 samples/s), and runs spread over the whole search sample both.

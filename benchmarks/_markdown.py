@@ -116,11 +116,17 @@ def _bytes(value: int | None) -> str:
 def _comparisons(result: dict[str, Any], by_name: dict[str, dict[str, Any]]) -> list[str]:
     auto, grid, light = by_name["autotune"], by_name["grid"], by_name["lightning"]
     lines = [
-        f"- autotune vs grid: autotune's best is {_fraction(auto, grid)} of the grid's best "
-        f"(time to target), found in {_cost_fraction(auto, grid)} of the grid's wall time "
-        f"({result['grid_points']} grid points).",
+        f"- autotune vs grid: {_against_grid(auto, grid)}, found in "
+        f"{_cost_fraction(auto, grid)} of the grid's wall time ({result['grid_points']} grid "
+        "points).",
         f"- autotune vs Lightning's tuner: {_versus(auto, light)}.",
     ]
+    if result.get("lightning_reused_from"):
+        lines.append(
+            "- Lightning's pick and its tuner's wall time are those of the run at commit "
+            f"`{result['lightning_reused_from']}` (`--reuse-lightning`); its re-runs are "
+            "this run's."
+        )
     measured = result.get("tuned_measured_samples_per_s")
     if measured and auto["samples_per_s"]:
         rate = statistics.median(auto["samples_per_s"])
@@ -136,11 +142,13 @@ def _median_time(row: dict[str, Any]) -> float | None:
     return statistics.median(times) if times else None
 
 
-def _fraction(auto: dict[str, Any], grid: dict[str, Any]) -> str:
+def _against_grid(auto: dict[str, Any], grid: dict[str, Any]) -> str:
     mine, theirs = _median_time(auto), _median_time(grid)
-    if mine is None or theirs is None:
-        return "not comparable (one never reached the target)"
-    return f"**{theirs / mine:.0%}**"
+    if mine is None:
+        return "autotune's pick missed the target in its re-runs"
+    if theirs is None:
+        return "no grid point reached the target, autotune's pick did"
+    return f"autotune's best is **{theirs / mine:.0%}** of the grid's best (time to target)"
 
 
 def _cost_fraction(auto: dict[str, Any], grid: dict[str, Any]) -> str:

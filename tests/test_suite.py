@@ -137,6 +137,30 @@ def test_page_says_when_lightning_never_reached_or_wins() -> None:
     assert "autotune is **behind**" in wins
 
 
+def test_page_says_when_no_grid_point_reached_and_when_lightning_was_reused() -> None:
+    result = _result([15.0, 16.0, 14.0])
+    result["rows"][2] = _row("grid", [None, None, None], wall=600.0)
+    page = render([result], "cmd")
+    assert "no grid point reached the target, autotune's pick did, found in **10%**" in page
+    assert "--reuse-lightning" not in page
+    result["lightning_reused_from"] = "abc1234"
+    assert "those of the run at commit `abc1234` (`--reuse-lightning`)" in render([result], "cmd")
+
+
+def test_a_reused_lightning_pick_is_the_recorded_config_and_tuner_time() -> None:
+    from benchmarks import suite
+
+    train = {"micro_batch_size": 512, "optimizer": {"lr": 9.12e-6}}
+    result = _result([None, None, None])
+    result["rows"][3] = {**_row("lightning", [None] * 3, wall=2022.0), "train": train}
+    result["commit"] = "5cdedea"
+    pick = suite.reused_pick(result)
+    assert (pick.batch_size, pick.lr, pick.tuner_wall_s) == (512, 9.12e-6, 2022.0)
+    assert pick.config.micro_batch_size == 512
+    assert suite._tuned_at(result) == "5cdedea"
+    assert suite._tuned_at({**result, "lightning_reused_from": "abc1234"}) == "abc1234"
+
+
 def test_interleaved_rounds_rotate_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 

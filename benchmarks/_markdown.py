@@ -21,15 +21,23 @@ _COLUMNS = (
 )
 
 
-def render(results: Sequence[dict[str, Any]], command: str, findings: str = "") -> str:
+def render(
+    results: Sequence[dict[str, Any]],
+    command: str,
+    findings: str = "",
+    gpu_sections: Sequence[str] = (),
+) -> str:
     """The whole page: how it was made, the hand-written ``findings`` (what the numbers
-    mean; kept beside the result files), then one section per workload."""
+    mean; kept beside the result files), one section per workload, then the GPU sections
+    (``benchmarks/gpu_section.py``, each naming its GPU)."""
     lines = ["# Benchmarks", ""]
     lines += _preamble(results, command)
     if findings.strip():
         lines += [findings.strip(), ""]
     for result in results:
         lines += _workload(result)
+    for text in gpu_sections:
+        lines += [text.strip(), ""]
     return "\n".join(lines) + "\n"
 
 

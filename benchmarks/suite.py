@@ -54,6 +54,7 @@ from autotune.search._progress import describe
 from autotune.search._types import BaselineRun
 from benchmarks import _grid
 from benchmarks._markdown import render
+from benchmarks.gpu_section import GPU_RESULTS
 from benchmarks.lightning_tuner import LightningPick, lightning_pick, power_trials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,8 @@ def main() -> int:
             (args.results / f"{name}.json").write_text(json.dumps(result, indent=1))
     notes = args.results / "findings.md"
     findings = notes.read_text() if notes.is_file() else ""
-    args.output.write_text(render(_results(args.results), _command(args), findings))
+    gpu = [p.read_text() for p in sorted(GPU_RESULTS.glob("*.md"))]
+    args.output.write_text(render(_results(args.results), _command(args), findings, gpu))
     console.print(f"wrote {args.output}")
     return 0
 

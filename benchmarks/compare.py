@@ -81,7 +81,11 @@ def _arguments() -> argparse.Namespace:
 def parse_config(text: str, base: TrainConfig) -> TrainConfig:
     """``text``'s ``key=value`` pairs applied to ``base``; an unknown key raises with the
     keys there are."""
-    values = dict(item.split("=", 1) for item in text.split())
+    pairs = [item.partition("=") for item in text.split()]
+    bare = [key for key, equals, _ in pairs if not equals]
+    if bare:
+        raise CompareError(f"config items need key=value, not {bare}: e.g. 'micro=4 lr=1e-3'")
+    values = {key: value for key, _, value in pairs}
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         raise CompareError(f"unknown config keys {unknown}; use {', '.join(_FIELDS)}")

@@ -25,6 +25,8 @@ def test_a_config_changes_only_what_it_names() -> None:
 def test_an_unknown_key_names_the_keys_there_are() -> None:
     with pytest.raises(compare.CompareError, match="unknown config keys.*micro, accum"):
         compare.parse_config("batch=4", _base())
+    with pytest.raises(compare.CompareError, match="need key=value, not \\['micro', '4'\\]"):
+        compare.parse_config("micro 4", _base())
 
 
 def test_speedups_are_per_round_against_the_baseline_and_a_miss_is_left_out() -> None:

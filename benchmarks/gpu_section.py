@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autotune.config import Spread, TunedConfig, load_tuned_config
+from autotune.config import Measured, Spread, TrainConfig, TunedConfig, load_tuned_config
 from autotune.profiler import ProbeReport
 from autotune.search._progress import describe
 
@@ -75,7 +75,7 @@ def section(report: ProbeReport, tuned: TunedConfig, search_s: float) -> str:
         "| | config | time to target | speed-up (median, range, n) | throughput ratio "
         "| samples/s | peak memory | MFU (own precision) | MFU vs bf16 peak |",
         "|---|---|---|---|---|---|---|---|---|",
-        _row("autotune", tuned, achieved, bf16),
+        _row("autotune", tuned.train, measured, achieved, bf16),
     ]
     if measured.baseline is not None:
         base = measured.baseline
@@ -88,16 +88,15 @@ def section(report: ProbeReport, tuned: TunedConfig, search_s: float) -> str:
     return "\n".join(lines)
 
 
-def _row(name: str, tuned: TunedConfig, achieved: float, bf16: float | None) -> str:
-    measured = tuned.measured
-    if measured is None:  # checked by section(); keeps the type narrow
-        raise SectionError("tuned.yaml has no measured section")
+def _row(
+    name: str, train: TrainConfig, measured: Measured, achieved: float, bf16: float | None
+) -> str:
     memory = measured.peak_memory_bytes
     shown_memory = "-" if memory is None else f"{memory / 2**20:,.0f} MiB"
     own = f"{measured.mfu:.1%}" if measured.mfu is not None else "-"
     vs_bf16 = f"{achieved / bf16:.1%}" if bf16 else "no bf16 peak"
     return (
-        f"| {name} | `{describe(tuned.train)}` | {_seconds(measured.time_to_target_s)} "
+        f"| {name} | `{describe(train)}` | {_seconds(measured.time_to_target_s)} "
         f"| {_spread(measured.speedup_spread)} | {_spread(measured.throughput_speedup)} "
         f"| {measured.throughput_samples_per_s:,.1f} | {shown_memory} | {own} | {vs_bf16} |"
     )

@@ -9,7 +9,7 @@ from typing import Any
 from autotune.config import TrainConfig
 from autotune.runtime import StepRecord
 from autotune.search._measure import time_to_target
-from autotune.search._runoff import Entry, runoff
+from autotune.search._runoff import Entry, needed_s, runoff
 from autotune.search._types import Measured
 from autotune.trial import TrialResult, TrialStatus
 
@@ -116,3 +116,22 @@ def test_no_room_runs_nothing_and_a_single_candidate_needs_no_runoff() -> None:
     assert _run(entries, trials, room=0.5) == entries and trials.order == []
     alone = [_entry(1, 1e-3, 0.010), _entry(2, 2e-3, 0.030)]
     assert _run(alone, trials) == alone and trials.order == []
+
+
+def test_the_budget_needed_s_names_runs_every_round_and_less_does_not() -> None:
+    """needed_s is what the convergence phase leaves the runoff: with it, all rounds run
+    when each repeat costs what its trial took; with a tenth less, the last round does not."""
+    entries = [_entry(1, 1e-3, 0.010), _entry(2, 2e-3, 0.011)]
+    step_s = {1e-3: 0.010, 2e-3: 0.011}
+    need = needed_s(entries, 2, _Trials.startup_s)
+    for given, rounds in ((need, 2), (0.9 * need, 1)):
+        fresh = [_entry(1, 1e-3, 0.010), _entry(2, 2e-3, 0.011)]
+        trials = _Trials(dict(step_s))
+
+        def room(given: float = given, trials: _Trials = trials) -> float:
+            spent = sum(_crossing(step_s[lr]) + trials.startup_s for lr in trials.order)
+            return given - spent
+
+        runoff(fresh, _TARGET, trials, 2, room, lambda _: None)  # type: ignore[arg-type]
+        assert len(trials.order) == 2 * rounds
+    assert needed_s(entries[:1], 2, _Trials.startup_s) == 0.0  # nothing to decide

@@ -21,6 +21,7 @@ from autotune.search._convergence import (
     decayed,
     fastest_realisation,
     plateaued,
+    runoff_entries,
     smaller,
     step_rate_gain,
     systems_choices,
@@ -355,6 +356,50 @@ def test_an_fp32_best_reserves_no_fp32_check() -> None:
     bf16 = _measured(4, 50.0, "bf16-mixed").model_copy(update={"time_to_target_s": 5.0})
     assert plan.reserve_for(_study_with_best(fp32)) == plan.reserve_now(5.0, check_free=True)
     assert plan.reserve_for(_study_with_best(bf16)) == plan.reserve_now(5.0)
+
+
+def _study_of_winners(times: dict[float, float]) -> optuna.Study:
+    """Trials of distinct LRs (the keys), each reaching the target in its value's seconds."""
+    study = optuna.create_study()
+    for lr, seconds in times.items():
+        train = TrainConfig(micro_batch_size=4, precision="32-true", optimizer={"lr": lr})
+        run = Measured(
+            train=train,
+            losses=[2.0, 1.0],
+            elapsed_s=[0.1, 0.2],
+            samples_per_s=50.0,
+            time_to_target_s=seconds,
+        )
+        attrs = {"reached": True, "run": run.model_dump_json()}
+        study.add_trial(optuna.trial.create_trial(value=seconds, user_attrs=attrs))
+    return study
+
+
+def test_the_trials_keep_the_budget_the_runoff_of_close_winners_needs() -> None:
+    """Trials that spend the budget down to the confirmation's reserve leave the runoff
+    nothing, and the fastest single run (perhaps a lucky dip) wins unrepeated: the
+    convergence phase stops early enough for the runoff of the close winners so far."""
+    from autotune.search._convergence import _SAFETY_S, _may_continue
+    from autotune.search._runoff import needed_s
+    from autotune.search._types import Budget
+
+    plan = dataclasses.replace(_plan_with_baseline_at(20.0), runoff_rounds=2)
+    close, apart = (
+        _study_of_winners({1e-3: 5.0, 2e-3: 6.0}),
+        _study_of_winners({1e-3: 5.0, 2e-3: 9.0}),
+    )
+    runoff_s = (2 - 1 + 1.25) * (5.0 + 6.0 + 2 * plan.startup_s)  # two rounds, the last with margin
+    assert plan.kept_s(close) - plan.reserve_for(close) == pytest.approx(runoff_s)
+    assert plan.kept_s(apart) == plan.reserve_for(apart)  # 9 s is not within noise of 5 s
+    assert dataclasses.replace(plan, runoff_rounds=0).kept_s(close) == plan.reserve_for(close)
+
+    next_trial_s = 1.3 * 5.0 + plan.startup_s  # a trial that could still win
+    left = plan.reserve_for(close) + next_trial_s + _SAFETY_S + runoff_s / 2
+    budget = Budget(total_s=left)
+    assert not _may_continue(plan, close, budget, time_cap=40.0)
+    no_runoff = dataclasses.replace(plan, runoff_rounds=0)
+    assert _may_continue(no_runoff, close, budget, time_cap=40.0)
+    assert needed_s(runoff_entries(close), 2, plan.startup_s) == pytest.approx(runoff_s)
 
 
 def test_no_batch_is_measured_past_where_samples_per_s_stopped_rising() -> None:

@@ -11,7 +11,6 @@ Optuna storage before the next starts; running the same command again resumes.
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import tempfile
 import time
@@ -35,7 +34,7 @@ from autotune.search._convergence import (
     plateaued,
     recorded_runs,
     run_convergence,
-    winning_trials,
+    runoff_entries,
 )
 from autotune.search._measure import STARTUP_PRIOR_S, Trialist, measured, ok
 from autotune.search._progress import (
@@ -207,6 +206,7 @@ class _Search:
             options.confirm_pairs,
             options.patience,
             trials.startup_s,
+            options.runoff_rounds,
         )
 
     def converge(self, plan: ConvergencePlan, trials: Trialist) -> None:
@@ -214,7 +214,7 @@ class _Search:
         options = self.options
 
         def now() -> Standing:
-            reserve = plan.reserve_for(self.convergence)
+            reserve = plan.kept_s(self.convergence)
             return standing(self.convergence, options.trials, self.budget.left_s, reserve)
 
         def on_trial(trial: optuna.trial.FrozenTrial) -> None:
@@ -278,10 +278,7 @@ class _Search:
     def _ranked(self, trials: Trialist, plan: ConvergencePlan) -> list[Entry]:
         """The trials that reached the target, fastest first, after the runoff among the
         close ones (:mod:`._runoff`), on the budget the confirmation's reserve leaves."""
-        entries = [
-            Entry(t.number, run, [t.value if t.value is not None else math.inf])
-            for t, run in winning_trials(self.convergence)
-        ]
+        entries = runoff_entries(self.convergence)
         held = plan.held_back_s(self.convergence)
         with self._phase("runoff"):
             return runoff(

@@ -23,6 +23,7 @@ from autotune import stability
 from autotune.config import TrainConfig
 from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
+from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import REAL_GAIN, BaselineRun, Budget, Measured, small_batch_size
 
@@ -36,6 +37,7 @@ __all__ = [
     "plateaued",
     "recorded_runs",
     "run_convergence",
+    "runoff_entries",
     "small_batch_first",
     "smaller",
     "step_rate_gain",
@@ -90,6 +92,7 @@ class ConvergencePlan:
     confirm_pairs: int = 3
     patience: int | None = None  # None: spend the whole budget (always with max_trials)
     startup_s: float = STARTUP_PRIOR_S  # per trial, on top of its training: Trialist.startup_s
+    runoff_rounds: int = 0  # repeats of each close candidate the trials leave budget for
 
     def reserve_now(self, best_s: float | None, check_free: bool = False) -> float:
         """Budget the fp32 check and the confirmation need, once a trial has reached the
@@ -107,6 +110,12 @@ class ConvergencePlan:
         """:meth:`reserve_now` for the study's best trial so far."""
         top = winners(study)
         return self.reserve_now(best_time(study), check_free=bool(top) and self._free(top[0]))
+
+    def kept_s(self, study: optuna.Study) -> float:
+        """Budget no further trial may spend: the confirmation's reserve (:meth:`reserve_for`)
+        and the runoff the trials that reached the target so far need (:func:`needed_s`)."""
+        runoff = needed_s(runoff_entries(study), self.runoff_rounds, self.startup_s)
+        return self.reserve_for(study) + runoff
 
     def held_back_s(self, study: optuna.Study) -> float:
         """Budget nothing before the confirmation may spend (the runoff): its reserve for
@@ -255,7 +264,7 @@ def _may_continue(
     best = best_time(study)
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else time_cap
     next_trial_s = min(time_cap, beat_s) + plan.startup_s
-    if budget.left_s > plan.reserve_for(study) + next_trial_s + _SAFETY_S:
+    if budget.left_s > plan.kept_s(study) + next_trial_s + _SAFETY_S:
         return True
     return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
 
@@ -438,6 +447,14 @@ def winning_trials(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, 
     ]
     good.sort(key=lambda t: t.value if t.value is not None else math.inf)
     return [(t, Measured.model_validate_json(t.user_attrs["run"])) for t in good]
+
+
+def runoff_entries(study: optuna.Study) -> list[Entry]:
+    """:func:`winning_trials` as the runoff's entries, each with its trial's time."""
+    return [
+        Entry(t.number, run, [t.value if t.value is not None else math.inf])
+        for t, run in winning_trials(study)
+    ]
 
 
 def recorded_runs(study: optuna.Study) -> list[Measured]:

@@ -5,8 +5,9 @@ One run's time to target varies by 6-25% between fresh processes, and the conver
 phase picks the fastest of many single runs: the minimum of noisy draws favours a lucky
 dip, a small noisy batch's most of all. The median of a trial's run and two repeats
 discards one lucky dip; interleaving (a, b, c, a, b, c) lets machine drift hit every
-candidate alike. It spends budget the trials left unused (a search that stopped early on
-patience), never the confirmation's reserve.
+candidate alike. The convergence phase stops its trials early enough to leave the runoff
+its :func:`needed_s` (a search that spends its whole budget on trials would otherwise
+crown a single lucky run); it never spends the confirmation's reserve.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
 from autotune.search._types import Measured
 
-__all__ = ["Entry", "runoff"]
+__all__ = ["Entry", "needed_s", "runoff"]
 
 # Candidates up to this factor slower than the best trial: within the 6-25% run-to-run
 # noise of one fresh process, so their order is not yet known.
@@ -60,7 +61,7 @@ def runoff(
     if len(close) < 2 or rounds < 1:
         return entries
     cap = _CAP_FACTOR * close[0].times[0]
-    cost = sum(min(cap, e.times[0]) + trials.startup_s for e in close)
+    cost = _round_s(close, trials.startup_s)
     ran = 0
     while ran < rounds and room() >= _ROUND_MARGIN * cost:
         for entry in close:
@@ -75,6 +76,22 @@ def runoff(
         median = f"{entry.median_s:.2f} s" if math.isfinite(entry.median_s) else "missed"
         say(f"  trial {entry.trial} {describe(entry.run.train)}: median {median} ({times} s)")
     return [*ranked, *[e for e in entries if all(e is not c for c in close)]]
+
+
+def needed_s(entries: list[Entry], rounds: int, startup_s: float) -> float:
+    """Budget the runoff of ``entries`` (fastest trial first) needs for all its ``rounds``:
+    every round but the last costs one run of each close candidate, the last must find that
+    with its margin to start. 0 when there is nothing to decide (under two close ones)."""
+    close = _close(entries)
+    if len(close) < 2 or rounds < 1:
+        return 0.0
+    return (rounds - 1 + _ROUND_MARGIN) * _round_s(close, startup_s)
+
+
+def _round_s(close: list[Entry], startup_s: float) -> float:
+    """Estimated seconds of one round: each close candidate's trial time (all within
+    _MARGIN of the best, below a repeat's cap) and a process start-up."""
+    return sum(e.times[0] + startup_s for e in close)
 
 
 def _close(entries: list[Entry]) -> list[Entry]:

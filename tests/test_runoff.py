@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
 from autotune.config import TrainConfig
 from autotune.runtime import StepRecord
 from autotune.search._measure import time_to_target
@@ -135,3 +137,15 @@ def test_the_budget_needed_s_names_runs_every_round_and_less_does_not() -> None:
         runoff(fresh, _TARGET, trials, 2, room, lambda _: None)  # type: ignore[arg-type]
         assert len(trials.order) == 2 * rounds
     assert needed_s(entries[:1], 2, _Trials.startup_s) == 0.0  # nothing to decide
+
+
+def test_needed_s_costs_joining_trials_only_while_the_slate_has_room() -> None:
+    """A trial that may still join is costed at the slowest a close one can be (1.3x the
+    best); the slate holds three, so a fourth joiner adds nothing."""
+    one, three = [_entry(1, 1e-3, 0.010)], [_entry(i, i * 1e-3, 0.010) for i in (1, 2, 3)]
+    best, start = one[0].times[0], _Trials.startup_s
+    per_round = best + start + (1.3 * best + start)
+    assert needed_s(one, 2, start, joining=1) == pytest.approx((1 + 1.25) * per_round)
+    assert needed_s(one, 0, start, joining=1) == 0.0  # no rounds: no runoff
+    assert needed_s(three, 2, start, joining=1) == needed_s(three, 2, start)
+    assert needed_s([], 2, start, joining=1) == 0.0  # no winner yet: nothing to compare

@@ -21,7 +21,6 @@ from autotune.search._convergence import (
     decayed,
     fastest_realisation,
     plateaued,
-    runoff_entries,
     smaller,
     step_rate_gain,
     systems_choices,
@@ -95,10 +94,13 @@ def test_accumulation_is_realised_on_the_fastest_micro_batch_that_divides_it() -
     assert kept["micro_batch_size"] == 16 and same is chosen  # nothing else divides 16
 
 
-def _study_with(trials: list[tuple[str, float | None, bool]]) -> optuna.Study:
+def _study_with(
+    trials: list[tuple[str, float | None, bool]], lrs: list[float] | None = None
+) -> optuna.Study:
+    """Trials of (state, value, reached); all of one config, or of ``lrs``' LRs, one each."""
     study = optuna.create_study(direction="minimize")
-    config = TrainConfig(micro_batch_size=8, optimizer={"lr": 1e-3})
-    for state, value, reached in trials:
+    for i, (state, value, reached) in enumerate(trials):
+        config = TrainConfig(micro_batch_size=8, optimizer={"lr": lrs[i] if lrs else 1e-3})
         run = Measured(
             train=config,
             losses=[1.0],
@@ -360,19 +362,7 @@ def test_an_fp32_best_reserves_no_fp32_check() -> None:
 
 def _study_of_winners(times: dict[float, float]) -> optuna.Study:
     """Trials of distinct LRs (the keys), each reaching the target in its value's seconds."""
-    study = optuna.create_study()
-    for lr, seconds in times.items():
-        train = TrainConfig(micro_batch_size=4, precision="32-true", optimizer={"lr": lr})
-        run = Measured(
-            train=train,
-            losses=[2.0, 1.0],
-            elapsed_s=[0.1, 0.2],
-            samples_per_s=50.0,
-            time_to_target_s=seconds,
-        )
-        attrs = {"reached": True, "run": run.model_dump_json()}
-        study.add_trial(optuna.trial.create_trial(value=seconds, user_attrs=attrs))
-    return study
+    return _study_with([("COMPLETE", s, True) for s in times.values()], lrs=list(times))
 
 
 def test_the_trials_keep_the_budget_the_runoff_of_close_winners_needs() -> None:
@@ -380,7 +370,6 @@ def test_the_trials_keep_the_budget_the_runoff_of_close_winners_needs() -> None:
     nothing, and the fastest single run (perhaps a lucky dip) wins unrepeated: the
     convergence phase stops early enough for the runoff of the close winners so far."""
     from autotune.search._convergence import _SAFETY_S, _may_continue
-    from autotune.search._runoff import needed_s
     from autotune.search._types import Budget
 
     plan = dataclasses.replace(_plan_with_baseline_at(20.0), runoff_rounds=2)
@@ -399,7 +388,25 @@ def test_the_trials_keep_the_budget_the_runoff_of_close_winners_needs() -> None:
     assert not _may_continue(plan, close, budget, time_cap=40.0)
     no_runoff = dataclasses.replace(plan, runoff_rounds=0)
     assert _may_continue(no_runoff, close, budget, time_cap=40.0)
-    assert needed_s(runoff_entries(close), 2, plan.startup_s) == pytest.approx(runoff_s)
+
+
+def test_the_next_trial_starts_only_if_the_runoff_it_may_join_still_fits() -> None:
+    """One winner so far: nothing to decide yet, but the trial about to start may come
+    within noise of it, and then the runoff needs repeats of both. The loop keeps that
+    budget, so a late close winner is not crowned on one unrepeated run."""
+    from autotune.search._convergence import _SAFETY_S, _may_continue
+    from autotune.search._types import Budget
+
+    plan = dataclasses.replace(_plan_with_baseline_at(20.0), runoff_rounds=2)
+    one = _study_of_winners({1e-3: 5.0})
+    assert plan.kept_s(one) == plan.reserve_for(one)  # alone: no runoff
+    joiner_s = 1.3 * 5.0 + plan.startup_s  # the slowest a close candidate can be
+    pair_s = (2 - 1 + 1.25) * (5.0 + plan.startup_s + joiner_s)
+    assert plan.kept_s(one, joining=1) - plan.reserve_for(one) == pytest.approx(pair_s)
+    next_trial_s = 1.3 * 5.0 + plan.startup_s
+    enough = plan.reserve_for(one) + next_trial_s + _SAFETY_S
+    assert not _may_continue(plan, one, Budget(total_s=enough + pair_s / 2), time_cap=40.0)
+    assert _may_continue(plan, one, Budget(total_s=enough + pair_s + 1.0), time_cap=40.0)
 
 
 def test_no_batch_is_measured_past_where_samples_per_s_stopped_rising() -> None:

@@ -111,10 +111,12 @@ class ConvergencePlan:
         top = winners(study)
         return self.reserve_now(best_time(study), check_free=bool(top) and self._free(top[0]))
 
-    def kept_s(self, study: optuna.Study) -> float:
+    def kept_s(self, study: optuna.Study, joining: int = 0) -> float:
         """Budget no further trial may spend: the confirmation's reserve (:meth:`reserve_for`)
-        and the runoff the trials that reached the target so far need (:func:`needed_s`)."""
-        runoff = needed_s(runoff_entries(study), self.runoff_rounds, self.startup_s)
+        and the runoff the trials that reached the target so far, and ``joining`` more,
+        need (:func:`needed_s`)."""
+        entries = runoff_entries(study)
+        runoff = needed_s(entries, self.runoff_rounds, self.startup_s, joining)
         return self.reserve_for(study) + runoff
 
     def held_back_s(self, study: optuna.Study) -> float:
@@ -264,7 +266,8 @@ def _may_continue(
     best = best_time(study)
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else time_cap
     next_trial_s = min(time_cap, beat_s) + plan.startup_s
-    if budget.left_s > plan.kept_s(study) + next_trial_s + _SAFETY_S:
+    # The trial about to start may join the runoff's candidates: keep its repeats too.
+    if budget.left_s > plan.kept_s(study, joining=1) + next_trial_s + _SAFETY_S:
         return True
     return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
 

@@ -78,14 +78,21 @@ def runoff(
     return [*ranked, *[e for e in entries if all(e is not c for c in close)]]
 
 
-def needed_s(entries: list[Entry], rounds: int, startup_s: float) -> float:
+def needed_s(entries: list[Entry], rounds: int, startup_s: float, joining: int = 0) -> float:
     """Budget the runoff of ``entries`` (fastest trial first) needs for all its ``rounds``:
     every round but the last costs one run of each close candidate, the last must find that
-    with its margin to start. 0 when there is nothing to decide (under two close ones)."""
+    with its margin to start. ``joining`` more trials may still become close candidates
+    (while the slate has room), each costed at the slowest a close one can be; the loop
+    passes the trial it is about to start, whose win would otherwise raise the need after
+    its last check. 0 when there is nothing to decide (under two close ones)."""
     close = _close(entries)
-    if len(close) < 2 or rounds < 1:
+    if not close or rounds < 1:
         return 0.0
-    return (rounds - 1 + _ROUND_MARGIN) * _round_s(close, startup_s)
+    more = min(joining, _SIZE - len(close))
+    if len(close) + more < 2:
+        return 0.0
+    joiner_s = _MARGIN * close[0].times[0] + startup_s
+    return (rounds - 1 + _ROUND_MARGIN) * (_round_s(close, startup_s) + more * joiner_s)
 
 
 def _round_s(close: list[Entry], startup_s: float) -> float:

@@ -137,6 +137,59 @@ def test_the_second_seed_is_the_first_at_a_decayed_higher_lr() -> None:
     assert decayed(no_cosine, first) is None
 
 
+def _winner(micro: int, accum: int, lr: float) -> tuple[optuna.trial.FrozenTrial, Measured]:
+    """A trial (params as the convergence phase suggests them) that reached the target."""
+    params = {"systems": 0, "grad_accum_steps": accum, "lr_multiplier": 1.0, "schedule": "cosine"}
+    dists = {
+        "systems": optuna.distributions.CategoricalDistribution([0, 1, 2]),
+        "grad_accum_steps": optuna.distributions.CategoricalDistribution([1, 2, 4]),
+        "lr_multiplier": optuna.distributions.FloatDistribution(0.25, 8.0, log=True),
+        "schedule": optuna.distributions.CategoricalDistribution(["constant", "cosine"]),
+    }
+    trial = optuna.trial.create_trial(value=1.0, params=params, distributions=dists)
+    train = TrainConfig(micro_batch_size=micro, grad_accum_steps=accum, optimizer={"lr": lr})
+    run = Measured(train=train, losses=[2.0, 1.0], elapsed_s=[0.1, 0.2], samples_per_s=90.0)
+    return trial, run
+
+
+def test_the_larger_batch_seed_scales_the_best_trials_lr_linearly() -> None:
+    """cnn_digits on an AVX512-BF16 host: the best trial ran micro 16 at 4e-3, micro 64
+    ran 1.9x its samples/s, and the grid's best was micro 64 at 1.6e-2, a matched LR the
+    search's sampler never drew. The seed tries the best trial's params there."""
+    from autotune.search._convergence import larger
+
+    plan = _plan_with_baseline_at(20.0)  # the default space: a relative LR range
+    top = [_measured(16, 9_250), _measured(256, 20_600), _measured(64, 17_400)]
+
+    def lr_at_64(seed: dict[str, object] | None) -> float:
+        assert seed is not None
+        values = {k: v for k, v in seed.items() if k != "systems"}
+        values |= {**systems_values(top[2].train), "lr_scaling": "auto"}
+        return to_train_config(values, plan.base, 100).optimizer.lr
+
+    seed = larger(plan, top, _winner(16, 1, 4e-3))
+    assert seed is not None
+    assert seed["systems"] == 2  # micro 64: the smallest larger batch that runs faster
+    assert lr_at_64(seed) == pytest.approx(1.6e-2)  # 4e-3 x 64/16
+    assert (seed["schedule"], seed["grad_accum_steps"]) == ("cosine", 1)
+    assert lr_at_64(larger(plan, top, _winner(16, 2, 8e-3))) == pytest.approx(1.6e-2)  # from 32
+    flat = [_measured(16, 9_250), _measured(64, 10_000)]  # 8% more samples/s: not worth it
+    assert larger(plan, flat, _winner(16, 1, 4e-3)) is None
+
+
+def test_the_larger_batch_seed_comes_once_right_after_the_fixed_seeds() -> None:
+    """Seeded from the best trial when the next trial is the first after the fixed seeds;
+    at any other count (a resumed study, another worker's trial) it is not queued."""
+    from autotune.search._convergence import _scaled_up
+
+    plan = _plan_with_baseline_at(20.0)
+    top = [_measured(8, 10), _measured(64, 300)]  # the study's trials ran micro 8
+    study = _study_of_winners({1e-3: 5.0, 2e-3: 6.0})
+    assert _scaled_up(plan, top, study, position=3) == []
+    (seed,) = _scaled_up(plan, top, study, position=2)
+    assert seed["systems"] == 1  # from trial 0 (5 s), the best
+
+
 def test_patience_counts_trials_since_the_last_real_gain() -> None:
     missed = [("PRUNED", None, False), ("COMPLETE", 20.0, False), ("FAIL", None, False)]
     assert not plateaued(_study_with(missed * 4), patience=8)  # nothing reached: never

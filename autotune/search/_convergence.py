@@ -32,6 +32,7 @@ __all__ = [
     "baseline_repeat",
     "decayed",
     "fastest_realisation",
+    "larger",
     "make_pruner",
     "make_sampler",
     "plateaued",
@@ -67,6 +68,14 @@ _DECAYED_LR_FACTOR = 4.0
 # mlp_digits 1.2x and cnn_digits 1.5x, where fixed per-step costs dominate, batch 4 lost
 # and the decayed LR won.
 _SMALL_FIRST_STEP_GAIN = 2.0
+# Once a trial reached the target, one seed tries its params on the next measured
+# micro-batch that runs at least this many times its samples/s, the LR scaled linearly
+# with the global batch (Goyal et al. 2017). TPE's start-up trials draw batch and LR
+# independently, so a larger batch meets a matched LR only by chance: on cnn_digits (an
+# AVX512-BF16 host) a search tried micro 64 at 1.7e-3 and 5.9e-3 only and reached 59% of
+# the grid's best, micro 64 at 1.6e-2 (its best trial: micro 16 at 4e-3). Below this gain
+# a larger batch's extra samples per step are unlikely to pay for its fewer steps.
+_LARGER_GAIN = 1.25
 _SAFETY_S = 15.0  # budget never planned: the confirmation's runs vary by 10-25% each
 
 
@@ -161,8 +170,9 @@ def run_convergence(
     baseline_tt = plan.baseline.run.time_to_target_s or plan.baseline.run.elapsed_s[-1]
     time_cap = max(2.0 * baseline_tt, _MIN_CAP_S)
     while _may_continue(plan, study, budget, time_cap):
+        queued = [*seeds, *_scaled_up(plan, top, study, len(seeds))]
         # None: other workers took the last ones
-        trial = studies.next_convergence_trial(plan.max_trials, seeds)
+        trial = studies.next_convergence_trial(plan.max_trials, queued)
         if trial is None:
             break
         with tracked(study, trial):  # killed or interrupted: recorded, not left RUNNING
@@ -199,6 +209,50 @@ def _seeds(plan: ConvergencePlan, top: list[Measured]) -> list[dict[str, Any]]:
     high, small = decayed(plan.space, first), smaller(plan, top, steps)
     more = [small, high] if small is not None and small_batch_first(top, small) else [high, small]
     return [first, *(seed for seed in more if seed is not None)]
+
+
+def _scaled_up(
+    plan: ConvergencePlan, top: list[Measured], study: optuna.Study, position: int
+) -> list[dict[str, Any]]:
+    """[:func:`larger`] while the study's next trial is number ``position`` (right after
+    the fixed seeds), else []: the seed is tried once, from the best trial by then."""
+    if len(study.get_trials(deepcopy=False)) != position:
+        return []
+    found = winning_trials(study)
+    seed = larger(plan, top, found[0]) if found else None
+    return [] if seed is None else [seed]
+
+
+def larger(
+    plan: ConvergencePlan, top: list[Measured], best: tuple[optuna.trial.FrozenTrial, Measured]
+) -> dict[str, Any] | None:
+    """``best``'s params on the smallest systems config in ``top`` with a larger global
+    batch and at least _LARGER_GAIN x the samples/s of ``best``'s micro-batch, without
+    accumulation, at ``best``'s LR scaled linearly with the global batch (clipped to the
+    space); None when no such config was measured or the space has no LR range."""
+    trial, run = best
+    lr = plan.space.convergence.lr
+    own = next((r for r in top if r.train.micro_batch_size == run.train.micro_batch_size), None)
+    if lr is None or own is None:
+        return None
+    batch = run.train.global_batch
+    bigger = [
+        (k, r)
+        for k, r in enumerate(top)
+        if r.train.global_batch > batch and r.samples_per_s >= _LARGER_GAIN * own.samples_per_s
+    ]
+    if not bigger:
+        return None
+    index, chosen = min(bigger, key=lambda kr: kr[1].train.global_batch)
+    new_batch = chosen.train.global_batch
+    params = {**trial.params, "systems": index}
+    if "grad_accum_steps" in params:
+        params["grad_accum_steps"] = 1
+    value = run.train.optimizer.lr * new_batch / batch
+    params["lr_multiplier" if lr.relative else "lr"] = spaces.lr_seed_value(
+        lr, plan.base, new_batch, value
+    )
+    return params
 
 
 def step_rate_gain(top: list[Measured], index: int) -> float:

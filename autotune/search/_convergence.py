@@ -4,7 +4,9 @@ and warmup, on the fastest measured systems configs.
 Sampler: TPE (multivariate): a handful of trials over a mixed space (log-uniform LR,
 categorical schedule and accumulation, conditional min-LR), where TPE is sample-efficient
 and Gaussian processes would not handle the categoricals; the first trial is seeded with
-the known scaling rules (sqrt/linear LR with batch, warmup for large batches).
+the known scaling rules (sqrt/linear LR with batch, warmup for large batches), and once a
+trial reached the target, one seed carries its params to a larger, faster batch with the
+LR scaled linearly (:func:`larger`).
 Pruner: median, on the smoothed loss reported per *wall second*: the objective is time,
 so "behind the median at the same second" is exactly "losing"; hopeless runs stop early.
 """

@@ -40,7 +40,7 @@ from rich.table import Table
 from autotune._search_view import phase_line
 from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
-from autotune.search import SearchOptions, run_search
+from autotune.search import SearchError, SearchOptions, run_search
 from autotune.search._measure import Trialist
 from autotune.search._progress import describe
 from autotune.search._types import BaselineRun
@@ -60,7 +60,11 @@ def main() -> int:
         os.environ["TMPDIR"] = scratch
         storage = f"sqlite:///{scratch}/bench.db"
         started = time.perf_counter()
-        outcome = run_search(_options(args, storage, Path(scratch)), _say)
+        try:
+            outcome = run_search(_options(args, storage, Path(scratch)), _say)
+        except SearchError as err:
+            console.print(f"the search found no winner, so there is nothing to compare: {err}")
+            return 1
         costs = _Costs(outcome.phases, time.perf_counter() - started)
         study = outcome.studies.convergence
         baseline = BaselineRun.model_validate_json(study.user_attrs["baseline"])

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from autotune.config import TrainConfig
+from autotune.runtime import StepRecord
 from autotune.search._confirm import known_reference, stable_winner
 from autotune.search._types import Measured
+from autotune.trial import TrialResult, TrialStatus
 
 _CURVE = [3.0 - 0.02 * k for k in range(100)]  # reaches 1.5 around step 75
 
@@ -45,6 +47,39 @@ def test_a_winner_checked_against_the_baseline_runs_no_fp32_trial() -> None:
     found = stable_winner([winner], _NoRuns(), 1.5, notes.append, [_run("32-true")])  # type: ignore[arg-type]
     assert found is winner
     assert any("agrees with fp32" in note for note in notes), notes
+
+
+class _LaggingFp32:
+    """A Trialist whose fp32 run falls more slowly than ``_CURVE`` (at 1.5 only at step 100,
+    after the bf16 winner's last step); it stops where ``watch`` says, like the runner."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
+        self.asked.append(steps)
+        watch, records = kwargs.get("watch"), []
+        for k in range(steps):
+            step = dict(step=k + 1, loss=3.0 - 0.015 * k, elapsed_s=0.1 * (k + 1), lr=1e-3)
+            records.append(
+                StepRecord(**step, samples=16 * (k + 1), step_time_s=0.1, samples_per_s=160.0)
+            )
+            if watch is not None and watch(records[-1]):
+                break
+        return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+
+
+def test_a_disagreeing_winner_falls_back_to_its_fp32_run_that_reached_the_target_later() -> None:
+    """cnn_digits: bf16 was 6.7% from its fp32 run, which had not reached the target by the
+    bf16 winner's last step, so no fallback was measured and the search ended without a
+    winner. The fp32 run now goes on (up to 1.5x the steps) until it reaches the target."""
+    trials, notes = _LaggingFp32(), []  # type: ignore[var-annotated]
+    found = stable_winner([_run("bf16-mixed")], trials, 1.5, notes.append)  # type: ignore[arg-type]
+    assert found is not None and found.train.precision == "32-true", notes
+    assert found.time_to_target_s is not None
+    assert trials.asked == [150]  # at most 1.5x the winner's 100 steps ...
+    assert 100 <= len(found.losses) < 150  # ... stopped once covered and at the target
+    assert any("falling back to fp32" in note for note in notes), notes
 
 
 def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step() -> None:

@@ -18,8 +18,10 @@ from typing import Any
 from autotune import space as spaces
 from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
+from autotune.search._confirm import stable_winner
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
+from autotune.search._types import Measured
 
 __all__ = [
     "GridRun",
@@ -31,6 +33,7 @@ __all__ = [
     "runnable",
     "runnable_points",
     "spread",
+    "stable_best",
 ]
 
 _CONTINUOUS = ("lr", "warmup_fraction", "min_lr_ratio", "weight_decay")
@@ -45,6 +48,7 @@ class GridRun:
     time_to_target_s: float | None
     wall_s: float
     status: str
+    run: Measured | None = None  # the measured run (its losses), when the point ran to the end
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,24 @@ def grid_config(
     return spaces.to_train_config(decoded, base, steps)
 
 
+def stable_best(
+    grid: Sequence[GridRun],
+    trials: Trialist,
+    target: float,
+    known: Sequence[Measured],
+    say: Callable[[str], None],
+) -> Measured | None:
+    """The grid's fastest point that trains stably by the search's own rule
+    (:func:`stable_winner`: finite, decreasing, and a reduced precision within tolerance of
+    its fp32 run, else that fp32 run), so that both sides answer the same question: a
+    bf16 point 6% off its fp32 curve is no more a valid best for the grid than for the
+    search. ``known``: fp32 runs to reuse as references (the baseline's). None when no
+    point reached the target, or none passed."""
+    reached = [r.run for r in grid if r.run is not None and r.time_to_target_s is not None]
+    reached.sort(key=lambda run: run.time_to_target_s or 0.0)
+    return stable_winner(reached, trials, target, say, known)
+
+
 def run_grid(
     points: Sequence[dict[str, Any]],
     base: TrainConfig,
@@ -156,7 +178,8 @@ def run_grid(
         )
         run = measured(result, config, target) if ok(result) else None
         tt = run.time_to_target_s if run is not None else None
-        runs.append(GridRun(config, tt, time.perf_counter() - started, result.status.value))
+        wall = time.perf_counter() - started
+        runs.append(GridRun(config, tt, wall, result.status.value, run))
         best = min(best, tt if tt is not None else math.inf)
         shown = f"{tt:.2f} s" if tt is not None else result.status.value
         say(f"grid {k + 1}/{len(points)}: {describe(config)} -> {shown}")

@@ -7,14 +7,18 @@
 2. The grid runs *every* point of the same space to the same target loss, with the same
    supervised trials and the same time cap (twice the baseline's time to target); the LR
    range is cut into ``--lr-points`` log-spaced multipliers.
-3. The grid's best and the search's winner are re-run interleaved ``--pairs`` times; the
+3. The grid's best is its fastest point that passes the search's stability check (a bf16
+   point must agree with its fp32 run, else that fp32 run stands in for it), so both sides
+   answer the same question.
+4. The grid's best and the search's winner are re-run interleaved ``--pairs`` times; the
    search's best as a fraction of the grid's is the ratio of their median times to target.
 
 Cost, the same for both sides. Each pays the probe and the baseline: the grid needs the
 baseline's target as much as the search does. Neither pays a confirmation: the grid's best
 from one run each is as unproven as the search's pick until step 3 re-runs both alike. So
 the search's cost is its wall time up to its confirmation (probe, baseline, systems phase,
-trials, fp32 check), and the grid's is the probe and baseline plus its points. The search's
+trials, fp32 check), and the grid's is the probe and baseline plus its points and its
+own stability check. The search's
 whole wall time, its own 3-pair confirmation included, is printed beside it.
 
 Goal (issue 5): the search's best >= 95% of the grid's, in <= 15% of the grid's cost.
@@ -43,7 +47,7 @@ from autotune.profiler import ProbeReport
 from autotune.search import SearchError, SearchOptions, run_search
 from autotune.search._measure import Trialist
 from autotune.search._progress import describe
-from autotune.search._types import BaselineRun
+from autotune.search._types import BaselineRun, Measured
 from autotune.task import load_task
 from benchmarks import _grid as _grid_runs
 
@@ -71,10 +75,13 @@ def main() -> int:
         report = ProbeReport.model_validate_json(study.user_attrs["probe"])
         trials = Trialist(args.task, Path(scratch) / "grid", seed=0)
         grid = _grid(args, baseline, report, trials)
-        costs.grid_points_s = sum(run.wall_s for run in grid)
-        reached = [r for r in grid if r.time_to_target_s is not None]
-        best = min(reached, key=lambda r: r.time_to_target_s or 0.0)
-        confirmed = _interleaved([best.config, outcome.tuned.train], baseline, trials, args)
+        checked = time.perf_counter()  # the grid pays its stability check, as the search does
+        best = _grid_runs.stable_best(grid, trials, baseline.target_loss, [baseline.run], _say_grid)
+        costs.grid_points_s = sum(run.wall_s for run in grid) + time.perf_counter() - checked
+        if best is None:
+            console.print("no grid point reached the target and passed the stability check")
+            return 1
+        confirmed = _interleaved([best.train, outcome.tuned.train], baseline, trials, args)
         console.print(_grid_table(grid))
         return _summary(outcome.tuned.train, best, confirmed, costs, len(grid), study)
 
@@ -169,7 +176,7 @@ def _interleaved(
 
 def _summary(
     winner: TrainConfig,
-    best: _grid_runs.GridRun,
+    best: Measured,
     confirmed: list[list[float]],
     costs: _Costs,
     points: int,
@@ -182,7 +189,7 @@ def _summary(
     for col in ("", "configs run", "cost s", "best config", "time to target s (median, range)"):
         table.add_column(col)
     for name, runs, wall, config, tts in (
-        ("grid", points, costs.grid_s, best.config, confirmed[0]),
+        ("grid", points, costs.grid_s, best.train, confirmed[0]),
         ("search", len(study.trials), costs.search_s, winner, confirmed[1]),
     ):
         shown = f"{statistics.median(tts):.2f} ({min(tts):.2f}-{max(tts):.2f})" if tts else "-"

@@ -140,7 +140,7 @@ def bench_workload(task: Path, args: argparse.Namespace) -> dict[str, Any]:
         picks = {
             "baseline": baseline.run.train,
             "autotune": outcome.tuned.train,
-            "grid": _grid_best(grid),
+            "grid": _grid_best(grid, trials, baseline),
             "lightning": lightning.config,
         }
         timed = _rerun(picks, trials, baseline, args.rounds)
@@ -227,13 +227,14 @@ def _run_grid(
     )
 
 
-def _grid_best(grid: list[_grid.GridRun]) -> TrainConfig | _grid.Missed:
-    """The grid's fastest point to the target; when none reached it, the grid's result is
-    that it missed (reported as such, not an error: a grid too coarse is a finding)."""
-    reached = [r for r in grid if r.time_to_target_s is not None]
-    if not reached:
-        return _grid.Missed(grid[0].config)
-    return min(reached, key=lambda r: r.time_to_target_s or 0.0).config
+def _grid_best(
+    grid: list[_grid.GridRun], trials: Trialist, baseline: BaselineRun
+) -> TrainConfig | _grid.Missed:
+    """The grid's fastest point to the target that trains stably (:func:`_grid.stable_best`,
+    the search's own rule); when none did, the grid's result is that it missed (reported as
+    such, not an error: a grid too coarse is a finding)."""
+    best = _grid.stable_best(grid, trials, baseline.target_loss, [baseline.run], _say)
+    return _grid.Missed(grid[0].config) if best is None else best.train
 
 
 def _rerun(

@@ -107,9 +107,9 @@ def test_a_grid_that_never_reached_is_reported_missed_not_rerun(
     monkeypatch.setattr(suite._grid, "interleaved", fake)
     monkeypatch.setattr(suite, "TrainConfig", str)
     tried = [_grid.GridRun("g1", None, 3.0, "OK"), _grid.GridRun("g2", None, 4.0, "OK")]  # type: ignore[arg-type]
-    grid = suite._grid_best(tried)
-    assert isinstance(grid, _grid.Missed)
     baseline: Any = type("B", (), {"target_loss": 0.5, "run": None})()
+    grid = suite._grid_best(tried, None, baseline)  # type: ignore[arg-type]
+    assert isinstance(grid, _grid.Missed)
     monkeypatch.setattr(suite, "_baseline_time", lambda _: 10.0)
     timed = suite._rerun({"baseline": "b", "grid": grid, "light": "l"}, None, baseline, 2)  # type: ignore[dict-item, arg-type]
     assert ran == ["b", "l"]
@@ -205,3 +205,45 @@ def test_suite_runs_end_to_end_on_mlp_digits(tmp_path: Path) -> None:
     assert base["times_to_target_s"][0] is not None and base["speedup"][0] == 1.0
     assert all(row["peak_memory_bytes"] for row in result["rows"])
     assert "## mlp_digits" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+class _Fp32Apart:
+    """A Trialist whose every run (the fp32 checks) falls half as fast as the grid's curve."""
+
+    def run(self, config: Any, steps: int, **kwargs: Any) -> Any:
+        from autotune.runtime import StepRecord
+        from autotune.trial import TrialResult, TrialStatus
+
+        watch, records = kwargs.get("watch"), []
+        for k in range(steps):
+            timing = {"elapsed_s": 0.1 * (k + 1), "step_time_s": 0.1, "samples_per_s": 160.0}
+            loss = 3.0 - 0.01 * k
+            records.append(
+                StepRecord(step=k + 1, loss=loss, samples=16 * (k + 1), lr=1e-3, **timing)
+            )
+            if watch is not None and watch(records[-1]):
+                break
+        return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+
+
+def test_the_grids_best_must_train_stably_like_the_searchs() -> None:
+    """cnn_digits on an AVX512-BF16 host: the grid's fastest point was bf16 micro 64, whose
+    curve the search's check found 5-7% off its fp32 run; the search fell back to fp32 and
+    was compared with a best it was not allowed to pick. The grid's best passes the same
+    check: here the bf16 point disagrees, so the fp32 point is the grid's best."""
+    from autotune.config import TrainConfig
+    from autotune.search._types import Measured
+
+    def point(precision: str, step_s: float) -> _grid.GridRun:
+        train = TrainConfig(micro_batch_size=64, precision=precision, optimizer={"lr": 1e-2})
+        losses = [3.0 - 0.02 * k for k in range(100)]  # at 1.5 by step 75
+        elapsed = [step_s * (k + 1) for k in range(100)]
+        run = Measured(train=train, losses=losses, elapsed_s=elapsed, samples_per_s=100.0)
+        run = run.model_copy(update={"time_to_target_s": 76 * step_s})
+        return _grid.GridRun(train, 76 * step_s, 10.0, "OK", run)
+
+    grid = [point("32-true", 0.02), point("bf16-mixed", 0.01)]
+    notes: list[str] = []
+    best = _grid.stable_best(grid, _Fp32Apart(), 1.5, [], notes.append)  # type: ignore[arg-type]
+    assert best is not None and best.train.precision == "32-true", notes
+    assert any("disagrees with fp32" in note for note in notes), notes

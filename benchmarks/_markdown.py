@@ -63,7 +63,8 @@ def _preamble(results: Sequence[dict[str, Any]], command: str) -> list[str]:
         "target at 2x the baseline's time counts as missed.",
         "- **Contenders:** *baseline* = the Task's own setup; *autotune* = `autotune search` "
         "with the default space and budget; *grid* = the fastest point of an exhaustive grid "
-        "over `benchmarks/spaces/suite_grid.yaml`; *lightning* = Lightning's "
+        "over `benchmarks/spaces/suite_grid.yaml` that passes the search's stability check "
+        "(from 2026-12-01: a bf16 point must agree with its fp32 run); *lightning* = Lightning's "
         "`Tuner.scale_batch_size` + `Tuner.lr_find` pick (batch scaling bounded by the default "
         "space's largest micro-batch, since a CPU never raises out-of-memory), precision left "
         "as the baseline's; its trials are the batch sizes it tried plus the LR range test.",

@@ -45,10 +45,13 @@ class GridRun:
     """One grid point, run once to the target (or stopped)."""
 
     config: TrainConfig
-    time_to_target_s: float | None
     wall_s: float
     status: str
     run: Measured | None = None  # the measured run (its losses), when the point ran to the end
+
+    @property
+    def time_to_target_s(self) -> float | None:
+        return self.run.time_to_target_s if self.run is not None else None
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,7 @@ def run_grid(
         )
         run = measured(result, config, target) if ok(result) else None
         tt = run.time_to_target_s if run is not None else None
-        wall = time.perf_counter() - started
-        runs.append(GridRun(config, tt, wall, result.status.value, run))
+        runs.append(GridRun(config, time.perf_counter() - started, result.status.value, run))
         best = min(best, tt if tt is not None else math.inf)
         shown = f"{tt:.2f} s" if tt is not None else result.status.value
         say(f"grid {k + 1}/{len(points)}: {describe(config)} -> {shown}")

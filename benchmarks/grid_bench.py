@@ -15,11 +15,11 @@
 
 Cost, the same for both sides. Each pays the probe and the baseline: the grid needs the
 baseline's target as much as the search does. Neither pays a confirmation: the grid's best
-from one run each is as unproven as the search's pick until step 3 re-runs both alike. So
+from one run each is as unproven as the search's pick until step 4 re-runs both alike. So
 the search's cost is its wall time up to its confirmation (probe, baseline, systems phase,
-trials, fp32 check), and the grid's is the probe and baseline plus its points and its
-own stability check. The search's
-whole wall time, its own 3-pair confirmation included, is printed beside it.
+trials, fp32 check), and the grid's is the probe and baseline plus its points and its own
+stability check (step 3). The search's whole wall time, its own 3-pair confirmation
+included, is printed beside it.
 
 Goal (issue 5): the search's best >= 95% of the grid's, in <= 15% of the grid's cost.
 Run it on a quiet machine: other processes on the cores slow 2-thread torch 10-20x.

@@ -106,7 +106,7 @@ def test_a_grid_that_never_reached_is_reported_missed_not_rerun(
 
     monkeypatch.setattr(suite._grid, "interleaved", fake)
     monkeypatch.setattr(suite, "TrainConfig", str)
-    tried = [_grid.GridRun("g1", None, 3.0, "OK"), _grid.GridRun("g2", None, 4.0, "OK")]  # type: ignore[arg-type]
+    tried = [_grid.GridRun("g1", 3.0, "OK"), _grid.GridRun("g2", 4.0, "OK")]  # type: ignore[arg-type]
     baseline: Any = type("B", (), {"target_loss": 0.5, "run": None})()
     grid = suite._grid_best(tried, None, baseline)  # type: ignore[arg-type]
     assert isinstance(grid, _grid.Missed)
@@ -240,7 +240,7 @@ def test_the_grids_best_must_train_stably_like_the_searchs() -> None:
         elapsed = [step_s * (k + 1) for k in range(100)]
         run = Measured(train=train, losses=losses, elapsed_s=elapsed, samples_per_s=100.0)
         run = run.model_copy(update={"time_to_target_s": 76 * step_s})
-        return _grid.GridRun(train, 76 * step_s, 10.0, "OK", run)
+        return _grid.GridRun(train, 10.0, "OK", run)
 
     grid = [point("32-true", 0.02), point("bf16-mixed", 0.01)]
     notes: list[str] = []

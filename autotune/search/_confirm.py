@@ -177,13 +177,11 @@ class _CoverWatch:
 
     def __init__(self, target: float, steps: int) -> None:
         self.steps = steps
-        self.target = TargetWatch(target, math.inf)
+        self.watch = TargetWatch(target, math.inf)  # True once at the target (or not finite)
 
     def __call__(self, record: StepRecord) -> bool:
-        reached = self.target(record)
-        if not math.isfinite(record.loss):
-            return True
-        return reached and len(self.target.losses) >= self.steps
+        stop = self.watch(record)
+        return stop and (len(self.watch.losses) >= self.steps or not math.isfinite(record.loss))
 
 
 def reference_check(

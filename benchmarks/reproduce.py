@@ -1,10 +1,13 @@
 """Does ``autotune run -c tuned.yaml`` reproduce the throughput tuned.yaml records?
 
-    python -m benchmarks.reproduce TASK TUNED_YAML [--runs 3] [--steps 60]
+    python -m benchmarks.reproduce TASK TUNED_YAML [--runs 3] [--most 9] [--steps 60]
 
 Runs the real command line, ``autotune run TASK -c TUNED_YAML --steps N --json F``,
 interleaved with the Task's baseline (``autotune run TASK --steps N --json F``), ``--runs``
-times each, each in a fresh process. Compares:
+times each, each in a fresh process, and more pairs (up to ``--most``) while the tuned
+runs' samples/s is unsettled, by the rule the search's confirmation uses
+(:data:`~autotune.search._confirm.RATE_SETTLED_ERROR`): this machine's speed drifts over
+seconds, so three runs can all land in one slow or fast spell. Compares:
 
 1. the tuned runs' median samples/s (the runtime's median after burn-in, as the search's
    confirmation measures it) with ``measured.throughput_samples_per_s``;
@@ -34,6 +37,7 @@ from rich.table import Table
 
 from autotune._tuned_view import REPRODUCTION_TOLERANCE
 from autotune.config import TunedConfig, load_tuned_config
+from autotune.search._confirm import RATE_SETTLED_ERROR, settled
 
 TOLERANCE = REPRODUCTION_TOLERANCE  # the bound `autotune run -c` itself reports against
 RUN_TIMEOUT_S = 600.0  # one `autotune run`; a hung one must not hang the benchmark
@@ -59,7 +63,7 @@ def main() -> int:
         console.print(f"{args.tuned} records no measurement: run `autotune search` to get one.")
         return 2
     with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
-        found = reproduce(args.task, args.tuned, args.runs, args.steps, Path(scratch))
+        found = reproduce(args.task, args.tuned, (args.runs, args.most), args.steps, Path(scratch))
     console.print(_table(tuned, found))
     return (
         0 if within(statistics.median(found.tuned), tuned.measured.throughput_samples_per_s) else 1
@@ -70,7 +74,8 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("task", type=Path, help="the task file the config was tuned for")
     parser.add_argument("tuned", type=Path, help="the tuned.yaml to check")
-    parser.add_argument("--runs", type=int, default=3, help="interleaved pairs")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved pairs, at least")
+    parser.add_argument("--most", type=int, default=9, help="pairs at most, while unsettled")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
     return parser.parse_args()
 
@@ -80,17 +85,23 @@ def within(value: float, recorded: float, tolerance: float = TOLERANCE) -> bool:
     return abs(value / recorded - 1.0) <= tolerance
 
 
-def reproduce(task: Path, tuned: Path, runs: int, steps: int, scratch: Path) -> Reproduced:
-    """``runs`` interleaved (tuned, baseline) pairs of ``autotune run``, tuned first in
-    even pairs and baseline first in odd ones, so neither always runs on a warmer machine."""
+def reproduce(
+    task: Path, tuned: Path, runs: tuple[int, int], steps: int, scratch: Path
+) -> Reproduced:
+    """Interleaved (tuned, baseline) pairs of ``autotune run``: ``runs[0]`` at least, then
+    more up to ``runs[1]`` while the tuned samples/s is unsettled. Tuned first in even pairs
+    and baseline first in odd ones, so neither always runs on a warmer machine."""
+    least, most = runs
     rates: dict[str, list[float]] = {"tuned": [], "baseline": []}
-    for k in range(runs):
+    for k in range(max(least, most)):
+        if k >= least and settled(rates["tuned"], RATE_SETTLED_ERROR):
+            break
         order = ("tuned", "baseline") if k % 2 == 0 else ("baseline", "tuned")
         for which in order:
             config = ["-c", str(tuned)] if which == "tuned" else []
             rate = run_once(task, config, steps, scratch / f"{which}-{k}.json", scratch)
             rates[which].append(rate)
-            console.print(f"pair {k + 1}/{runs}: {which} {rate:,.1f} samples/s")
+            console.print(f"pair {k + 1}: {which} {rate:,.1f} samples/s")
     return Reproduced(rates["tuned"], rates["baseline"])
 
 

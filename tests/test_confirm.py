@@ -147,21 +147,36 @@ def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
     assert found.speedups == pytest.approx([1.0, 1.0])
 
 
-def _scripted_pairs(monkeypatch: pytest.MonkeyPatch, speedups: list[float]) -> None:
-    """Replaces the pair runner: pair k measures ``speedups[k]``."""
+def _scripted_pairs(
+    monkeypatch: pytest.MonkeyPatch, speedups: list[float], rates: list[float] | None = None
+) -> None:
+    """Replaces the pair runner: pair k measures ``speedups[k]``, and the winner run in it
+    ``rates[k]`` samples/s (160 in every pair by default: settled from the third)."""
     from autotune.search import _confirm
 
     def run_pair(found: _confirm.Confirmation, *args: Any, **kwargs: Any) -> None:
+        rate = 160.0 if rates is None else rates[found.pairs]
+        found.winner.append(_run("32-true").model_copy(update={"samples_per_s": rate}))
         found.speedups.append(speedups[found.pairs])
         found.pairs += 1
 
     monkeypatch.setattr(_confirm, "_run_pair", run_pair)
 
 
-def _confirm(pairs: int, most: int, time_left: float = 1e9) -> Any:
+def _confirm(
+    pairs: int, most: int, time_left: float = 1e9, earlier_rates: tuple[float, ...] = ()
+) -> Any:
     from autotune.search._confirm import confirm
 
-    return confirm(None, None, None, pairs, most=most, time_left=lambda: time_left)  # type: ignore[arg-type]
+    return confirm(
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        pairs,
+        most=most,
+        time_left=lambda: time_left,
+        earlier_rates=earlier_rates,
+    )
 
 
 def test_a_settled_speedup_stops_at_the_least_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,6 +200,24 @@ def test_more_pairs_stop_at_the_most_and_at_the_budget(monkeypatch: pytest.Monke
     assert _confirm(3, most=5).pairs == 5  # never settles: bounded by `most`
     _scripted_pairs(monkeypatch, noisy)
     assert _confirm(3, most=8, time_left=0.0).pairs == 3  # no budget: the least only
+
+
+def test_a_drifting_throughput_gets_pairs_until_it_settles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cnn_digits at micro 64: the speed-up settled in 3 pairs, but their samples/s came
+    from one slow spell (8.7k recorded; `autotune run -c` measured 10.9k minutes later)."""
+    from autotune.search._confirm import RATE_SETTLED_ERROR, settled
+
+    steady = [3.2, 3.3, 3.25] + [3.25] * 5
+    drifting = [8200.0, 8700.0, 9200.0, 12900.0, 10900.0, 9900.0, 10100.0, 10000.0]
+    _scripted_pairs(monkeypatch, steady, drifting)
+    found = _confirm(3, most=8)
+    assert 3 < found.pairs <= 8, found.pairs
+    assert settled(found.speedups) and not settled(drifting[:3], RATE_SETTLED_ERROR)
+    # The runs the search made of the winner's step count too: with them it is settled.
+    _scripted_pairs(monkeypatch, steady, drifting)
+    assert _confirm(3, most=8, earlier_rates=(9000.0,) * 6).pairs == 3
 
 
 def test_settled_asks_three_pairs_and_a_small_error() -> None:

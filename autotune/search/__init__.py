@@ -253,6 +253,7 @@ class _Search:
         with self._phase("stability"):
             winner = _stable_winner(candidates, trials, baseline, self.say)
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
+        earlier = [*setup.systems, *recorded_runs(self.convergence)]
         with self._phase("confirmation"):
             found = confirm(
                 winner,
@@ -261,16 +262,16 @@ class _Search:
                 options.confirm_pairs,
                 most=options.confirm_max_pairs,
                 time_left=lambda: self.budget.left_s,
+                earlier_rates=step_rates(earlier, winner.train),
             )
         if found.pairs > options.confirm_pairs:
             self.say(
                 f"confirmed with {found.pairs} pairs: after {options.confirm_pairs} the "
-                "speed-up's spread was still wide, and the budget had room for more"
+                "speed-up's or the throughput's spread was still wide, and the budget had "
+                "room for more"
             )
         if not found.winner or not found.baseline:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
-        earlier = [*setup.systems, *recorded_runs(self.convergence)]
-        found.earlier_rates = step_rates(earlier, winner.train)
         chosen = next((e.trial for e in entries if e.run is winner), None)  # None: fp32 fallback
         where = provenance(redact(options.storage), self.name, chosen, setup.report)
         return tuned_config(found, baseline, setup.report, where)

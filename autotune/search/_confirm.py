@@ -28,6 +28,7 @@ from autotune.search._progress import describe
 from autotune.search._types import BaselineRun, Measured, same_kind
 
 __all__ = [
+    "RATE_SETTLED_ERROR",
     "SETTLED_ERROR",
     "Confirmation",
     "confirm",
@@ -45,6 +46,11 @@ _STEP_MARGIN = 1.5  # the winner's confirmation runs may take this many times it
 # More pairs stop once the mean log speed-up's standard error is this small: the reported
 # median is then within about +-10% (two errors) of where further pairs would move it.
 SETTLED_ERROR = 0.05
+# ... and once that of the winner's mean log samples/s is this small: tuned.yaml's samples/s
+# is what `autotune run -c` is held to (+-10%), and this machine's speed drifts over seconds
+# (cnn_digits at micro 64: 7.4-10.3 ms per step in 1.2-s windows of one process), so a
+# median of 3 runs a few seconds apart can sit at a slow spell: 8.7k recorded, 10.9k later.
+RATE_SETTLED_ERROR = 0.03
 _PAIR_MARGIN = 1.25  # another pair starts only if this many times the slowest pair fits
 
 
@@ -64,6 +70,15 @@ class Confirmation:
     # samples/s of the search's earlier fresh processes that ran the winner's step (its
     # trial, trials at other LRs, its systems measurement): see :func:`same_step`
     earlier_rates: list[float] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        """samples/s of every fresh process that ran the winner's step."""
+        return [run.samples_per_s for run in self.winner] + self.earlier_rates
+
+    def settled(self) -> bool:
+        """Whether both the speed-up and the winner's samples/s are settled."""
+        return settled(self.speedups) and settled(self.rates, RATE_SETTLED_ERROR)
 
 
 def same_step(a: TrainConfig, b: TrainConfig) -> bool:
@@ -86,20 +101,20 @@ def confirm(
     *,
     most: int | None = None,
     time_left: Callable[[], float] = lambda: 0.0,
+    earlier_rates: Sequence[float] = (),
 ) -> Confirmation:
     """Run winner, baseline, winner, baseline, ...: machine drift hits both alike.
 
-    ``pairs`` always run. Up to ``most`` in all run while the speed-up is unsettled
-    (:func:`settled`) and ``time_left()`` seconds hold the slowest pair so far with a margin:
-    a search that stopped early spends its unused budget on a tighter speed-up, not on
-    nothing (3 pairs of one config measured 2.23x in one search and 2.79x in the next).
+    ``pairs`` always run. Up to ``most`` in all run while the speed-up or the winner's
+    samples/s (its runs here and ``earlier_rates``) is unsettled (:func:`settled`), and
+    ``time_left()`` seconds hold the slowest pair so far with a margin: a search that
+    stopped early spends its unused budget on tighter numbers, not on nothing (3 pairs of
+    one config measured 2.23x in one search and 2.79x in the next).
     """
-    found = Confirmation()
+    found = Confirmation(earlier_rates=list(earlier_rates))
     slowest = 0.0
     for pair in range(max(pairs, most or pairs)):
-        more = pair < pairs or (
-            not settled(found.speedups) and time_left() >= _PAIR_MARGIN * slowest
-        )
+        more = pair < pairs or (not found.settled() and time_left() >= _PAIR_MARGIN * slowest)
         if not more:
             break
         started = time.perf_counter()
@@ -108,13 +123,13 @@ def confirm(
     return found
 
 
-def settled(speedups: Sequence[float]) -> bool:
-    """Whether the standard error of the mean log speed-up is under SETTLED_ERROR (at
-    least 3 pairs: two agree by chance too often)."""
-    if len(speedups) < 3:
+def settled(values: Sequence[float], error: float = SETTLED_ERROR) -> bool:
+    """Whether the standard error of the mean log of ``values`` (speed-ups, or samples/s)
+    is under ``error`` (at least 3 values: two agree by chance too often)."""
+    if len(values) < 3:
         return False
-    logs = [math.log(s) for s in speedups]
-    return statistics.stdev(logs) / math.sqrt(len(logs)) <= SETTLED_ERROR
+    logs = [math.log(v) for v in values]
+    return statistics.stdev(logs) / math.sqrt(len(logs)) <= error
 
 
 def _run_pair(
@@ -255,13 +270,12 @@ def tuned_config(
     winner_cfg: TrainConfig = found.winner[0].train
     tt_w = [r.time_to_target_s for r in found.winner if r.time_to_target_s is not None]
     tt_b = [r.time_to_target_s for r in found.baseline if r.time_to_target_s is not None]
-    rate_w = [r.samples_per_s for r in found.winner]
     rate_b = [r.samples_per_s for r in found.baseline]
     speedups, rate_ratios = found.speedups, found.rate_ratios
     # Every fresh process of the winner's step, not the confirmation's three alone: this
     # machine's speed drifts between two levels ~20% apart over minutes (tiny_gpt at batch 4:
     # ~120 or ~143 samples/s), and runs spread over the whole search sample both.
-    rates = rate_w + found.earlier_rates
+    rates = found.rates
     throughput = statistics.median(rates)
     achieved = report.model.flops_per_sample * throughput
     measured_section = MeasuredSection(

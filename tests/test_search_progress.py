@@ -202,6 +202,15 @@ def test_patience_counts_trials_since_the_last_real_gain() -> None:
     assert plateaued(_study_with(gains + missed + missed), patience=6)
 
 
+def test_a_gain_within_the_timing_noise_of_a_fast_target_is_no_real_gain() -> None:
+    """mlp_digits reaches the target in 0.1 s: 0.100 -> 0.090 s is 10%, but 10 ms is
+    inside the +-10 ms one config spans over repeats, so it does not restart patience."""
+    missed = [("PRUNED", None, False)] * 2
+    fast = [("COMPLETE", 0.100, True), *missed, ("COMPLETE", 0.090, True)]
+    assert plateaued(_study_with(fast), patience=3)
+    assert not plateaued(_study_with([*fast[:3], ("COMPLETE", 0.070, True)]), patience=3)
+
+
 def test_standing_counts_statuses_and_knows_the_best() -> None:
     study = _study_with(
         [

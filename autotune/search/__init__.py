@@ -53,6 +53,7 @@ from autotune.search._types import (
     CONFIRM_PAIRS,
     PATIENCE,
     REAL_GAIN,
+    REAL_GAIN_FLOOR_S,
     RUNOFF_ROUNDS,
     BaselineRun,
     Budget,
@@ -232,7 +233,8 @@ class _Search:
         ):
             self.say(
                 f"stopped early: the last {options.patience} trials did not beat the best time "
-                f"to target by {REAL_GAIN:.0%} ({self.budget.left_s:.0f} s of the budget left)"
+                f"to target by {REAL_GAIN:.0%} and {REAL_GAIN_FLOOR_S} s "
+                f"({self.budget.left_s:.0f} s of the budget left)"
             )
 
     def finish(self, setup: _Setup, plan: ConvergencePlan, trials: Trialist) -> TunedConfig:

@@ -27,7 +27,14 @@ from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
 from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import Studies, counted, tracked
-from autotune.search._types import REAL_GAIN, BaselineRun, Budget, Measured, small_batch_size
+from autotune.search._types import (
+    REAL_GAIN,
+    REAL_GAIN_FLOOR_S,
+    BaselineRun,
+    Budget,
+    Measured,
+    small_batch_size,
+)
 
 __all__ = [
     "ConvergencePlan",
@@ -330,14 +337,16 @@ def _may_continue(
 
 def plateaued(study: optuna.Study, patience: int) -> bool:
     """Whether the last ``patience`` finished trials (in number order) all failed to beat
-    the best time to target before them by more than REAL_GAIN; False until one reached
-    the target. Smaller gains still lower the best, but do not restart the count."""
+    the best time to target before them by more than REAL_GAIN and REAL_GAIN_FLOOR_S;
+    False until one reached the target. Smaller gains still lower the best, but do not
+    restart the count."""
     best, since = math.inf, 0
     for t in counted(study):
         if not t.state.is_finished():
             continue
         value = t.value if t.user_attrs.get("reached") and t.value is not None else math.inf
-        since = 0 if value < best * (1 - REAL_GAIN) else since + 1
+        real = value < best * (1 - REAL_GAIN) and value < best - REAL_GAIN_FLOOR_S
+        since = 0 if real else since + 1
         best = min(best, value)
     return math.isfinite(best) and since >= patience
 

@@ -15,6 +15,7 @@ from autotune.config import TrainConfig
 __all__ = [
     "PATIENCE",
     "REAL_GAIN",
+    "REAL_GAIN_FLOOR_S",
     "RUNOFF_ROUNDS",
     "SMALL_BATCH_FACTOR",
     "BaselineRun",
@@ -33,6 +34,11 @@ __all__ = [
 # trials plus 4 guided ones past the last real gain.
 PATIENCE = 8
 REAL_GAIN = 0.05
+# ... and by this many seconds: where the target is reached in 0.1 s (mlp_digits), 5% is
+# 5 ms, under the +-10 ms that one config's time to target spans over interleaved repeats
+# (0.09-0.11 s in 5), so a "gain" at trial 11 restarted the count and the search ran 20
+# trials where 12 would have found as good a point (17.1% of the grid's cost, goal 15%).
+REAL_GAIN_FLOOR_S = 0.02
 
 # The search also tries the baseline's batch divided by this. Far below the critical batch
 # size a step's progress hardly depends on the batch, so fewer samples per step reach the

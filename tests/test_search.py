@@ -173,25 +173,3 @@ def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
     # A quarter of the baseline's batch comes on top of the spread, not in place of it.
     with_small = _diverse(smaller, 4, anchor=16)
     assert [c.config.micro_batch_size for c in with_small] == [512, 16, 64, 128, 4]
-
-
-def test_the_sizes_between_the_spread_are_measured_while_they_are_cheap() -> None:
-    """mlp_digits: 4, 16, 64, 128 and 512 were measured and the grid's best was micro 256;
-    where one measurement takes a second, every size between fits in the allowance."""
-    from autotune.config import TrainConfig
-    from autotune.search._systems import Candidate, _diverse, cheap_sizes
-
-    def candidate(micro: int) -> Candidate:
-        train = TrainConfig.model_validate({"micro_batch_size": micro, "optimizer": {"lr": 1e-3}})
-        return Candidate(train, {}, 10_000.0 * micro**0.5, None)
-
-    ranked = [candidate(m) for m in (512, 256, 128, 64, 32, 16, 8, 4)]
-    spread = _diverse(ranked, 4, anchor=16)
-    assert sorted(c.config.micro_batch_size for c in spread) == [4, 16, 64, 128, 512]
-    extra = cheap_sizes(ranked, spread, allowance_s=6.0, per_size_s=1.0)
-    assert sorted(c.config.micro_batch_size for c in extra) == [8, 32, 256]
-    # As many as the allowance holds, the cheapest predicted first.
-    (one,) = cheap_sizes(ranked, spread, allowance_s=1.5, per_size_s=1.0)
-    assert one.config.micro_batch_size == 8
-    # tiny_gpt: 2.5 s a measurement is not cheap, whatever the allowance.
-    assert cheap_sizes(ranked, spread, allowance_s=60.0, per_size_s=2.5) == []

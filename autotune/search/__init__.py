@@ -47,7 +47,7 @@ from autotune.search._progress import (
 )
 from autotune.search._runoff import Entry, runoff
 from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
-from autotune.search._systems import CHEAP_SIZES_SHARE, measure_systems, predict_systems
+from autotune.search._systems import measure_systems, predict_systems
 from autotune.search._types import (
     CONFIRM_MAX_PAIRS,
     CONFIRM_PAIRS,
@@ -387,7 +387,6 @@ def _systems(
         options.systems_measured,
         spaces.systems_grid(space),
         anchor=base.micro_batch_size,
-        cheap_s=CHEAP_SIZES_SHARE * options.budget_s,
     )
     if not runs:
         raise SearchError(

@@ -55,9 +55,7 @@ __all__ = [
     "winning_trials",
 ]
 
-# systems configs (one per measured micro-batch) the convergence phase may use: every size
-# of the default space (4-512), for the fast models whose every size is measured
-_TOP_SYSTEMS = 8
+_TOP_SYSTEMS = 5  # systems configs (one per measured micro-batch) the convergence phase may use
 _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
 _MIN_CAP_S = 2.0
 _MIN_TRIALS = 3  # trials run past the budget while none has reached the target yet

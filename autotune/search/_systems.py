@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +25,9 @@ from autotune.search._types import Measured, same_kind, small_batch_size
 from autotune.trial import TrialStatus
 
 __all__ = [
-    "CHEAP_SIZES_SHARE",
     "Candidate",
     "Dominated",
     "beyond_saturation",
-    "cheap_sizes",
     "measure_systems",
     "predict_systems",
 ]
@@ -58,12 +55,6 @@ _RISING = 1.05
 # then ran micro 256 at 1.9x micro 64's samples/s. The stall rule is for slow steps, where
 # one measurement costs a sizeable share of the budget.
 _CHEAP_MEASURE_S = 2.0
-# Beyond the few spread sizes, the other sizes between them are measured where one
-# measurement is cheap (_CHEAP_MEASURE_S), as many as fit in this share of the budget.
-# Where a measurement costs a second the spread is a false economy: on mlp_digits the
-# search measured 4, 16, 64, 128 and 512, reached global batch 256 only as 128 x 2
-# accumulation (0.13 s to the target), and the suite's grid ran micro 256 (0.09 s).
-CHEAP_SIZES_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -163,10 +154,8 @@ def measure_systems(
     how_many: int,
     grid: dict[str, list[Any]],
     anchor: int | None = None,
-    cheap_s: float = 0.0,
 ) -> list[Measured]:
-    """Measure the ``how_many`` best-predicted candidates, then the sizes between them
-    that fit in ``cheap_s`` seconds (:func:`cheap_sizes`), or reuse a resumed study's;
+    """Measure the ``how_many`` best-predicted candidates (or reuse a resumed study's),
     record everything in ``study``, and return the measured ones, fastest first."""
     # Resuming (a killed search, or another worker's phase): what is recorded stays as is.
     recorded = {_key(t.params): t for t in study.trials}
@@ -178,58 +167,31 @@ def measure_systems(
         for t in recorded.values()
         if t.state == optuna.trial.TrialState.COMPLETE
     ]
-    measuring = _Measuring(study, grid, trials, set(recorded), runs)
-    spread = _diverse(candidates, how_many, anchor)
-    costs = measuring.each(spread)
-    per_size_s = statistics.median(costs) if costs else math.inf
-    measuring.each(cheap_sizes(candidates, spread, cheap_s, per_size_s))
+    # Smallest batch first: each larger one is then judged against every smaller one.
+    chosen = sorted(_diverse(candidates, how_many, anchor), key=lambda c: c.config.global_batch)
+    for candidate in chosen:
+        if _key(spaces.encode_params(candidate.values)) in recorded:
+            continue
+        attrs: dict[str, Any] = {
+            "predicted_samples_per_s": candidate.samples_per_s,
+            "predicted_peak_bytes": candidate.peak_bytes,
+        }
+        skip = beyond_saturation(candidate.config, runs)
+        if skip is not None:
+            _record(study, grid, candidate.values, None, {**attrs, "status": "PRUNED", **skip})
+            continue
+        run, found = _measure_one(candidate, runs, trials)
+        if run is not None:
+            runs.append(run)
+        _record(study, grid, candidate.values, run.samples_per_s if run else None, attrs | found)
     return sorted(runs, key=lambda m: -m.samples_per_s)
-
-
-@dataclass
-class _Measuring:
-    """Measures candidates into ``runs`` and records each in ``study``; skips the ones
-    ``recorded`` (by key) and the ones past saturation (:func:`beyond_saturation`)."""
-
-    study: optuna.Study
-    grid: dict[str, list[Any]]
-    trials: Trialist
-    recorded: set[str]
-    runs: list[Measured]
-
-    def each(self, candidates: list[Candidate]) -> list[float]:
-        """Measure ``candidates``, smallest batch first (each larger one is then judged
-        against every smaller one); the wall seconds of each run that was started."""
-        costs: list[float] = []
-        for candidate in sorted(candidates, key=lambda c: c.config.global_batch):
-            key = _key(spaces.encode_params(candidate.values))
-            if key in self.recorded:
-                continue
-            self.recorded.add(key)
-            attrs: dict[str, Any] = {
-                "predicted_samples_per_s": candidate.samples_per_s,
-                "predicted_peak_bytes": candidate.peak_bytes,
-            }
-            skip = beyond_saturation(candidate.config, self.runs)
-            if skip is not None:
-                attrs |= {"status": "PRUNED", **skip}
-                _record(self.study, self.grid, candidate.values, None, attrs)
-                continue
-            run, found, wall_s = _measure_one(candidate, self.runs, self.trials)
-            costs.append(wall_s)
-            if run is not None:
-                self.runs.append(run)
-            rate = run.samples_per_s if run else None
-            _record(self.study, self.grid, candidate.values, rate, attrs | found)
-        return costs
 
 
 def _measure_one(
     candidate: Candidate, runs: list[Measured], trials: Trialist
-) -> tuple[Measured | None, dict[str, Any], float]:
+) -> tuple[Measured | None, dict[str, Any]]:
     """One systems measurement, stopped early when a smaller batch is clearly faster
-    (:class:`Dominated`); the run (None if it failed), the attrs that tell how it went and
-    its wall seconds, start-up included."""
+    (:class:`Dominated`); the run (None if it failed) and the attrs that tell how it went."""
     steps = _measure_steps(candidate)
     watch = Dominated(candidate.config, runs, burn_in=steps // 3)
     result = trials.run(
@@ -247,7 +209,7 @@ def _measure_one(
     }
     if run is not None:
         attrs["run"] = run.model_dump_json()
-    return run, attrs, result.wall_s
+    return run, attrs
 
 
 def beyond_saturation(config: TrainConfig, runs: list[Measured]) -> dict[str, str] | None:
@@ -340,32 +302,6 @@ def _diverse(
     between = _geometric_between(pool, ends, how_many - len(ends))
     rest = [c for c in pool if c not in ends and c not in between]
     return [*[*ends, *between, *rest][:how_many], *extra]
-
-
-def cheap_sizes(
-    candidates: list[Candidate], chosen: list[Candidate], allowance_s: float, per_size_s: float
-) -> list[Candidate]:
-    """The best-predicted candidate of each micro-batch size between the smallest and the
-    largest ``chosen`` that is not chosen yet, as many as fit in ``allowance_s`` at
-    ``per_size_s`` each (what a chosen one's measurement took, start-up included), the
-    cheapest predicted first; none where a measurement is not cheap (_CHEAP_MEASURE_S):
-    on a slow model each one more size is also one more choice for fewer trials."""
-    sizes = {c.config.micro_batch_size for c in chosen}
-    if not sizes or per_size_s > _CHEAP_MEASURE_S:
-        return []
-    best: dict[int, Candidate] = {}
-    for candidate in candidates:  # fastest first
-        best.setdefault(candidate.config.micro_batch_size, candidate)
-    between = [
-        c for size, c in best.items() if size not in sizes and min(sizes) < size < max(sizes)
-    ]
-    between.sort(key=_predicted_measure_s)
-    return between[: int(allowance_s // max(per_size_s, 1e-9))]
-
-
-def _predicted_measure_s(candidate: Candidate) -> float:
-    steps = _measure_steps(candidate)
-    return steps * candidate.config.global_batch / max(candidate.samples_per_s, 1e-9)
 
 
 def _geometric_between(

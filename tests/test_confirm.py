@@ -82,6 +82,39 @@ def test_a_disagreeing_winner_falls_back_to_its_fp32_run_that_reached_the_target
     assert any("falling back to fp32" in note for note in notes), notes
 
 
+class _GapGrowsWithLr:
+    """A Trialist whose fp32 run follows ``_CURVE`` at an LR under 1e-2 and runs 20% above
+    it at 1e-2 and over, as a bf16 curve drifts from fp32 at a high LR."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
+        lr = config.optimizer.lr
+        self.lrs.append(lr)
+        scale, watch, records = (1.2 if lr >= 1e-2 else 1.0), kwargs.get("watch"), []
+        for k in range(steps):
+            loss = scale * (3.0 - 0.02 * k) if k < 120 else 0.5
+            step = dict(step=k + 1, loss=loss, elapsed_s=0.1 * (k + 1), lr=lr)
+            records.append(
+                StepRecord(**step, samples=16 * (k + 1), step_time_s=0.1, samples_per_s=160.0)
+            )
+            if watch is not None and watch(records[-1]):
+                break
+        return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+
+
+def test_after_a_disagreement_only_a_lower_lr_of_that_precision_is_checked() -> None:
+    """cnn_digits' grid_bench: bf16 at 1.6e-2 was 9.3% off fp32, the search fell back to
+    fp32 (0.51 s) and skipped its bf16 runner-up at 6.0e-3; the grid's best, bf16 at
+    1.08e-2, agreed within 2.9% and reached the target in 0.27 s."""
+    trials, notes = _GapGrowsWithLr(), []  # type: ignore[var-annotated]
+    high, higher, low = (_run("bf16-mixed", lr=lr) for lr in (1.6e-2, 2e-2, 6e-3))
+    found = stable_winner([high, higher, low], trials, 1.5, notes.append)  # type: ignore[arg-type]
+    assert found is low, notes
+    assert trials.lrs == [1.6e-2, 6e-3]  # 2e-2 is not checked: a higher LR than a failure
+
+
 def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step() -> None:
     from types import SimpleNamespace
 

@@ -49,24 +49,29 @@ def test_a_winner_checked_against_the_baseline_runs_no_fp32_trial() -> None:
     assert any("agrees with fp32" in note for note in notes), notes
 
 
+def _followed(losses: list[float], watch: Any, lr: float) -> TrialResult:
+    """A finished trial of ``losses``, stopped where ``watch`` says, like the runner."""
+    records: list[StepRecord] = []
+    for k, loss in enumerate(losses):
+        step = dict(step=k + 1, loss=loss, elapsed_s=0.1 * (k + 1), lr=lr)
+        records.append(
+            StepRecord(**step, samples=16 * (k + 1), step_time_s=0.1, samples_per_s=160.0)
+        )
+        if watch is not None and watch(records[-1]):
+            break
+    return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+
+
 class _LaggingFp32:
     """A Trialist whose fp32 run falls more slowly than ``_CURVE`` (at 1.5 only at step 100,
-    after the bf16 winner's last step); it stops where ``watch`` says, like the runner."""
+    after the bf16 winner's last step)."""
 
     def __init__(self) -> None:
         self.asked: list[int] = []
 
     def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
         self.asked.append(steps)
-        watch, records = kwargs.get("watch"), []
-        for k in range(steps):
-            step = dict(step=k + 1, loss=3.0 - 0.015 * k, elapsed_s=0.1 * (k + 1), lr=1e-3)
-            records.append(
-                StepRecord(**step, samples=16 * (k + 1), step_time_s=0.1, samples_per_s=160.0)
-            )
-            if watch is not None and watch(records[-1]):
-                break
-        return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+        return _followed([3.0 - 0.015 * k for k in range(steps)], kwargs.get("watch"), 1e-3)
 
 
 def test_a_disagreeing_winner_falls_back_to_its_fp32_run_that_reached_the_target_later() -> None:
@@ -92,16 +97,9 @@ class _GapGrowsWithLr:
     def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
         lr = config.optimizer.lr
         self.lrs.append(lr)
-        scale, watch, records = (1.2 if lr >= 1e-2 else 1.0), kwargs.get("watch"), []
-        for k in range(steps):
-            loss = scale * (3.0 - 0.02 * k) if k < 120 else 0.5
-            step = dict(step=k + 1, loss=loss, elapsed_s=0.1 * (k + 1), lr=lr)
-            records.append(
-                StepRecord(**step, samples=16 * (k + 1), step_time_s=0.1, samples_per_s=160.0)
-            )
-            if watch is not None and watch(records[-1]):
-                break
-        return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+        scale = 1.2 if lr >= 1e-2 else 1.0
+        losses = [scale * (3.0 - 0.02 * k) if k < 120 else 0.5 for k in range(steps)]
+        return _followed(losses, kwargs.get("watch"), lr)
 
 
 def test_after_a_disagreement_only_a_lower_lr_of_that_precision_is_checked() -> None:

@@ -98,8 +98,8 @@ class _GapGrowsWithLr:
         lr = config.optimizer.lr
         self.lrs.append(lr)
         scale = 1.2 if lr >= 1e-2 else 1.0
-        losses = [scale * (3.0 - 0.02 * k) if k < 120 else 0.5 for k in range(steps)]
-        return _followed(losses, kwargs.get("watch"), lr)
+        losses = [scale * loss for loss in _CURVE]
+        return _followed(losses[:steps], kwargs.get("watch"), lr)
 
 
 def test_after_a_disagreement_only_a_lower_lr_of_that_precision_is_checked() -> None:

@@ -228,14 +228,15 @@ def stable_winner(
     known: Sequence[Measured] = (),
 ) -> Measured | None:
     """The fastest candidate that passes the stability check, trying at most
-    ``_STABILITY_TRIES`` and, after a reduced precision disagrees with fp32, only
-    candidates in that precision at a lower LR: the gap to fp32 grows with the LR
+    ``_STABILITY_TRIES`` and, after a candidate fails (a reduced precision disagreeing
+    with fp32, or any curve diverging), only candidates in its precision at a lower LR:
+    both grow with the LR, the gap to fp32 too
     (cnn_digits, bf16 micro 64 on a cosine schedule: 9.3% off at lr 1.6e-2, 2.9% at
     1.08e-2), and each check costs a run. If none passes, the fastest fp32 reference run
     that reached the target wins: fp32 is the reference, so its own curve only needs to be
     finite and decreasing. ``known``: fp32 runs already measured (the baseline), reused as
     references where they match. None: no candidate, and no fallback."""
-    failed_at: dict[str, float] = {}  # precision -> the lowest LR at which it disagreed
+    failed_at: dict[str, float] = {}  # precision -> the lowest LR at which it failed
     fallbacks: list[Measured] = []
     tries = 0
     for candidate in candidates:

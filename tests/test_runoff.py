@@ -1,5 +1,6 @@
 """The runoff re-runs the candidates within noise of the best, interleaved, and ranks them
-by their median time to target: a lucky dip in one trial does not win."""
+by their median paced time to target: a lucky dip in one trial does not win; candidates of
+one step are ordered by their steps to the target, and nothing runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from autotune.config import TrainConfig
 from autotune.runtime import StepRecord
 from autotune.search._measure import time_to_target
+from autotune.search._pace import Pace
 from autotune.search._runoff import Entry, needed_s, runoff
 from autotune.search._types import Measured
 from autotune.trial import TrialResult, TrialStatus
@@ -19,8 +21,8 @@ _TARGET = 1.5
 _CURVE = [3.0 - 0.02 * k for k in range(120)]  # the smoothed curve crosses 1.5 near step 80
 
 
-def _train(lr: float) -> TrainConfig:
-    return TrainConfig(micro_batch_size=16, optimizer={"lr": lr})
+def _train(lr: float, micro: int) -> TrainConfig:
+    return TrainConfig(micro_batch_size=micro, optimizer={"lr": lr})
 
 
 def _elapsed(step_s: float, steps: int) -> list[float]:
@@ -34,10 +36,12 @@ def _crossing(step_s: float) -> float:
     return found
 
 
-def _entry(trial: int, lr: float, step_s: float) -> Entry:
-    """A trial of ``lr`` that reached the target at ``step_s`` seconds a step."""
+def _entry(trial: int, lr: float, step_s: float, micro: int | None = None) -> Entry:
+    """A trial of ``lr`` that reached the target at ``step_s`` seconds a step; its step is
+    its own (a micro-batch of its trial number) unless ``micro`` is given."""
     elapsed = _elapsed(step_s, len(_CURVE))
-    run = Measured(train=_train(lr), losses=_CURVE, elapsed_s=elapsed, samples_per_s=100.0)
+    train = _train(lr, micro if micro is not None else 8 + trial)
+    run = Measured(train=train, losses=_CURVE, elapsed_s=elapsed, samples_per_s=100.0)
     return Entry(trial, run, [_crossing(step_s)])
 
 
@@ -74,7 +78,8 @@ def _run(
     entries: list[Entry], trials: _Trials, room: float = 1e6, notes: list[str] | None = None
 ) -> list[Entry]:
     say = (notes if notes is not None else []).append
-    return runoff(entries, _TARGET, trials, 2, lambda: room, say)  # type: ignore[arg-type]
+    pace = Pace.of(e.run for e in entries)
+    return runoff(entries, _TARGET, trials, 2, lambda: room, say, pace)  # type: ignore[arg-type]
 
 
 def test_a_lucky_dip_loses_to_the_candidate_that_is_faster_again() -> None:
@@ -92,7 +97,7 @@ def test_a_lucky_dip_loses_to_the_candidate_that_is_faster_again() -> None:
 def test_only_close_distinct_candidates_run_and_the_rest_keep_their_order() -> None:
     entries = [
         _entry(0, 1e-3, 0.010),
-        _entry(3, 1e-3, 0.0105),  # the same config again: nothing to decide
+        _entry(3, 1e-3, 0.0105, micro=8),  # the same config as trial 0's: nothing to decide
         _entry(4, 2e-3, 0.011),
         _entry(5, 3e-3, 0.012),
         _entry(6, 4e-3, 0.0125),  # close, but past the first three
@@ -134,7 +139,8 @@ def test_the_budget_needed_s_names_runs_every_round_and_less_does_not() -> None:
             spent = sum(_crossing(step_s[lr]) + trials.startup_s for lr in trials.order)
             return given - spent
 
-        runoff(fresh, _TARGET, trials, 2, room, lambda _: None)  # type: ignore[arg-type]
+        pace = Pace.of(e.run for e in fresh)
+        runoff(fresh, _TARGET, trials, 2, room, lambda _: None, pace)  # type: ignore[arg-type]
         assert len(trials.order) == 2 * rounds
     assert needed_s(entries[:1], 2, _Trials.startup_s) == 0.0  # nothing to decide
 
@@ -149,3 +155,16 @@ def test_needed_s_costs_joining_trials_only_while_the_slate_has_room() -> None:
     assert needed_s(one, 0, start, joining=1) == 0.0  # no rounds: no runoff
     assert needed_s(three, 2, start, joining=1) == needed_s(three, 2, start)
     assert needed_s([], 2, start, joining=1) == 0.0  # no winner yet: nothing to compare
+
+
+def test_candidates_of_one_step_are_ordered_by_their_steps_and_none_re_runs() -> None:
+    """Same micro-batch, different LRs: each one's steps to the target are the same in
+    every run, so the pace decides nothing between them and no repeat is worth its cost."""
+    entries = [_entry(1, 1e-3, 0.010, micro=16), _entry(2, 2e-3, 0.011, micro=16)]
+    trials = _Trials({1e-3: 0.014, 2e-3: 0.011})
+    notes: list[str] = []
+    assert _run(entries, trials, notes=notes) == entries and trials.order == []
+    assert notes == [
+        "runoff: 2 candidates within 30% of the best share one step: ordered by their steps "
+        "to the target (the same in every run), none re-run"
+    ]

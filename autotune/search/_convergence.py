@@ -25,6 +25,7 @@ from autotune import stability
 from autotune.config import TrainConfig
 from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
+from autotune.search._pace import Pace
 from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import (
@@ -133,7 +134,7 @@ class ConvergencePlan:
         """Budget no further trial may spend: the confirmation's reserve (:meth:`reserve_for`)
         and the runoff the trials that reached the target so far, and ``joining`` more,
         need (:func:`needed_s`)."""
-        entries = runoff_entries(study)
+        entries = runoff_entries(study, self.pace(study), self.baseline.target_loss)
         runoff = needed_s(entries, self.runoff_rounds, self.startup_s, joining)
         return self.reserve_for(study) + runoff
 
@@ -141,6 +142,11 @@ class ConvergencePlan:
         """Budget nothing before the confirmation may spend (the runoff): its reserve for
         the study's best so far, and the safety margin."""
         return self.reserve_for(study) + _SAFETY_S
+
+    def pace(self, study: optuna.Study) -> Pace:
+        """Every run measured so far, pooled per step (:mod:`._pace`): the systems phase's,
+        the baseline's and the study's trials' (the one being told is recorded already)."""
+        return Pace.of([*self.systems, self.baseline.run, *recorded_runs(study)])
 
     def _free(self, winner: Measured) -> bool:
         """Whether ``winner``'s stability check runs nothing: fp32 is its own reference,
@@ -369,7 +375,7 @@ def _run_one(
         trial.set_user_attr("status", "OK")
         trial.set_user_attr("reason", "not run: the baseline's run is this config's run")
         _report_curve(trial, repeat)
-        return _tell(trial, repeat, False, time_cap)
+        return _tell(trial, repeat, False, time_cap, plan)
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
@@ -378,7 +384,7 @@ def _run_one(
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None
     trial.set_user_attr("status", result.status.value)
     trial.set_user_attr("reason", result.reason)
-    return _tell(trial, run, watch.gave_up, time_cap)
+    return _tell(trial, run, watch.gave_up, time_cap, plan)
 
 
 def baseline_repeat(baseline: BaselineRun, config: TrainConfig) -> Measured | None:
@@ -482,8 +488,15 @@ def _pruning(trial: optuna.Trial, beat_s: float | None) -> Callable[[float, floa
 
 
 def _tell(
-    trial: optuna.Trial, run: Measured | None, gave_up: bool, time_cap: float
+    trial: optuna.Trial,
+    run: Measured | None,
+    gave_up: bool,
+    time_cap: float,
+    plan: ConvergencePlan,
 ) -> optuna.trial.FrozenTrial:
+    """Record ``run`` and end the trial: FAIL (no run, or unstable), PRUNED, or its value,
+    the time to target at its step's pooled pace (:mod:`._pace`), its own wall time kept
+    as the ``wall_to_target_s`` attr; a run that missed the target counts as twice the cap."""
     study = trial.study
     if run is None:
         return study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -497,7 +510,9 @@ def _tell(
         return study.tell(trial, state=optuna.trial.TrialState.FAIL)
     reached = run.time_to_target_s is not None
     trial.set_user_attr("reached", reached)
-    value = run.time_to_target_s if reached else _NOT_REACHED_PENALTY * time_cap
+    trial.set_user_attr("wall_to_target_s", run.time_to_target_s)
+    paced = plan.pace(study).time_to_target(run, plan.baseline.target_loss) if reached else None
+    value = paced if paced is not None else _NOT_REACHED_PENALTY * time_cap
     return study.tell(trial, value)
 
 
@@ -517,12 +532,21 @@ def winning_trials(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, 
     return [(t, Measured.model_validate_json(t.user_attrs["run"])) for t in good]
 
 
-def runoff_entries(study: optuna.Study) -> list[Entry]:
-    """:func:`winning_trials` as the runoff's entries, each with its trial's time."""
-    return [
-        Entry(t.number, run, [t.value if t.value is not None else math.inf])
-        for t, run in winning_trials(study)
+def runoff_entries(study: optuna.Study, pace: Pace, target: float) -> list[Entry]:
+    """:func:`winning_trials` as the runoff's entries, fastest first, each timed at
+    ``pace`` (the pool may have grown since its trial was told); a run whose losses show
+    no crossing (a stored run from an older version) keeps its trial's value."""
+    entries = [
+        Entry(t.number, run, [_paced(pace, run, target, t)]) for t, run in winning_trials(study)
     ]
+    return sorted(entries, key=lambda e: e.times[0])
+
+
+def _paced(pace: Pace, run: Measured, target: float, trial: optuna.trial.FrozenTrial) -> float:
+    found = pace.time_to_target(run, target)
+    if found is None:
+        found = trial.value
+    return math.inf if found is None else found
 
 
 def recorded_runs(study: optuna.Study) -> list[Measured]:

@@ -1,13 +1,16 @@
 """The runoff: the trials whose times to target lie within run-to-run noise of the best one
 are re-run, interleaved, and ranked by their median time.
 
-One run's time to target varies by 6-25% between fresh processes, and the convergence
-phase picks the fastest of many single runs: the minimum of noisy draws favours a lucky
-dip, a small noisy batch's most of all. The median of a trial's run and two repeats
-discards one lucky dip; interleaving (a, b, c, a, b, c) lets machine drift hit every
-candidate alike. The convergence phase stops its trials early enough to leave the runoff
-its :func:`needed_s` (a search that spends its whole budget on trials would otherwise
-crown a single lucky run); it never spends the confirmation's reserve.
+Times are paced (:mod:`._pace`): a config's steps to the target are the same in every
+run, and only its step's wall pace varies, 6-25% between fresh processes. Candidates of
+one step are therefore ordered exactly by their steps, and nothing is re-run for them.
+Where the close candidates differ in step (a micro-batch, an accumulation, a precision),
+each is re-run, interleaved (a, b, c, a, b, c, so that machine drift hits every candidate
+alike), and every repeat's pace joins the pool before the candidates are ranked by their
+median paced time; a repeat that misses the target counts as missed. The convergence
+phase stops its trials early enough to leave the runoff its :func:`needed_s` (a search
+that spends its whole budget on trials would otherwise rank on single runs); it never
+spends the confirmation's reserve.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from autotune.search._confirm import _STEP_MARGIN  # a repeat runs as a confirmation's
+from autotune.search._confirm import (
+    _STEP_MARGIN,  # a repeat runs as a confirmation's
+    same_step,
+)
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._pace import Pace
 from autotune.search._progress import describe
 from autotune.search._types import Measured
 
@@ -38,7 +45,8 @@ class Entry:
 
     trial: int  # its number in the study
     run: Measured  # the trial's run
-    times: list[float]  # seconds to the target: its trial's, then each repeat's (inf: missed)
+    times: list[float]  # paced seconds to the target: its trial's, then each repeat's (inf: missed)
+    repeats: list[Measured | None] = field(default_factory=list)  # None: failed or missed
 
     @property
     def median_s(self) -> float:
@@ -52,30 +60,49 @@ def runoff(
     rounds: int,
     room: Callable[[], float],
     say: Callable[[str], None],
+    pace: Pace,
 ) -> list[Entry]:
-    """``entries`` (fastest trial first) re-ranked. The close ones (:func:`_close`) are
-    re-run ``rounds`` times, interleaved, while ``room()`` seconds hold a round with a
-    margin, and ordered by their median time (a tie keeps the trials' order); the rest
-    follow unchanged. Fewer than two close entries: nothing to decide, nothing runs."""
+    """``entries`` (fastest paced time first) re-ranked. The close ones (:func:`_close`) of
+    more than one step are re-run ``rounds`` times, interleaved, while ``room()`` seconds
+    hold a round with a margin, their repeats added to ``pace``, and ordered by their median
+    paced time (a tie keeps the trials' order); the rest follow unchanged. Fewer than two
+    close entries, or all of one step: the order is known, nothing runs."""
     close = _close(entries)
     if len(close) < 2 or rounds < 1:
+        return entries
+    if all(same_step(e.run.train, close[0].run.train) for e in close):
+        say(
+            f"runoff: {len(close)} candidates within {_MARGIN - 1:.0%} of the best share one "
+            "step: ordered by their steps to the target (the same in every run), none re-run"
+        )
         return entries
     cap = _CAP_FACTOR * close[0].times[0]
     cost = _round_s(close, trials.startup_s)
     ran = 0
     while ran < rounds and room() >= _ROUND_MARGIN * cost:
         for entry in close:
-            entry.times.append(_repeat(entry.run, target, trials, cap))
+            entry.repeats.append(_repeat(entry.run, target, trials, cap))
         ran += 1
     if ran == 0:
         return entries
+    for entry in close:
+        for again in entry.repeats:
+            if again is not None:
+                pace.add(again)
+    for entry in close:
+        entry.times = [_paced(pace, run, target) for run in [entry.run, *entry.repeats]]
     ranked = sorted(close, key=lambda e: e.median_s)
     say(f"runoff: {len(close)} candidates within {_MARGIN - 1:.0%} of the best, {ran} repeats each")
     for entry in ranked:
-        times = ", ".join("missed" if math.isinf(t) else f"{t:.1f}" for t in entry.times)
+        times = ", ".join("missed" if math.isinf(t) else f"{t:.2f}" for t in entry.times)
         median = f"{entry.median_s:.2f} s" if math.isfinite(entry.median_s) else "missed"
         say(f"  trial {entry.trial} {describe(entry.run.train)}: median {median} ({times} s)")
     return [*ranked, *[e for e in entries if all(e is not c for c in close)]]
+
+
+def _paced(pace: Pace, run: Measured | None, target: float) -> float:
+    found = None if run is None else pace.time_to_target(run, target)
+    return math.inf if found is None else found
 
 
 def needed_s(entries: list[Entry], rounds: int, startup_s: float, joining: int = 0) -> float:
@@ -116,12 +143,12 @@ def _close(entries: list[Entry]) -> list[Entry]:
     return chosen
 
 
-def _repeat(run: Measured, target: float, trials: Trialist, cap: float) -> float:
-    """Seconds ``run``'s config takes to the target in a fresh process; inf if it did not
-    reach it within ``cap`` seconds (or failed)."""
+def _repeat(run: Measured, target: float, trials: Trialist, cap: float) -> Measured | None:
+    """``run``'s config again in a fresh process, stopped at the target; None if it failed
+    or did not reach the target within ``cap`` seconds."""
     steps = max(len(run.losses), int(len(run.losses) * _STEP_MARGIN))
     result = trials.run(run.train, steps, watch=TargetWatch(target, cap), time_cap_s=cap)
     again = measured(result, run.train, target) if ok(result) else None
     if again is None or again.time_to_target_s is None:
-        return math.inf
-    return again.time_to_target_s
+        return None
+    return again

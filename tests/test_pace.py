@@ -1,0 +1,75 @@
+"""The paced time to target: a run's steps to the target (the same in every process) at
+its step's head and pace, pooled over every run of that step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune import stability
+from autotune.config import TrainConfig, train_config_from_baseline
+from autotune.search._measure import Trialist, measured
+from autotune.search._pace import Pace
+from autotune.search._types import Measured
+from autotune.task import load_task
+from tests.conftest import EXAMPLES
+
+_TARGET = 1.5
+_CURVE = [3.0 - 0.02 * k for k in range(120)]  # the smoothed curve crosses 1.5 near step 75
+_CROSSING = stability.steps_to_target(_CURVE, _TARGET)
+
+
+def _run(step_s: float, head_s: float | None = None, micro: int = 16, lr: float = 1e-3) -> Measured:
+    """A run of ``_CURVE`` whose first step took ``head_s`` (default: ``step_s``) and every
+    later one ``step_s``."""
+    first = step_s if head_s is None else head_s
+    elapsed = [first + step_s * k for k in range(len(_CURVE))]
+    train = TrainConfig(micro_batch_size=micro, optimizer={"lr": lr})
+    return Measured(train=train, losses=_CURVE, elapsed_s=elapsed, samples_per_s=100.0)
+
+
+def test_a_lone_run_is_timed_at_its_own_head_and_pace() -> None:
+    run = _run(0.01, head_s=0.2)
+    assert _CROSSING is not None
+    assert Pace.of([]).time_to_target(run, _TARGET) == pytest.approx(0.2 + _CROSSING * 0.01)
+    assert Pace.of([run]).time_to_target(run, _TARGET) == pytest.approx(run.elapsed_s[_CROSSING])
+
+
+def test_runs_of_the_same_step_pool_their_medians_and_other_steps_do_not_count() -> None:
+    """Three runs of micro 16 at paces 10, 12 and 30 ms (a slow spell) give the median 12 ms
+    to every config of that step, whatever its LR; a micro-32 run at 50 ms is not pooled."""
+    pooled = [_run(0.010, lr=1e-3), _run(0.012, lr=2e-3), _run(0.030, lr=3e-3)]
+    pace = Pace.of([*pooled, _run(0.050, micro=32)])
+    assert _CROSSING is not None
+    for run in pooled:
+        assert pace.time_to_target(run, _TARGET) == pytest.approx(0.012 * (1 + _CROSSING))
+    assert pace.time_to_target(_run(0.050, micro=32), _TARGET) == pytest.approx(
+        0.050 * (1 + _CROSSING)
+    )
+
+
+def test_a_run_that_missed_the_target_has_no_time_and_a_short_run_adds_no_pace() -> None:
+    assert Pace.of([]).time_to_target(_run(0.01), 0.1) is None
+    short = Measured(
+        train=TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3}),
+        losses=[3.0, 2.9],
+        elapsed_s=[5.0, 9.0],
+        samples_per_s=1.0,
+    )
+    run = _run(0.01)
+    assert Pace.of([short, run]).time_to_target(run, _TARGET) == pytest.approx(
+        run.elapsed_s[_CROSSING or 0]
+    )
+
+
+@pytest.mark.slow
+def test_the_same_config_in_two_fresh_processes_gives_the_same_losses(tmp_path: Path) -> None:
+    """The premise of pacing: with one seed and one data order, a config's losses (so its
+    steps to the target) do not depend on the process; only the wall clock does."""
+    path = EXAMPLES / "cnn_digits.py"
+    config = train_config_from_baseline(load_task(path))
+    with Trialist(path, tmp_path, seed=0) as trials:
+        runs = [measured(trials.run(config, 40), config, None) for _ in range(2)]
+    first, second = (run.losses for run in runs if run is not None)
+    assert len(first) == 40 and first == second

@@ -20,6 +20,7 @@ from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
 from autotune.search._confirm import stable_winner
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
+from autotune.search._pace import Pace
 from autotune.search._progress import describe
 from autotune.search._types import Measured
 
@@ -29,6 +30,7 @@ __all__ = [
     "Timed",
     "grid_points",
     "interleaved",
+    "paced_order",
     "run_grid",
     "runnable",
     "runnable_points",
@@ -146,11 +148,25 @@ def stable_best(
     (:func:`stable_winner`: finite, decreasing, and a reduced precision within tolerance of
     its fp32 run, else that fp32 run), so that both sides answer the same question: a
     bf16 point 6% off its fp32 curve is no more a valid best for the grid than for the
-    search. ``known``: fp32 runs to reuse as references (the baseline's). None when no
-    point reached the target, or none passed."""
+    search. ``known``: fp32 runs to reuse as references (the baseline's). Points are ranked
+    by :func:`paced_order`, as the search ranks its trials. None when no point reached the
+    target, or none passed."""
+    return stable_winner(paced_order(grid, target, known), trials, target, say, known)
+
+
+def paced_order(
+    grid: Sequence[GridRun], target: float, known: Sequence[Measured] = ()
+) -> list[Measured]:
+    """The grid's runs that reached ``target``, fastest first by their paced time
+    (:mod:`autotune.search._pace`: steps to the target, the same in every process, at the
+    head and pace of every grid run of that step, and ``known``'s). One run per point
+    leaves each single wall time 6-25% noisy, but every point of a step shares its pace:
+    the grid's best is its truly fastest point, not its luckiest run."""
     reached = [r.run for r in grid if r.run is not None and r.time_to_target_s is not None]
-    reached.sort(key=lambda run: run.time_to_target_s or 0.0)
-    return stable_winner(reached, trials, target, say, known)
+    if not reached:
+        return []
+    pace = Pace.of([*known, *(r.run for r in grid if r.run is not None)])
+    return sorted(reached, key=lambda run: pace.time_to_target(run, target) or math.inf)
 
 
 def run_grid(

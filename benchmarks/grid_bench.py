@@ -9,7 +9,9 @@
    range is cut into ``--lr-points`` log-spaced multipliers.
 3. The grid's best is its fastest point that passes the search's stability check (a bf16
    point must agree with its fp32 run, else that fp32 run stands in for it), so both sides
-   answer the same question.
+   answer the same question. Fastest by paced time, as the search ranks its trials: each
+   point's steps to the target (the same in every process) at the pace of all the grid's
+   runs of its step, so the grid's best is its truly fastest point, not its luckiest run.
 4. The grid's best and the search's winner are re-run interleaved ``--pairs`` times; the
    search's best as a fraction of the grid's is the ratio of their median times to target.
 
@@ -46,6 +48,7 @@ from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
 from autotune.search import SearchError, SearchOptions, run_search
 from autotune.search._measure import Trialist
+from autotune.search._pace import Pace
 from autotune.search._progress import describe
 from autotune.search._types import BaselineRun, Measured
 from autotune.task import load_task
@@ -82,7 +85,7 @@ def main() -> int:
             console.print("no grid point reached the target and passed the stability check")
             return 1
         confirmed = _interleaved([best.train, outcome.tuned.train], baseline, trials, args)
-        console.print(_grid_table(grid))
+        console.print(_grid_table(grid, baseline))
         return _summary(outcome.tuned.train, best, confirmed, costs, len(grid), study)
 
 
@@ -151,17 +154,17 @@ def _say_grid(line: str) -> None:
     console.print(f"  {line}", highlight=False, markup=False)
 
 
-def _grid_table(grid: list[_grid_runs.GridRun], shown: int = 10) -> Table:
-    """The grid's fastest points to the target (one run each: noisy, hence the re-runs)."""
+def _grid_table(grid: list[_grid_runs.GridRun], baseline: BaselineRun, shown: int = 10) -> Table:
+    """The grid's fastest points to the target by paced time (:func:`paced_order`), each
+    beside its one run's wall time (noisy, hence pacing and the re-runs)."""
     table = Table(title=f"Grid: the {shown} fastest of {len(grid)} points (one run each)")
-    for col in ("config", "time to target s", "run wall s"):
+    for col in ("config", "paced time to target s", "its run's wall time to target s"):
         table.add_column(col)
-    reached = sorted(
-        (r for r in grid if r.time_to_target_s is not None),
-        key=lambda r: r.time_to_target_s or 0.0,
-    )
-    for run in reached[:shown]:
-        table.add_row(describe(run.config), f"{run.time_to_target_s:.2f}", f"{run.wall_s:.1f}")
+    target, known = baseline.target_loss, [baseline.run]
+    pace = Pace.of([*known, *(r.run for r in grid if r.run is not None)])
+    for run in _grid_runs.paced_order(grid, target, known)[:shown]:
+        paced, wall = pace.time_to_target(run, target), run.time_to_target_s
+        table.add_row(describe(run.train), f"{paced or math.nan:.2f}", f"{wall or math.nan:.2f}")
     return table
 
 

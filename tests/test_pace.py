@@ -73,3 +73,29 @@ def test_the_same_config_in_two_fresh_processes_gives_the_same_losses(tmp_path: 
         runs = [measured(trials.run(config, 40), config, None) for _ in range(2)]
     first, second = (run.losses for run in runs if run is not None)
     assert len(first) == 40 and first == second
+
+
+def test_the_grid_ranks_its_points_by_paced_time_not_by_their_luckiest_run() -> None:
+    """Two points of one step: A crossed at step 75 in a quick spell (10 ms a step), B at
+    step 50 in a slow one (16 ms). A's wall time is shorter, but B needs fewer steps of the
+    same step, so at their shared pace B is the faster point."""
+    from benchmarks import _grid
+
+    def point(step_s: float, drop: float, lr: float) -> _grid.GridRun:
+        losses = [3.0 - drop * k for k in range(120)]
+        elapsed = [step_s * (k + 1) for k in range(120)]
+        train = TrainConfig(micro_batch_size=16, optimizer={"lr": lr})
+        tt = stability.steps_to_target(losses, _TARGET)
+        run = Measured(
+            train=train,
+            losses=losses,
+            elapsed_s=elapsed,
+            samples_per_s=16 / step_s,
+            time_to_target_s=None if tt is None else elapsed[tt],
+        )
+        return _grid.GridRun(train, 1.0, "ok", run)
+
+    a, b = point(0.010, 0.02, 1e-3), point(0.016, 0.03, 2e-3)
+    assert a.time_to_target_s is not None and b.time_to_target_s is not None
+    assert a.time_to_target_s < b.time_to_target_s
+    assert [run.train.optimizer.lr for run in _grid.paced_order([a, b], _TARGET)] == [2e-3, 1e-3]

@@ -511,6 +511,9 @@ def _tell(
     reached = run.time_to_target_s is not None
     trial.set_user_attr("reached", reached)
     trial.set_user_attr("wall_to_target_s", run.time_to_target_s)
+    trial.set_user_attr(
+        "target_step", stability.steps_to_target(run.losses, plan.baseline.target_loss)
+    )
     paced = plan.pace(study).time_to_target(run, plan.baseline.target_loss) if reached else None
     value = paced if paced is not None else _NOT_REACHED_PENALTY * time_cap
     return study.tell(trial, value)

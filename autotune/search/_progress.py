@@ -134,7 +134,7 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     """What one finished convergence trial did, in a sentence."""
     attrs = trial.user_attrs
     if trial.state == optuna.trial.TrialState.COMPLETE and attrs.get("reached"):
-        outcome = f"reached the target in {trial.value:.1f} s"
+        outcome = f"reached the target in {_seconds(trial.value)}{_paced_note(attrs)}"
     elif trial.state == optuna.trial.TrialState.COMPLETE:
         outcome = "did not reach the target in time"
     elif trial.state == optuna.trial.TrialState.PRUNED:
@@ -145,3 +145,18 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
         )
     config = TrainConfig.model_validate_json(attrs["train"]) if "train" in attrs else None
     return f"trial {trial.number} ({describe(config) if config else '-'}): {outcome}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+
+
+def _paced_note(attrs: dict[str, object]) -> str:
+    """Where the trial's value is paced (:mod:`._pace`): the crossing step, and the run's
+    own wall time beside it; nothing for a trial stored before pacing."""
+    step, wall = attrs.get("target_step"), attrs.get("wall_to_target_s")
+    if not isinstance(step, int) or not isinstance(wall, float):
+        return ""
+    return f" at the pooled pace (step {step}; this run's wall clock {_seconds(wall)})"

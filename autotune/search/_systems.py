@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +42,18 @@ _MEASURE_SECONDS = 5.0  # wall time one measurement should take at the predicted
 _MEASURE_SLACK = 10.0  # the probe's step-time model is rarely off by more than 2x
 _MIN_MEASURE_CAP_S = 60.0  # first steps of a compiled or cold model can take tens of seconds
 # A batch larger than one already measured, at under this share of its samples/s, loses on
-# both counts (fewer samples and fewer steps per second): its measurement stops at its
-# first timed step. 0.8 leaves room for one step's noise (10-20% on 2 cores). Measured on
-# tiny_gpt on an AVX2 CPU: micro 512 ran at 39 samples/s against 71 at micro 16 (the probe's
-# 8-32 fit had predicted it fastest), and its 4 steps of 13 s took a third of the budget.
+# both counts (fewer samples and fewer steps per second): its measurement stops once judged.
+# 0.8 leaves room for one step's noise (10-20% on 2 cores). Measured on tiny_gpt on an AVX2
+# CPU: micro 512 ran at 39 samples/s against 71 at micro 16 (the probe's 8-32 fit had
+# predicted it fastest), and its 4 steps of 13 s took a third of the budget.
 _DOMINATED_SHARE = 0.8
+# Judged on the median of its timed steps once there are this many, or once they took
+# _JUDGE_S: a step of seconds is judged alone (the 13 s above), a step of milliseconds is
+# not. One hiccup of 0.3 s in cnn_digits' micro-64 measurement (25 ms steps, AVX2 host) had
+# stopped it at that step and stored 199 samples/s against the 2,700-3,600 it runs at, so
+# the search never tried the grid's best micro-batch.
+_JUDGED_STEPS = 3
+_JUDGE_S = 1.0
 # A batch must run this many times the samples/s of the best smaller one of its kind for
 # a larger one still to be measured: past it, the gain is within one measurement's noise.
 _RISING = 1.05
@@ -247,24 +255,31 @@ def beyond_saturation(config: TrainConfig, runs: list[Measured]) -> dict[str, st
 
 
 class Dominated:
-    """A systems measurement's watch: stops it at the first timed step whose samples/s is
-    under _DOMINATED_SHARE of a measured config with a smaller global batch (see there);
-    ``reason`` then says so. Steps up to ``burn_in`` are never judged (allocator, caches)."""
+    """A systems measurement's watch: stops it once the median samples/s of its timed steps
+    (_JUDGED_STEPS of them, or fewer that took _JUDGE_S) is under _DOMINATED_SHARE of a
+    measured config with a smaller global batch (see there); ``reason`` then says so. Steps
+    up to ``burn_in`` are never timed (allocator, caches)."""
 
     def __init__(self, config: TrainConfig, measured_runs: list[Measured], burn_in: int) -> None:
         smaller = [r for r in measured_runs if r.train.global_batch < config.global_batch]
         self.best = max(smaller, key=lambda r: r.samples_per_s, default=None)
         self.burn_in = burn_in
+        self.rates: list[float] = []
+        self.timed_s = 0.0
         self.reason: str | None = None
 
     def __call__(self, record: StepRecord) -> bool:
         if self.best is None or record.step <= self.burn_in:
             return False
-        bar = _DOMINATED_SHARE * self.best.samples_per_s
-        if record.samples_per_s >= bar:
+        self.rates.append(record.samples_per_s)
+        self.timed_s += record.step_time_s
+        if len(self.rates) < _JUDGED_STEPS and self.timed_s < _JUDGE_S:
+            return False
+        rate = statistics.median(self.rates)
+        if rate >= _DOMINATED_SHARE * self.best.samples_per_s:
             return False
         self.reason = (
-            f"stopped at step {record.step}: {record.samples_per_s:,.1f} samples/s is under "
+            f"stopped at step {record.step}: {rate:,.1f} samples/s is under "
             f"{_DOMINATED_SHARE:g}x the {self.best.samples_per_s:,.1f} of the smaller batch "
             f"{self.best.train.global_batch}: slower in samples and in steps per second"
         )

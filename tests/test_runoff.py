@@ -12,7 +12,6 @@ import pytest
 from autotune.config import TrainConfig
 from autotune.runtime import StepRecord
 from autotune.search._measure import time_to_target
-from autotune.search._pace import Pace
 from autotune.search._runoff import Entry, needed_s, runoff
 from autotune.search._types import Measured
 from autotune.trial import TrialResult, TrialStatus
@@ -41,7 +40,13 @@ def _entry(trial: int, lr: float, step_s: float, micro: int | None = None) -> En
     its own (a micro-batch of its trial number) unless ``micro`` is given."""
     elapsed = _elapsed(step_s, len(_CURVE))
     train = _train(lr, micro if micro is not None else 8 + trial)
-    run = Measured(train=train, losses=_CURVE, elapsed_s=elapsed, samples_per_s=100.0)
+    run = Measured(
+        train=train,
+        losses=_CURVE,
+        elapsed_s=elapsed,
+        samples_per_s=100.0,
+        time_to_target_s=_crossing(step_s),
+    )
     return Entry(trial, run, [_crossing(step_s)])
 
 
@@ -78,8 +83,7 @@ def _run(
     entries: list[Entry], trials: _Trials, room: float = 1e6, notes: list[str] | None = None
 ) -> list[Entry]:
     say = (notes if notes is not None else []).append
-    pace = Pace.of(e.run for e in entries)
-    return runoff(entries, _TARGET, trials, 2, lambda: room, say, pace)  # type: ignore[arg-type]
+    return runoff(entries, _TARGET, trials, 2, lambda: room, say)  # type: ignore[arg-type]
 
 
 def test_a_lucky_dip_loses_to_the_candidate_that_is_faster_again() -> None:
@@ -90,6 +94,11 @@ def test_a_lucky_dip_loses_to_the_candidate_that_is_faster_again() -> None:
     ranked = _run([lucky, steady], trials, notes=notes)
     assert [e.trial for e in ranked] == [2, 1]
     assert notes[0] == "runoff: 2 candidates within 30% of the best, 2 repeats each"
+    step = 76  # where _CURVE's smoothed loss crosses 1.5, in every run
+    assert notes[1].endswith(
+        f"{77 * 0.011:.2f} s at its runs' pace (step {step}; wall clocks "
+        f"{77 * 0.011:.2f}, {77 * 0.011:.2f}, {77 * 0.011:.2f} s)"
+    )
     assert trials.order == [1e-3, 2e-3, 1e-3, 2e-3]  # interleaved
     assert len(lucky.times) == 3 and lucky.median_s > steady.median_s
 
@@ -139,8 +148,7 @@ def test_the_budget_needed_s_names_runs_every_round_and_less_does_not() -> None:
             spent = sum(_crossing(step_s[lr]) + trials.startup_s for lr in trials.order)
             return given - spent
 
-        pace = Pace.of(e.run for e in fresh)
-        runoff(fresh, _TARGET, trials, 2, room, lambda _: None, pace)  # type: ignore[arg-type]
+        runoff(fresh, _TARGET, trials, 2, room, lambda _: None)  # type: ignore[arg-type]
         assert len(trials.order) == 2 * rounds
     assert needed_s(entries[:1], 2, _Trials.startup_s) == 0.0  # nothing to decide
 

@@ -281,7 +281,7 @@ class _Search:
     def _ranked(self, trials: Trialist, plan: ConvergencePlan) -> list[Entry]:
         """The trials that reached the target, fastest first, after the runoff among the
         close ones (:mod:`._runoff`), on the budget the confirmation's reserve leaves."""
-        pace = plan.pace(self.convergence)
+        pace = plan.pace(self.convergence)  # the order of the trials; the runoff re-times
         entries = runoff_entries(self.convergence, pace, plan.baseline.target_loss)
         held = plan.held_back_s(self.convergence)
         with self._phase("runoff"):
@@ -292,7 +292,6 @@ class _Search:
                 self.options.runoff_rounds,
                 room=lambda: self.budget.left_s - held,
                 say=self.say,
-                pace=pace,
             )
 
 

@@ -6,8 +6,8 @@ run, and only its step's wall pace varies, 6-25% between fresh processes. Candid
 one step are therefore ordered exactly by their steps, and nothing is re-run for them.
 Where the close candidates differ in step (a micro-batch, an accumulation, a precision),
 each is re-run, interleaved (a, b, c, a, b, c, so that machine drift hits every candidate
-alike), and every repeat's pace joins the pool before the candidates are ranked by their
-median paced time; a repeat that misses the target counts as missed. The convergence
+alike), and they are ranked by their median time at the pace of their own runs (see
+:func:`runoff`); a repeat that misses the target counts as missed. The convergence
 phase stops its trials early enough to leave the runoff its :func:`needed_s` (a search
 that spends its whole budget on trials would otherwise rank on single runs); it never
 spends the confirmation's reserve.
@@ -20,6 +20,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from autotune import stability
 from autotune.search._confirm import (
     _STEP_MARGIN,  # a repeat runs as a confirmation's
     same_step,
@@ -60,13 +61,19 @@ def runoff(
     rounds: int,
     room: Callable[[], float],
     say: Callable[[str], None],
-    pace: Pace,
 ) -> list[Entry]:
     """``entries`` (fastest paced time first) re-ranked. The close ones (:func:`_close`) of
     more than one step are re-run ``rounds`` times, interleaved, while ``room()`` seconds
-    hold a round with a margin, their repeats added to ``pace``, and ordered by their median
-    paced time (a tie keeps the trials' order); the rest follow unchanged. Fewer than two
-    close entries, or all of one step: the order is known, nothing runs."""
+    hold a round with a margin, and ordered by their median paced time at the pace of
+    their own runs (a tie keeps the trials' order); the rest follow unchanged. Fewer than
+    two close entries, or all of one step: the order is known, nothing runs.
+
+    Own runs, not the search's pool: the machine's speed drifts over seconds, and a step
+    tried in many trials has its pace pooled over the whole search while a step tried once
+    would have it from the runoff's minutes alone. Interleaved, every candidate's repeats
+    share their windows (cnn_digits, AVX2 host: a micro-16 x 2 candidate paced from its
+    runoff repeats at 1.04 s beat micro 16 x 1 pooled over the search at 1.29 s, and the
+    benchmark's interleaved re-runs then put it 28% behind)."""
     close = _close(entries)
     if len(close) < 2 or rounds < 1:
         return entries
@@ -86,18 +93,27 @@ def runoff(
     if ran == 0:
         return entries
     for entry in close:
-        for again in entry.repeats:
-            if again is not None:
-                pace.add(again)
-    for entry in close:
-        entry.times = [_paced(pace, run, target) for run in [entry.run, *entry.repeats]]
+        own = Pace.of([entry.run, *(r for r in entry.repeats if r is not None)])
+        entry.times = [_paced(own, run, target) for run in [entry.run, *entry.repeats]]
     ranked = sorted(close, key=lambda e: e.median_s)
     say(f"runoff: {len(close)} candidates within {_MARGIN - 1:.0%} of the best, {ran} repeats each")
     for entry in ranked:
-        times = ", ".join("missed" if math.isinf(t) else f"{t:.2f}" for t in entry.times)
-        median = f"{entry.median_s:.2f} s" if math.isfinite(entry.median_s) else "missed"
-        say(f"  trial {entry.trial} {describe(entry.run.train)}: median {median} ({times} s)")
+        say(f"  trial {entry.trial} {describe(entry.run.train)}: {_result(entry, target)}")
     return [*ranked, *[e for e in entries if all(e is not c for c in close)]]
+
+
+def _result(entry: Entry, target: float) -> str:
+    """An entry's runoff outcome: its median paced time, its crossing step and the wall
+    times of its runs (the trial's, then each repeat's)."""
+    if not math.isfinite(entry.median_s):
+        return "missed the target in most of its runs"
+    walls = [
+        entry.run.time_to_target_s,
+        *(r.time_to_target_s if r else None for r in entry.repeats),
+    ]
+    shown = ", ".join("missed" if t is None else f"{t:.2f}" for t in walls)
+    step = stability.steps_to_target(entry.run.losses, target)
+    return f"{entry.median_s:.2f} s at its runs' pace (step {step}; wall clocks {shown} s)"
 
 
 def _paced(pace: Pace, run: Measured | None, target: float) -> float:

@@ -103,10 +103,10 @@ def test_a_lucky_dip_loses_to_the_candidate_that_is_faster_again() -> None:
     assert len(lucky.times) == 3 and lucky.median_s > steady.median_s
 
 
-def test_only_close_distinct_candidates_run_and_the_rest_keep_their_order() -> None:
+def test_only_the_best_close_candidate_of_each_step_runs_and_the_rest_keep_their_order() -> None:
     entries = [
         _entry(0, 1e-3, 0.010),
-        _entry(3, 1e-3, 0.0105, micro=8),  # the same config as trial 0's: nothing to decide
+        _entry(3, 1.5e-3, 0.0105, micro=8),  # trial 0's step: ordered by its steps already
         _entry(4, 2e-3, 0.011),
         _entry(5, 3e-3, 0.012),
         _entry(6, 4e-3, 0.0125),  # close, but past the first three

@@ -96,12 +96,16 @@ def test_accumulation_is_realised_on_the_fastest_micro_batch_that_divides_it() -
 
 
 def _study_with(
-    trials: list[tuple[str, float | None, bool]], lrs: list[float] | None = None
+    trials: list[tuple[str, float | None, bool]],
+    lrs: list[float] | None = None,
+    micros: list[int] | None = None,
 ) -> optuna.Study:
-    """Trials of (state, value, reached); all of one config, or of ``lrs``' LRs, one each."""
+    """Trials of (state, value, reached); all of one config, or of ``lrs``' LRs (and
+    ``micros``' micro-batches), one each."""
     study = optuna.create_study(direction="minimize")
     for i, (state, value, reached) in enumerate(trials):
-        config = TrainConfig(micro_batch_size=8, optimizer={"lr": lrs[i] if lrs else 1e-3})
+        micro = micros[i] if micros else 8
+        config = TrainConfig(micro_batch_size=micro, optimizer={"lr": lrs[i] if lrs else 1e-3})
         run = Measured(
             train=config,
             losses=[1.0],
@@ -442,8 +446,10 @@ def test_an_fp32_best_reserves_no_fp32_check() -> None:
 
 
 def _study_of_winners(times: dict[float, float]) -> optuna.Study:
-    """Trials of distinct LRs (the keys), each reaching the target in its value's seconds."""
-    return _study_with([("COMPLETE", s, True) for s in times.values()], lrs=list(times))
+    """Trials of distinct LRs (the keys) and micro-batches (so of different steps, which
+    the runoff compares), each reaching the target in its value's seconds."""
+    trials = [("COMPLETE", s, True) for s in times.values()]
+    return _study_with(trials, lrs=list(times), micros=[8 * (k + 1) for k in range(len(times))])
 
 
 def test_the_trials_keep_the_budget_the_runoff_of_close_winners_needs() -> None:

@@ -62,11 +62,11 @@ def runoff(
     room: Callable[[], float],
     say: Callable[[str], None],
 ) -> list[Entry]:
-    """``entries`` (fastest paced time first) re-ranked. The close ones (:func:`_close`) of
-    more than one step are re-run ``rounds`` times, interleaved, while ``room()`` seconds
-    hold a round with a margin, and ordered by their median paced time at the pace of
-    their own runs (a tie keeps the trials' order); the rest follow unchanged. Fewer than
-    two close entries, or all of one step: the order is known, nothing runs.
+    """``entries`` (fastest paced time first) re-ranked. The close ones (:func:`_close`: the
+    best of each step near the fastest) are re-run ``rounds`` times, interleaved, while
+    ``room()`` seconds hold a round with a margin, and ordered by their median paced time
+    at the pace of their own runs (a tie keeps the trials' order); the rest follow
+    unchanged. Fewer than two close steps: the order is known, nothing runs.
 
     Own runs, not the search's pool: the machine's speed drifts over seconds, and a step
     tried in many trials has its pace pooled over the whole search while a step tried once
@@ -76,12 +76,12 @@ def runoff(
     benchmark's interleaved re-runs then put it 28% behind)."""
     close = _close(entries)
     if len(close) < 2 or rounds < 1:
-        return entries
-    if all(same_step(e.run.train, close[0].run.train) for e in close):
-        say(
-            f"runoff: {len(close)} candidates within {_MARGIN - 1:.0%} of the best share one "
-            "step: ordered by their steps to the target (the same in every run), none re-run"
-        )
+        near = len(_within(entries))
+        if rounds >= 1 and near >= 2:
+            say(
+                f"runoff: {near} candidates within {_MARGIN - 1:.0%} of the best share one "
+                "step: ordered by their steps to the target (the same in every run), none re-run"
+            )
         return entries
     cap = _CAP_FACTOR * close[0].times[0]
     cost = _round_s(close, trials.startup_s)
@@ -145,18 +145,24 @@ def _round_s(close: list[Entry], startup_s: float) -> float:
 
 
 def _close(entries: list[Entry]) -> list[Entry]:
-    """The first _SIZE entries within _MARGIN of the fastest, with distinct configs (a
-    trial that repeats an earlier one's config adds nothing to decide)."""
+    """The fastest entry of each step (:func:`same_step`) within _MARGIN of the fastest,
+    at most _SIZE of them: the entries of one step are already in their true order (their
+    steps to the target), so only the best of each has anything to decide."""
+    chosen: list[Entry] = []
+    for entry in _within(entries):
+        if len(chosen) == _SIZE:
+            break
+        if all(not same_step(entry.run.train, other.run.train) for other in chosen):
+            chosen.append(entry)
+    return chosen
+
+
+def _within(entries: list[Entry]) -> list[Entry]:
+    """The leading entries within _MARGIN of the fastest one's time."""
     if not entries:
         return []
     best = entries[0].times[0]
-    chosen: list[Entry] = []
-    for entry in entries:
-        if entry.times[0] > _MARGIN * best or len(chosen) == _SIZE:
-            break
-        if all(entry.run.train != other.run.train for other in chosen):
-            chosen.append(entry)
-    return chosen
+    return [e for e in entries if e.times[0] <= _MARGIN * best]
 
 
 def _repeat(run: Measured, target: float, trials: Trialist, cap: float) -> Measured | None:

@@ -464,6 +464,7 @@ def test_the_trials_keep_the_budget_the_runoff_of_close_winners_needs() -> None:
         _study_of_winners({1e-3: 5.0, 2e-3: 6.0}),
         _study_of_winners({1e-3: 5.0, 2e-3: 9.0}),
     )
+    close.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))  # 3 done
     runoff_s = (2 - 1 + 1.25) * (5.0 + 6.0 + 2 * plan.startup_s)  # two rounds, the last with margin
     assert plan.kept_s(close) - plan.reserve_for(close) == pytest.approx(runoff_s)
     assert plan.kept_s(apart) == plan.reserve_for(apart)  # 9 s is not within noise of 5 s
@@ -486,6 +487,8 @@ def test_the_next_trial_starts_only_if_the_runoff_it_may_join_still_fits() -> No
 
     plan = dataclasses.replace(_plan_with_baseline_at(20.0), runoff_rounds=2)
     one = _study_of_winners({1e-3: 5.0})
+    for _ in range(2):  # two trials that missed: three finished, a runoff is due
+        one.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))
     assert plan.kept_s(one) == plan.reserve_for(one)  # alone: no runoff
     joiner_s = 1.3 * 5.0 + plan.startup_s  # the slowest a close candidate can be
     pair_s = (2 - 1 + 1.25) * (5.0 + plan.startup_s + joiner_s)
@@ -596,3 +599,21 @@ def test_a_trial_is_told_its_paced_time_and_keeps_its_own_wall_time() -> None:
         f"reached the target in {0.010 * (step + 1):.2f} s at the pooled pace (step {step}; "
         f"this run's wall clock {0.014 * (step + 1):.2f} s)"
     )
+
+
+def test_the_first_trials_keep_no_budget_for_a_runoff() -> None:
+    """cnn_digits on an AVX2 CPU: the baseline's own run was trial 0, and the budget kept
+    for a runoff with a trial that might join it stopped the search after that one trial.
+    Under three finished trials only the confirmation's reserve is kept."""
+    from autotune.search._convergence import _SAFETY_S, _may_continue
+    from autotune.search._types import Budget
+
+    plan = dataclasses.replace(_plan_with_baseline_at(20.0), runoff_rounds=2)
+    one = _study_of_winners({1e-3: 5.0})
+    next_trial_s = 1.3 * 5.0 + plan.startup_s
+    enough = plan.reserve_for(one) + next_trial_s + _SAFETY_S + 1.0
+    assert plan.kept_s(one, joining=1) > plan.reserve_for(one)
+    assert _may_continue(plan, one, Budget(total_s=enough), time_cap=40.0)
+    for _ in range(2):
+        one.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))
+    assert not _may_continue(plan, one, Budget(total_s=enough), time_cap=40.0)

@@ -60,6 +60,11 @@ _TOP_SYSTEMS = 5  # systems configs (one per measured micro-batch) the convergen
 _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
 _MIN_CAP_S = 2.0
 _MIN_TRIALS = 3  # trials run past the budget while none has reached the target yet
+# The runoff's budget is kept from the trials only once this many have finished: a runoff
+# decides between candidates, and a search of one trial has none to decide between. On
+# cnn_digits (AVX2 host, a 120 s grid-benchmark budget) the runoff kept for a trial that
+# might join the baseline's own run (trial 0) stopped the search after that one trial.
+_TRIALS_BEFORE_RUNOFF = 3
 _NOT_REACHED_PENALTY = 2.0  # a run that never reached the target ranks behind every one that did
 # A run still short of the target this many times the best time to target so far cannot
 # win: it stops there. The margin covers the 6-25% run-to-run noise of one fresh process.
@@ -335,8 +340,11 @@ def _may_continue(
     best = best_time(study)
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else time_cap
     next_trial_s = min(time_cap, beat_s) + plan.startup_s
-    # The trial about to start may join the runoff's candidates: keep its repeats too.
-    if budget.left_s > plan.kept_s(study, joining=1) + next_trial_s + _SAFETY_S:
+    # The trial about to start may join the runoff's candidates: keep its repeats too,
+    # once there are trials enough for a runoff (_TRIALS_BEFORE_RUNOFF).
+    runoff_due = len(done) >= _TRIALS_BEFORE_RUNOFF
+    kept = plan.kept_s(study, joining=1) if runoff_due else plan.reserve_for(study)
+    if budget.left_s > kept + next_trial_s + _SAFETY_S:
         return True
     return best is None and len(done) < _MIN_TRIALS  # an answer needs a run that reached it
 

@@ -20,7 +20,7 @@ from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
 from autotune.search._confirm import stable_winner
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
-from autotune.search._pace import Pace
+from autotune.search._pace import Pace, paced_s
 from autotune.search._progress import describe
 from autotune.search._types import Measured
 
@@ -166,7 +166,7 @@ def paced_order(
     if not reached:
         return []
     pace = Pace.of([*known, *(r.run for r in grid if r.run is not None)])
-    return sorted(reached, key=lambda run: pace.time_to_target(run, target) or math.inf)
+    return sorted(reached, key=lambda run: paced_s(pace, run, target))
 
 
 def run_grid(

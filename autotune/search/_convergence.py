@@ -25,7 +25,7 @@ from autotune import stability
 from autotune.config import TrainConfig
 from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
-from autotune.search._pace import Pace
+from autotune.search._pace import Pace, paced_s
 from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import (
@@ -554,10 +554,10 @@ def runoff_entries(study: optuna.Study, pace: Pace, target: float) -> list[Entry
 
 
 def _paced(pace: Pace, run: Measured, target: float, trial: optuna.trial.FrozenTrial) -> float:
-    found = pace.time_to_target(run, target)
-    if found is None:
-        found = trial.value
-    return math.inf if found is None else found
+    found = paced_s(pace, run, target)
+    if math.isinf(found) and trial.value is not None:
+        return trial.value
+    return found
 
 
 def recorded_runs(study: optuna.Study) -> list[Measured]:

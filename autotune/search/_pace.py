@@ -20,6 +20,7 @@ and candidates of different steps by a pace pooled over many runs instead of one
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from autotune import stability
 from autotune.search._confirm import same_step
 from autotune.search._types import Measured
 
-__all__ = ["Pace"]
+__all__ = ["Pace", "paced_s"]
 
 _MIN_STEPS = 3  # a run with fewer steps has no pace after its first step
 
@@ -67,3 +68,9 @@ class Pace:
             return None
         head, pace = self._head_and_pace(run)
         return head + crossing * pace
+
+
+def paced_s(pace: Pace, run: Measured | None, target: float) -> float:
+    """:meth:`Pace.time_to_target` of ``run`` as a sort key: inf for no run or no crossing."""
+    found = None if run is None else pace.time_to_target(run, target)
+    return math.inf if found is None else found

@@ -26,7 +26,7 @@ from autotune.search._confirm import (
     same_step,
 )
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
-from autotune.search._pace import Pace
+from autotune.search._pace import Pace, paced_s
 from autotune.search._progress import describe
 from autotune.search._types import Measured
 
@@ -94,7 +94,7 @@ def runoff(
         return entries
     for entry in close:
         own = Pace.of([entry.run, *(r for r in entry.repeats if r is not None)])
-        entry.times = [_paced(own, run, target) for run in [entry.run, *entry.repeats]]
+        entry.times = [paced_s(own, run, target) for run in [entry.run, *entry.repeats]]
     ranked = sorted(close, key=lambda e: e.median_s)
     say(f"runoff: {len(close)} candidates within {_MARGIN - 1:.0%} of the best, {ran} repeats each")
     for entry in ranked:
@@ -114,11 +114,6 @@ def _result(entry: Entry, target: float) -> str:
     shown = ", ".join("missed" if t is None else f"{t:.2f}" for t in walls)
     step = stability.steps_to_target(entry.run.losses, target)
     return f"{entry.median_s:.2f} s at its runs' pace (step {step}; wall clocks {shown} s)"
-
-
-def _paced(pace: Pace, run: Measured | None, target: float) -> float:
-    found = None if run is None else pace.time_to_target(run, target)
-    return math.inf if found is None else found
 
 
 def needed_s(entries: list[Entry], rounds: int, startup_s: float, joining: int = 0) -> float:

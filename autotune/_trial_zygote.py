@@ -20,6 +20,7 @@ every child's group and ends the server.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -42,6 +43,10 @@ __all__ = ["main"]
 _CHILD_POLL_S = 0.02
 _FORK_FAILED = 70  # a child's exit status when it could not become a worker (EX_SOFTWARE)
 _USAGE = "usage: python -m autotune._trial_zygote TASK.py"
+# What torch imports lazily inside every trial, so imported once here: torch.optim's
+# Optimizer.__init__ imports torch._dynamo, 2-2.5 s on 2 cores, which was 90% of a forked
+# cnn_digits trial's start-up (launch to its first step) before it was warmed.
+LAZY_IMPORTS = ("torch._dynamo",)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -65,13 +70,16 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _warm(task_path: str) -> None:
-    """Import the task file once, so that what it imports is loaded before any fork.
+    """Import the task file once, so that what it imports is loaded before any fork, and
+    what torch itself imports on a trial's way to its first step (LAZY_IMPORTS).
 
     Failures are left for the children: each imports the file again and reports them as
     a trial's structured error, as a plain worker would.
     """
     from autotune.task import load_task
 
+    for name in LAZY_IMPORTS:  # none starts a thread or a parallel region: fork stays safe
+        importlib.import_module(name)
     with contextlib.suppress(BaseException):
         load_task(task_path)
 

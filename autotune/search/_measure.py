@@ -29,7 +29,9 @@ __all__ = ["FORK_SERVER_ENV", "STARTUP_PRIOR_S", "TargetWatch", "Trialist", "tim
 FORK_SERVER_ENV = "AUTOTUNE_FORK_SERVER"
 """Set to ``0`` to start every trial as a fresh interpreter (to compare, or to debug)."""
 _START_ALLOWANCE_S = 30.0  # the timeout's room for torch import, model build, first steps
-STARTUP_PRIOR_S = 3.0  # a trial's start-up before one is measured: forked, 1-2 s on 2 cores
+# A trial's start-up before one is measured: the first trial starts the fork server (7-8 s
+# on 2 cores: torch, torch._dynamo, the task's imports), every later one forks in 0.2-0.3 s.
+STARTUP_PRIOR_S = 3.0
 _STARTUPS_KEPT = 8  # the median of the latest start-ups: the server's own start drops out
 
 

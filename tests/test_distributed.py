@@ -110,7 +110,9 @@ studies = Studies(url, "seeded", optuna.samplers.RandomSampler(), optuna.pruners
 (ready / sys.argv[4]).touch()
 while len(list(ready.iterdir())) < workers:  # every worker asks at the same moment
     time.sleep(0.001)
-while (trial := studies.next_convergence_trial(6, [{"x": 0.5}, {"x": 0.25}])) is not None:
+seeds = [{"x": 0.5}, {"x": 0.25}]
+seed_at = lambda k: seeds[k] if k < len(seeds) else None
+while (trial := studies.next_convergence_trial(6, seed_at)) is not None:
     with tracked(studies.convergence, trial):
         value = trial.suggest_float("x", 0.0, 1.0)
         time.sleep(0.05)
@@ -141,16 +143,20 @@ def test_workers_starting_together_run_each_seed_trial_once(tmp_path: Path) -> N
 # -- the bookkeeping, in one process -------------------------------------------------------
 
 
+def _first_is_seed(number: int) -> dict[str, float] | None:
+    return _SEED if number == 0 else None
+
+
 def test_the_seed_trial_is_created_running_and_owned(tmp_path: Path) -> None:
     studies = _studies(tmp_path)
-    trial = studies.next_convergence_trial(None, [_SEED])  # never WAITING: no one else pops it
+    trial = studies.next_convergence_trial(None, _first_is_seed)  # never WAITING: no one pops it
     assert trial is not None and trial.number == 0
     frozen = studies.convergence.trials[0]
     assert frozen.state == optuna.trial.TrialState.RUNNING
     assert frozen.user_attrs["worker"] == str(_study.this_worker())
     assert trial.suggest_float("x", 0.0, 1.0) == 0.5
     studies.convergence.tell(trial, 0.5)
-    again = studies.next_convergence_trial(None, [_SEED])  # the study is not empty: TPE's
+    again = studies.next_convergence_trial(None, _first_is_seed)  # trial 1: TPE's
     assert again is not None and again.number == 1
     assert "fixed_params" not in studies.convergence.trials[1].system_attrs
 

@@ -18,6 +18,7 @@ from autotune.search._convergence import (
     ConvergencePlan,
     baseline_repeat,
     best_time,
+    climbed,
     decayed,
     fastest_realisation,
     plateaued,
@@ -184,15 +185,54 @@ def test_the_larger_batch_seed_scales_the_best_trials_lr_linearly() -> None:
 
 def test_the_larger_batch_seed_comes_once_right_after_the_fixed_seeds() -> None:
     """Seeded from the best trial when the next trial is the first after the fixed seeds;
-    at any other count (a resumed study, another worker's trial) it is not queued."""
-    from autotune.search._convergence import _scaled_up
+    at any other number (a resumed study, another worker's trial) it is not queued."""
+    from autotune.search._convergence import _seeding
 
     plan = _plan_with_baseline_at(20.0)
     top = [_measured(8, 10), _measured(64, 300)]  # the study's trials ran micro 8
     study = _study_of_winners({1e-3: 5.0, 2e-3: 6.0})
-    assert _scaled_up(plan, top, study, position=3) == []
-    (seed,) = _scaled_up(plan, top, study, position=2)
-    assert seed["systems"] == 1  # from trial 0 (5 s), the best
+    fixed = [{"lr_multiplier": 1.0}, {"lr_multiplier": 4.0}]
+    seed_at = _seeding(plan, top, fixed, study)
+    assert [seed_at(0), seed_at(1)] == fixed
+    seed = seed_at(2)
+    assert seed is not None and seed["systems"] == 1  # from trial 0 (5 s), the best
+    assert seed_at(2 + 3) is None  # past the climbs: the sampler's
+
+
+def _climbing_study(values: list[float]) -> optuna.Study:
+    """Trials at LR multipliers 1, 2, 4... (each the last doubled) that reached the target
+    in ``values`` seconds."""
+    dists = {
+        "lr_multiplier": optuna.distributions.FloatDistribution(0.25, 8.0, log=True),
+        "schedule": optuna.distributions.CategoricalDistribution(["constant", "cosine"]),
+    }
+    study = optuna.create_study()
+    for k, value in enumerate(values):
+        params = {"lr_multiplier": 2.0**k, "schedule": "constant"}
+        run = _measured(8, 10.0).model_copy(update={"time_to_target_s": value})
+        attrs = {"reached": True, "run": run.model_dump_json()}
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value, params=params, distributions=dists, user_attrs=attrs
+            )
+        )
+    return study
+
+
+def test_the_lr_climb_doubles_the_best_lr_while_each_doubling_wins() -> None:
+    """tiny_gpt, AVX2 host: the searches' best was the baseline's LR (3e-4, 2.0-2.4x the
+    baseline's speed); twice it (6.9e-4), drawn by TPE in one search of several, 3.35x."""
+    space = load_space("default")
+    one = _climbing_study([5.0])
+    assert climbed(space, one, 1, first=True) == {"lr_multiplier": 2.0, "schedule": "constant"}
+    won = _climbing_study([5.0, 4.0])  # trial 1, the doubling, is the best: climb on
+    assert climbed(space, won, 2, first=False) == {"lr_multiplier": 4.0, "schedule": "constant"}
+    lost = _climbing_study([5.0, 6.0])  # the doubling lost: no second climb
+    assert climbed(space, lost, 2, first=False) is None
+    assert climbed(space, lost, 2, first=True) is None  # 2x the best (trial 0) already ran
+    top = _climbing_study([5.0, 4.0, 3.0, 2.0])  # the best at 8, the space's top
+    assert climbed(space, top, 4, first=False) is None
+    assert climbed(space, _study_with([("PRUNED", None, False)]), 1, first=True) is None
 
 
 def test_patience_counts_trials_since_the_last_real_gain() -> None:

@@ -512,20 +512,20 @@ class Studies:
         return value
 
     def next_convergence_trial(
-        self, max_trials: int | None, seeds: Sequence[dict[str, Any]]
+        self, max_trials: int | None, seed_at: Callable[[int], dict[str, Any] | None]
     ) -> optuna.Trial | None:
-        """:func:`next_trial` of the convergence study, whose first ``len(seeds)`` trials
-        have the params ``seeds[k]``, in order: with several workers starting at once,
-        exactly one creates trial k, the one that finds k trials while it holds the lock
-        ``seed``; later trials are the sampler's."""
+        """:func:`next_trial` of the convergence study, with the params ``seed_at(k)`` when
+        it is trial k and that is not None (the sampler's otherwise): with several workers
+        asking at once, exactly one creates trial k, the one that finds k trials while it
+        holds the lock ``seed``."""
         study = self.convergence
-        if len(study.get_trials(deepcopy=False)) >= len(seeds):
+        if seed_at(len(study.get_trials(deepcopy=False))) is None:
             return next_trial(study, max_trials)
         self.hold("seed")
         trial = None
         try:
             made = len(study.get_trials(deepcopy=False))
-            trial = next_trial(study, max_trials, seeds[made] if made < len(seeds) else None)
+            trial = next_trial(study, max_trials, seed_at(made))
         finally:
             with _interrupted_if_raised(study, [trial] if trial is not None else []):
                 self.release("seed")

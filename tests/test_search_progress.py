@@ -223,16 +223,44 @@ def test_the_lr_climb_doubles_the_best_lr_while_each_doubling_wins() -> None:
     """tiny_gpt, AVX2 host: the searches' best was the baseline's LR (3e-4, 2.0-2.4x the
     baseline's speed); twice it (6.9e-4), drawn by TPE in one search of several, 3.35x."""
     space = load_space("default")
+
+    def climb(study: optuna.Study, number: int, first: bool) -> dict[str, object] | None:
+        best = min(study.trials, key=lambda t: t.value if t.value is not None else math.inf)
+        return climbed(space, study, best, number, first)
+
     one = _climbing_study([5.0])
-    assert climbed(space, one, 1, first=True) == {"lr_multiplier": 2.0, "schedule": "constant"}
+    assert climb(one, 1, first=True) == {"lr_multiplier": 2.0, "schedule": "constant"}
     won = _climbing_study([5.0, 4.0])  # trial 1, the doubling, is the best: climb on
-    assert climbed(space, won, 2, first=False) == {"lr_multiplier": 4.0, "schedule": "constant"}
+    assert climb(won, 2, first=False) == {"lr_multiplier": 4.0, "schedule": "constant"}
     lost = _climbing_study([5.0, 6.0])  # the doubling lost: no second climb
-    assert climbed(space, lost, 2, first=False) is None
-    assert climbed(space, lost, 2, first=True) is None  # 2x the best (trial 0) already ran
+    assert climb(lost, 2, first=False) is None
+    assert climb(lost, 2, first=True) is None  # 2x the best (trial 0) already ran
     top = _climbing_study([5.0, 4.0, 3.0, 2.0])  # the best at 8, the space's top
-    assert climbed(space, top, 4, first=False) is None
-    assert climbed(space, _study_with([("PRUNED", None, False)]), 1, first=True) is None
+    assert climb(top, 4, first=False) is None
+
+
+def test_the_climb_starts_from_the_fastest_trial_at_the_current_pace() -> None:
+    """A trial's value is paced with the runs pooled when it was told: tiny_gpt's climb
+    crossed at step 46 and was valued 4.35 s, behind 4.33 s for step 50 told earlier at
+    a faster pool. Of one step, the fewer steps are the faster now."""
+    from autotune.search._convergence import _fastest
+
+    plan = _plan_with_baseline_at(20.0)
+    target = plan.baseline.target_loss
+    slow = [3.0] * 40 + [target / 2] * 40  # crosses later
+    fast = [3.0] * 30 + [target / 2] * 50  # crosses 10 steps earlier
+    study = optuna.create_study()
+    for value, losses in ((4.33, slow), (4.35, fast)):  # the stale values invert the order
+        run = Measured(
+            train=TrainConfig(micro_batch_size=4, optimizer={"lr": 3e-4}),
+            losses=losses,
+            elapsed_s=[0.5 + 0.05 * k for k in range(len(losses))],  # one step: one pace
+            samples_per_s=40.0,
+        )
+        attrs = {"reached": True, "run": run.model_dump_json()}
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
+    fastest = _fastest(plan, study)
+    assert fastest is not None and fastest.number == 1
 
 
 def test_patience_counts_trials_since_the_last_real_gain() -> None:

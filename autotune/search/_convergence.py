@@ -285,14 +285,22 @@ def climbed(
     section = space.convergence.lr
     if section is None or (not first and best.number != number - 1):
         return None
-    key = "lr_multiplier" if section.relative else "lr"
-    if key not in best.params:
-        return None
-    lr = min(best.params[key] * _CLIMB_FACTOR, section.high)
-    params = {**best.params, key: lr}
-    if lr <= best.params[key] or any(t.params == params for t in study.trials):
+    params = _lr_raised(section, best.params, _CLIMB_FACTOR)
+    if params is None or any(t.params == params for t in study.trials):
         return None
     return params
+
+
+def _lr_raised(
+    section: spaces.LrRange, params: dict[str, Any], factor: float
+) -> dict[str, Any] | None:
+    """``params`` with their LR (or LR multiplier) ``factor`` x higher, clipped to the
+    space's top; None when they hold no LR or it is at the top already."""
+    key = "lr_multiplier" if section.relative else "lr"
+    if key not in params:
+        return None
+    lr = min(params[key] * factor, section.high)
+    return {**params, key: lr} if lr > params[key] else None
 
 
 def larger(
@@ -374,11 +382,8 @@ def decayed(space: spaces.SearchSpace, seed: dict[str, Any]) -> dict[str, Any] |
     section = space.convergence
     if section.lr is None or section.schedule is None or "cosine" not in section.schedule:
         return None
-    key = "lr_multiplier" if section.lr.relative else "lr"
-    if key not in seed:
-        return None
-    lr = min(seed[key] * _DECAYED_LR_FACTOR, section.lr.high)
-    return {**seed, key: lr, "schedule": "cosine"} if lr > seed[key] else None
+    raised = _lr_raised(section.lr, seed, _DECAYED_LR_FACTOR)
+    return None if raised is None else {**raised, "schedule": "cosine"}
 
 
 def _may_continue(

@@ -196,8 +196,10 @@ class TunedConfig(_Closed):
 
 
 def train_config_from_baseline(task: Task) -> TrainConfig:
-    """Map ``Task.baseline`` (``batch_size``, ``lr`` and any TrainConfig field) to a config."""
+    """Map ``Task.baseline`` (``batch_size``, ``lr`` and any TrainConfig field) to a config;
+    its ``steps`` is the baseline's length (:meth:`Task.baseline_steps`), not config."""
     values = dict(task.baseline)
+    values.pop("steps", None)  # the baseline's length, not part of its config
     if "batch_size" in values:
         values.setdefault("micro_batch_size", values.pop("batch_size"))
     given = values.pop("optimizer", None) or {}

@@ -30,6 +30,10 @@ __all__ = ["OPTIMIZER_NAMES", "OptimizerFactory", "Task", "load_task"]
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 """Optimizers a Task or a config may name; anything else is a callable."""
 
+MIN_BASELINE_STEPS = 30
+"""The shortest baseline a target may come from: its smoothed curve needs support past the
+crossing (``stability.TARGET_SUPPORT_STEPS``) and a start to improve on."""
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 BlocksSpec = Sequence[str] | Callable[[nn.Module], Sequence[nn.Module]]
 
@@ -51,7 +55,10 @@ class Task:
         loss: ``(model, batch) -> scalar Tensor``; the batch is already on the device.
         optimizer: one of :data:`OPTIMIZER_NAMES`, or ``(params, lr) -> Optimizer``.
         baseline: the user's current setup, the one to beat: ``batch_size`` and ``lr``
-            plus, optionally, any :class:`~autotune.config.TrainConfig` field.
+            plus, optionally, any :class:`~autotune.config.TrainConfig` field and
+            ``steps``, how long the user trains it. With ``steps``, the target is the
+            loss the baseline reaches after them on every machine; without, after as many
+            steps as fit in a share of the search's budget on this machine.
         target_loss: the loss to reach; ``None`` means the loss the baseline reaches.
         blocks: modules to checkpoint: qualified names (glob patterns matched one dotted
             segment at a time, so ``"blocks.*"`` is the blocks, not their insides) or
@@ -91,6 +98,7 @@ class Task:
                 f"Task.baseline must be a dict such as dict(batch_size=32, lr=1e-3), "
                 f"but got {_describe(self.baseline)}."
             )
+        self._check_baseline_steps()
         if self.target_loss is not None and not (
             isinstance(self.target_loss, (int, float)) and math.isfinite(self.target_loss)
         ):
@@ -107,6 +115,17 @@ class Task:
             raise TaskError(
                 f"Task.collate_fn must be a function list[sample] -> batch, but got "
                 f"{_describe(self.collate_fn)}."
+            )
+
+    def _check_baseline_steps(self) -> None:
+        steps = self.baseline.get("steps")
+        if steps is None:
+            return
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_BASELINE_STEPS:
+            raise TaskError(
+                f"Task.baseline steps must be a whole number of optimizer steps >= "
+                f"{MIN_BASELINE_STEPS}, but got steps={steps!r}; give e.g. steps=200, or "
+                f"leave it out to train the baseline for a share of the search's budget."
             )
 
     def _check_optimizer(self) -> None:
@@ -217,6 +236,11 @@ class Task:
         from autotune.config import train_config_from_baseline
 
         return train_config_from_baseline(self)
+
+    def baseline_steps(self) -> int | None:
+        """``baseline['steps']``: the steps the user trains the baseline for, or ``None``."""
+        steps = self.baseline.get("steps")
+        return None if steps is None else int(steps)
 
 
 def load_task(path: str | Path) -> Task:

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -32,6 +33,7 @@ from autotune.search._progress import standing, status_of, top_configs
 from autotune.search._systems import Dominated, beyond_saturation
 from autotune.search._types import BaselineRun, Measured, small_batch_size
 from autotune.space import load_space, to_train_config
+from autotune.trial import TrialResult, TrialStatus
 
 
 def _curve(n: int, floor: float, noise: float, seed: int = 0) -> list[float]:
@@ -606,6 +608,83 @@ def test_the_baseline_is_as_long_as_lets_the_confirmation_fit_in_forty_percent()
     assert baseline_seconds(3600, pairs=1) == pytest.approx(0.08 * 3600)  # 8% binds
     # slower trial start-ups leave less of the confirmation's share to the baseline
     assert baseline_seconds(300, pairs=3, startup_s=6.0) == pytest.approx((40 - 12.0) / 2.3)
+
+
+class _Machine:
+    """A probe report and a Trialist at once: the probe predicts ``predicted_s`` per step,
+    and runs take ``step_s`` per step along one loss curve, stopped where the watch says."""
+
+    def __init__(self, predicted_s: float, step_s: float) -> None:
+        self.predicted_s, self.step_s = predicted_s, step_s
+        self.asked: list[int] = []
+
+    def variant(self, precision: str, checkpointing: str) -> _Machine:
+        return self
+
+    def predict_step_time_s(self, batch: int) -> float:
+        return self.predicted_s
+
+    def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
+        self.asked.append(steps)
+        watch, records = kwargs.get("watch"), []
+        for k, loss in enumerate(_curve(steps, floor=1.0, noise=0.02)):
+            elapsed = self.step_s * (k + 1)
+            step = dict(step=k + 1, loss=loss, elapsed_s=elapsed, lr=3e-4, samples=16 * (k + 1))
+            records.append(StepRecord(**step, step_time_s=self.step_s, samples_per_s=16.0))
+            if watch is not None and watch(records[-1]):
+                break
+        return TrialResult(status=TrialStatus.OK, reason="ok", steps=records, pid=1, wall_s=1.0)
+
+
+def _baseline_on(
+    machine: _Machine, baseline: dict[str, Any], budget_s: float = 300.0
+) -> tuple[BaselineRun, list[str]]:
+    from autotune.search import _baseline
+    from autotune.search._types import SearchOptions
+    from autotune.task import Task
+
+    task = Task(model=lambda: None, dataset=list, loss=lambda m, b: b, baseline=baseline)
+    options, notes = SearchOptions(task_path=Path("t.py"), budget_s=budget_s), []
+    run = _baseline(task, task.baseline_config(), machine, options, machine, notes.append)  # type: ignore[arg-type]
+    return run, notes
+
+
+def test_the_tasks_baseline_steps_set_one_target_however_fast_the_machine_ran() -> None:
+    """tiny_gpt's baseline ran 43 to 71 steps on one host as the probe's predicted step
+    time swung (0.207 to 0.345 s): targets 3.18 to 2.86, speed-ups 3.35x to 1.94x. With
+    the steps the Task's own, neither the prediction nor the step time moves the target."""
+    gpt = {"batch_size": 16, "lr": 3e-4, "steps": 60}
+    fast, _ = _baseline_on(_Machine(predicted_s=0.207, step_s=0.20), gpt)
+    slow, notes = _baseline_on(_Machine(predicted_s=0.345, step_s=0.27), gpt)
+    assert fast.steps == slow.steps == 60 and not notes
+    assert fast.target_loss == slow.target_loss
+    assert fast.target_from == "the baseline's loss after 60 steps: Task.baseline steps"
+    # without them, the prediction sets the length, and with it the target
+    default = {"batch_size": 16, "lr": 3e-4}
+    assert _baseline_on(_Machine(0.207, 0.20), default)[0].steps == 71
+    assert _baseline_on(_Machine(0.345, 0.27), default)[0].steps == 43
+
+
+def test_the_budget_cuts_the_tasks_baseline_steps_by_the_clock_and_says_what_keeps_them() -> None:
+    from autotune.search import task_horizon_s
+
+    room = task_horizon_s(300, pairs=3)
+    assert room == pytest.approx((0.4 * 300 / 3 - 6.0) / 2)  # a pair: baseline + a winner
+    machine = _Machine(predicted_s=0.1, step_s=0.2)  # the probe's guess is not the cut
+    run, notes = _baseline_on(machine, {"batch_size": 16, "lr": 3e-4, "steps": 400})
+    assert machine.asked == [400] and run.steps == 86  # the first step past 17 s ends it
+    assert (
+        run.target_from
+        == "the baseline's loss after 86 steps: Task.baseline steps=400, cut by the budget"
+    )
+    (note,) = notes
+    assert "reached step 86 in the 17 s" in note and "give --budget 1245s or more" in note
+    # that budget does keep them, and a little less does not
+    asked = {"batch_size": 16, "lr": 3e-4, "steps": 400}
+    assert _baseline_on(_Machine(0.1, 0.2), asked, budget_s=1245.0)[0].steps == 400
+    assert _baseline_on(_Machine(0.1, 0.2), asked, budget_s=1200.0)[0].steps < 400
+    # a budget too small for even 30 steps still trains 30: fewer set no target
+    assert _baseline_on(_Machine(0.1, 0.2), asked, budget_s=30.0)[0].steps == 30
 
 
 def test_a_reused_baseline_run_reports_its_curve_to_the_pruner() -> None:

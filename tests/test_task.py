@@ -288,6 +288,19 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ),
     ({"baseline": "batch_size=32"}, r"Task\.baseline must be a dict"),
     (
+        {"baseline": {"batch_size": 16, "lr": 1e-3, "steps": 10}},
+        r"Task\.baseline steps must be a whole number of optimizer steps >= 30, but got "
+        r"steps=10; give e\.g\. steps=200, or leave it out",
+    ),
+    (
+        {"baseline": {"batch_size": 16, "lr": 1e-3, "steps": 80.0}},
+        r"Task\.baseline steps must be a whole number .* but got steps=80\.0",
+    ),
+    (
+        {"baseline": {"batch_size": 16, "lr": 1e-3, "steps": True}},
+        r"Task\.baseline steps must be a whole number .* but got steps=True",
+    ),
+    (
         {"target_loss": float("nan")},
         r"Task\.target_loss must be a finite number or None, but "
         r"got nan; use None",
@@ -558,6 +571,13 @@ def test_baseline_maps_batch_size_and_lr(write_task: WriteTask) -> None:
     assert config.optimizer.name == "adamw"
     assert config.precision == "32-true"
     assert config.grad_accum_steps == 1 and config.world_size == 1
+
+
+def test_the_baselines_steps_are_its_length_not_its_config() -> None:
+    task = _task(baseline={"batch_size": 16, "lr": 1e-3, "steps": 80})
+    assert task.baseline_steps() == 80
+    assert task.baseline_config().micro_batch_size == 16  # no "steps" field reached it
+    assert _task().baseline_steps() is None
 
 
 def test_baseline_default() -> None:

@@ -11,6 +11,7 @@ Optuna storage before the next starts; running the same command again resumes.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import tempfile
 import time
@@ -25,6 +26,7 @@ from autotune import space as spaces
 from autotune.config import TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
 from autotune.profiler import ProbeReport
+from autotune.runtime import StepRecord
 from autotune.search._confirm import confirm, provenance, stable_winner, step_rates, tuned_config
 from autotune.search._convergence import _CANNOT_WIN_MARGIN as _WINNER_MARGIN
 from autotune.search._convergence import (
@@ -60,7 +62,7 @@ from autotune.search._types import (
     Measured,
     SearchOptions,
 )
-from autotune.task import Task, load_task
+from autotune.task import MIN_BASELINE_STEPS, Task, load_task
 
 __all__ = [
     "CONFIRM_MAX_PAIRS",
@@ -77,6 +79,7 @@ __all__ = [
     "redact",
     "run_search",
     "study_summary",
+    "task_horizon_s",
 ]
 
 _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
@@ -85,7 +88,6 @@ _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's
 # which starts as the baseline's time). On a CPU without fast bf16, tiny_gpt's 8% baseline
 # (22 s to the target) left a 178 s confirmation reserve: not one trial beyond the seed fit.
 _CONFIRM_SHARE = 0.4
-_MIN_BASELINE_STEPS = 30
 _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
 
 
@@ -186,7 +188,9 @@ class _Search:
         say("running the baseline")
         with self._phase("baseline"):
             baseline = self.studies.cached(
-                "baseline", BaselineRun, lambda: _baseline(self.task, base, report, options, trials)
+                "baseline",
+                BaselineRun,
+                lambda: _baseline(self.task, base, report, options, trials, say),
             )
         say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
         with self._phase("systems"):
@@ -328,39 +332,96 @@ def _facts(report: ProbeReport, task: Task) -> spaces.Facts:
 
 
 def _baseline(
-    task: Task, base: TrainConfig, report: ProbeReport, options: SearchOptions, trials: Trialist
+    task: Task,
+    base: TrainConfig,
+    report: ProbeReport,
+    options: SearchOptions,
+    trials: Trialist,
+    say: Events,
 ) -> BaselineRun:
-    variant = report.variant(base.precision, "none")
-    step_s = variant.predict_step_time_s(base.micro_batch_size) * base.grad_accum_steps
-    steps = round(baseline_seconds(options.budget_s, options.confirm_pairs) / step_s)
-    steps = min(_MAX_BASELINE_STEPS, max(_MIN_BASELINE_STEPS, steps))
-    result = trials.run(base, steps)
+    """Train the baseline, the Task's ``steps`` or the budget's share of them; its loss
+    curve sets the target unless the user or the Task gave one."""
+    asked = task.baseline_steps()
+    if asked is None:
+        result = trials.run(base, _budgeted_steps(base, report, options))
+    else:  # the Task's steps, cut by the clock (not the probe's guess) if the budget must
+        cap_s = task_horizon_s(options.budget_s, options.confirm_pairs)
+        result = trials.run(base, asked, watch=_stop_after(cap_s))
     run = measured(result, base, None) if ok(result) else None
     if run is None or not stability.is_finite(run.losses):
         raise SearchError(
             f"the Task's baseline did not train ({result.status.value}: {result.reason}); "
             f"fix Task.baseline so that `autotune run` trains it."
         )
-    target, source = _target(run, task, options)
+    horizon = _horizon(asked, run, options, say)
+    target, source = _target(run, task, options, horizon)
     tt = Measured.model_validate({**run.model_dump(), "time_to_target_s": _tt(run, target)})
-    return BaselineRun(run=tt, steps=steps, target_loss=target, target_from=source)
+    return BaselineRun(run=tt, steps=len(run.losses), target_loss=target, target_from=source)
+
+
+def _stop_after(cap_s: float) -> Callable[[StepRecord], bool]:
+    """A trial watch that stops the run at its first step past ``cap_s`` wall seconds, but
+    not before MIN_BASELINE_STEPS: fewer set no target off the loss's first steps."""
+    return lambda record: record.step >= MIN_BASELINE_STEPS and record.elapsed_s > cap_s
+
+
+def _budgeted_steps(base: TrainConfig, report: ProbeReport, options: SearchOptions) -> int:
+    """As many baseline steps as the probe's predicted step time fits in
+    :func:`baseline_seconds`, within [MIN_BASELINE_STEPS, _MAX_BASELINE_STEPS]."""
+    variant = report.variant(base.precision, "none")
+    step_s = variant.predict_step_time_s(base.micro_batch_size) * base.grad_accum_steps
+    steps = round(baseline_seconds(options.budget_s, options.confirm_pairs) / step_s)
+    return min(_MAX_BASELINE_STEPS, max(MIN_BASELINE_STEPS, steps))
+
+
+def _horizon(asked: int | None, run: Measured, options: SearchOptions, say: Events) -> str:
+    """Where the baseline's step count came from, saying so when the budget cut the Task's."""
+    if asked is None:
+        return "as many as the probe's step time fits in the budget's share"
+    done = len(run.losses)
+    if done >= asked:
+        return "Task.baseline steps"
+    pairs = options.confirm_pairs
+    need_s = _budget_for(asked * run.elapsed_s[-1] / done, pairs)
+    say(
+        f"baseline: Task.baseline steps={asked}, but it reached step {done} in the "
+        f"{task_horizon_s(options.budget_s, pairs):.0f} s this budget's {pairs} "
+        f"confirmation pairs leave room for; its target is its loss there (give --budget "
+        f"{math.ceil(need_s)}s or more to train all {asked})"
+    )
+    return f"Task.baseline steps={asked}, cut by the budget"
 
 
 def baseline_seconds(budget_s: float, pairs: int, startup_s: float = STARTUP_PRIOR_S) -> float:
-    """How long the baseline trains: _BASELINE_SHARE of the budget, or less where the
-    confirmation's ``pairs`` (each a baseline run and a winner run, plus two start-ups of
-    ``startup_s``) would not fit in _CONFIRM_SHARE of it; never under one start-up's worth."""
+    """How long the baseline trains without the Task's ``steps``: _BASELINE_SHARE of the
+    budget, or less where the confirmation's ``pairs`` (each a baseline run and a winner
+    run as slow as the trials' cap, plus two start-ups of ``startup_s``) would not fit in
+    _CONFIRM_SHARE of it; never under one start-up's worth."""
     per_pair = _CONFIRM_SHARE * budget_s / pairs - 2 * startup_s
     return max(startup_s, min(_BASELINE_SHARE * budget_s, per_pair / (1 + _WINNER_MARGIN)))
 
 
-def _target(run: Measured, task: Task, options: SearchOptions) -> tuple[float, str]:
+def task_horizon_s(budget_s: float, pairs: int, startup_s: float = STARTUP_PRIOR_S) -> float:
+    """The longest the baseline trains with the Task's ``steps``: as long as lets the
+    confirmation's ``pairs`` fit in _CONFIRM_SHARE of the budget, each a baseline run and a
+    winner run no slower than it (the user chose the horizon: no 8% share, and no room for
+    a winner slower than the baseline it must beat); never under one start-up's worth."""
+    per_pair = _CONFIRM_SHARE * budget_s / pairs - 2 * startup_s
+    return max(startup_s, per_pair / 2)
+
+
+def _budget_for(baseline_s: float, pairs: int, startup_s: float = STARTUP_PRIOR_S) -> float:
+    """The smallest budget whose :func:`task_horizon_s` is ``baseline_s``."""
+    return pairs * (2 * baseline_s + 2 * startup_s) / _CONFIRM_SHARE
+
+
+def _target(run: Measured, task: Task, options: SearchOptions, horizon: str) -> tuple[float, str]:
     if options.target_loss is not None:
         return options.target_loss, "user"
     if task.target_loss is not None:
         return float(task.target_loss), "task"
     target = stability.baseline_target(run.losses)
-    return target, f"the baseline's loss after {len(run.losses)} steps"
+    return target, f"the baseline's loss after {len(run.losses)} steps: {horizon}"
 
 
 def _tt(run: Measured, target: float) -> float | None:

@@ -127,7 +127,9 @@ class BaselineRun(_Record):
     run: Measured
     steps: int
     target_loss: float
-    target_from: str = Field(description="'user', 'task' or 'baseline'.")
+    target_from: str = Field(
+        description="'user', 'task', or the baseline's steps and where their number came from."
+    )
 
 
 def same_kind(a: TrainConfig, b: TrainConfig) -> bool:

@@ -72,7 +72,7 @@ task = Task(
     loss=loss_fn,
     optimizer="adamw",
     baseline=dict(batch_size=16, lr=1e-3, steps=1200),  # a cautious user's default: small
-    # batch, AdamW's lr; 1200 steps (~13 s on 2 cores): one target on every machine, where a
+    # batch, AdamW's lr; 1200 steps (10 s on 2 AVX2 cores): one target on every machine, where a
     # budget's share gave 1167-1587 steps on one host and 5000 on another
     name="cnn_digits",
 )

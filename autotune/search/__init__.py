@@ -88,6 +88,9 @@ _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's
 # which starts as the baseline's time). On a CPU without fast bf16, tiny_gpt's 8% baseline
 # (22 s to the target) left a 178 s confirmation reserve: not one trial beyond the seed fit.
 _CONFIRM_SHARE = 0.4
+# a confirmation pair in baseline runs, as the reserve plans it: the baseline to its target
+# and a winner that must beat it, at half its time (one at 2.5x would take 0.4)
+_PAIR_BASELINES = 1.5
 _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
 
 
@@ -403,16 +406,17 @@ def baseline_seconds(budget_s: float, pairs: int, startup_s: float = STARTUP_PRI
 
 def task_horizon_s(budget_s: float, pairs: int, startup_s: float = STARTUP_PRIOR_S) -> float:
     """The longest the baseline trains with the Task's ``steps``: as long as lets the
-    confirmation's ``pairs`` fit in _CONFIRM_SHARE of the budget, each a baseline run and a
-    winner run no slower than it (the user chose the horizon: no 8% share, and no room for
-    a winner slower than the baseline it must beat); never under one start-up's worth."""
+    confirmation's reserve (``pairs`` of _PAIR_BASELINES baseline runs and two start-ups)
+    fit in _CONFIRM_SHARE of the budget. The user chose the horizon, so neither the 8%
+    share nor room for a winner slower than the baseline applies; never under one
+    start-up's worth."""
     per_pair = _CONFIRM_SHARE * budget_s / pairs - 2 * startup_s
-    return max(startup_s, per_pair / 2)
+    return max(startup_s, per_pair / _PAIR_BASELINES)
 
 
 def _budget_for(baseline_s: float, pairs: int, startup_s: float = STARTUP_PRIOR_S) -> float:
     """The smallest budget whose :func:`task_horizon_s` is ``baseline_s``."""
-    return pairs * (2 * baseline_s + 2 * startup_s) / _CONFIRM_SHARE
+    return pairs * (_PAIR_BASELINES * baseline_s + 2 * startup_s) / _CONFIRM_SHARE
 
 
 def _target(run: Measured, task: Task, options: SearchOptions, horizon: str) -> tuple[float, str]:
@@ -460,7 +464,7 @@ def _systems(
 
 
 def _reserve(baseline: BaselineRun, options: SearchOptions, startup_s: float) -> float:
-    per_pair = baseline.run.elapsed_s[-1] * 1.5 + 2 * startup_s
+    per_pair = baseline.run.elapsed_s[-1] * _PAIR_BASELINES + 2 * startup_s
     return options.confirm_pairs * per_pair + baseline.run.elapsed_s[-1] + startup_s
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from autotune import space as spaces
 from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
+from autotune.runtime import StepRecord
 from autotune.search._confirm import stable_winner
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._pace import Pace, paced_s
@@ -204,8 +205,8 @@ def run_grid(
     return runs
 
 
-def _later_than(limit_s: float) -> Callable[[float, float], bool]:
-    return lambda elapsed_s, _loss: elapsed_s > limit_s
+def _later_than(limit_s: float) -> Callable[[StepRecord, float], bool]:
+    return lambda record, _loss: record.elapsed_s > limit_s
 
 
 def interleaved(

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 
 from autotune import stability
 from autotune.config import TrainConfig, train_config_from_baseline
+from autotune.runtime import StepRecord
+from autotune.search._convergence import _pruning
 from autotune.search._measure import Trialist, measured
 from autotune.search._pace import Pace
 from autotune.search._types import Measured
@@ -99,3 +102,36 @@ def test_the_grid_ranks_its_points_by_paced_time_not_by_their_luckiest_run() -> 
     assert a.time_to_target_s is not None and b.time_to_target_s is not None
     assert a.time_to_target_s < b.time_to_target_s
     assert [run.train.optimizer.lr for run in _grid.paced_order([a, b], _TARGET)] == [2e-3, 1e-3]
+
+
+def test_the_clock_of_a_step_is_its_pooled_head_and_pace_and_none_for_an_unmeasured_step() -> None:
+    pace = Pace.of([_run(0.010, head_s=0.3), _run(0.012, head_s=0.2), _run(0.030, head_s=0.4)])
+    clock = pace.clock(TrainConfig(micro_batch_size=16, optimizer={"lr": 5e-3}))
+    assert clock is not None
+    assert clock(1) == pytest.approx(0.3)  # the median head: step 1's end
+    assert clock(101) == pytest.approx(0.3 + 100 * 0.012)
+    assert pace.clock(TrainConfig(micro_batch_size=32, optimizer={"lr": 1e-3})) is None
+
+
+def _record(step: int, elapsed_s: float) -> StepRecord:
+    return StepRecord(
+        step=step, loss=2.0, elapsed_s=elapsed_s, lr=1e-3, samples=16 * step,
+        step_time_s=0.01, samples_per_s=1600.0,
+    )  # fmt: skip
+
+
+def test_a_trial_slowed_by_the_machine_is_not_given_up_while_its_steps_can_still_win() -> None:
+    """cnn_digits, micro 16 at lr 8e-3: one search's run reached the target at step 269 in
+    2.0 s; the next search stopped the same config as "not at the target after 3.1 s" in a
+    slow spell. On its step's pooled clock (a 0.3-s head, then 11 ms a step) a run is given
+    up by its steps, whatever the machine's speed while it runs."""
+    study = optuna.create_study()
+    clock = Pace.of([_run(0.010, head_s=0.3), _run(0.012, head_s=0.3)]).clock(
+        TrainConfig(micro_batch_size=16, optimizer={"lr": 8e-3})
+    )
+    beat_s = 3.1
+    by_steps = _pruning(study.ask(), beat_s, clock)
+    assert not by_steps(_record(200, elapsed_s=4.0), 2.0)  # 2.49 s on the clock: a slow spell
+    assert by_steps(_record(260, elapsed_s=2.9), 2.0)  # 3.15 s on the clock: cannot win
+    by_wall = _pruning(study.ask(), beat_s)  # no clock: a step never measured
+    assert by_wall(_record(200, elapsed_s=4.0), 2.0)

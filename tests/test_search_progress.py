@@ -659,10 +659,20 @@ def test_the_tasks_baseline_steps_set_one_target_however_fast_the_machine_ran() 
     assert fast.steps == slow.steps == 60 and not notes
     assert fast.target_loss == slow.target_loss
     assert fast.target_from == "the baseline's loss after 60 steps: Task.baseline steps"
-    # without them, the prediction sets the length, and with it the target
+    # without them, as many as run in the budget's share (14.8 s): the machine's speed sets
+    # the length, and with it the target, but the probe's guess does not
     default = {"batch_size": 16, "lr": 3e-4}
-    assert _baseline_on(_Machine(0.207, 0.20), default)[0].steps == 71
-    assert _baseline_on(_Machine(0.345, 0.27), default)[0].steps == 43
+    fast, _ = _baseline_on(_Machine(0.207, 0.20), default)
+    assert fast.steps == 74 == _baseline_on(_Machine(0.5, 0.20), default)[0].steps
+    assert (
+        fast.target_from
+        == "the baseline's loss after 74 steps: as many as ran in the budget's share"
+    )
+    assert _baseline_on(_Machine(0.345, 0.27), default)[0].steps == 55
+    # a schedule spanning the run's length needs the length first: the probe's guess sets it
+    cosine = {**default, "schedule": {"name": "cosine"}}
+    assert _baseline_on(_Machine(0.207, 0.20), cosine)[0].steps == 71
+    assert _baseline_on(_Machine(0.345, 0.27), cosine)[0].steps == 43
 
 
 def test_the_budget_cuts_the_tasks_baseline_steps_by_the_clock_and_says_what_keeps_them() -> None:

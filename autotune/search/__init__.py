@@ -343,13 +343,22 @@ def _baseline(
     say: Events,
 ) -> BaselineRun:
     """Train the baseline, the Task's ``steps`` or the budget's share of them; its loss
-    curve sets the target unless the user or the Task gave one."""
-    asked = task.baseline_steps()
-    if asked is None:
+    curve sets the target unless the user or the Task gave one.
+
+    Both are timed by the run's own clock, not the probe's predicted step time (a few
+    timed steps of another batch: on one host it put tiny_gpt's step at 0.345 s where the
+    baseline's own took 0.27 s). Only a schedule that spans the run's length (cosine or
+    linear without ``total_steps``) needs its step count fixed in advance, from the probe.
+    """
+    asked, pairs = task.baseline_steps(), options.confirm_pairs
+    if asked is not None:  # cut by the clock only if the budget must
+        watch = _stop_after(task_horizon_s(options.budget_s, pairs))
+        result = trials.run(base, asked, watch=watch)
+    elif _length_free(base):
+        watch = _stop_after(baseline_seconds(options.budget_s, pairs))
+        result = trials.run(base, _MAX_BASELINE_STEPS, watch=watch)
+    else:
         result = trials.run(base, _budgeted_steps(base, report, options))
-    else:  # the Task's steps, cut by the clock (not the probe's guess) if the budget must
-        cap_s = task_horizon_s(options.budget_s, options.confirm_pairs)
-        result = trials.run(base, asked, watch=_stop_after(cap_s))
     run = measured(result, base, None) if ok(result) else None
     if run is None or not stability.is_finite(run.losses):
         raise SearchError(
@@ -368,6 +377,11 @@ def _stop_after(cap_s: float) -> Callable[[StepRecord], bool]:
     return lambda record: record.step >= MIN_BASELINE_STEPS and record.elapsed_s > cap_s
 
 
+def _length_free(config: TrainConfig) -> bool:
+    """Whether the config's LR path is the same however many steps the run takes."""
+    return config.schedule.name == "constant" or config.schedule.total_steps is not None
+
+
 def _budgeted_steps(base: TrainConfig, report: ProbeReport, options: SearchOptions) -> int:
     """As many baseline steps as the probe's predicted step time fits in
     :func:`baseline_seconds`, within [MIN_BASELINE_STEPS, _MAX_BASELINE_STEPS]."""
@@ -379,6 +393,8 @@ def _budgeted_steps(base: TrainConfig, report: ProbeReport, options: SearchOptio
 
 def _horizon(asked: int | None, run: Measured, options: SearchOptions, say: Events) -> str:
     """Where the baseline's step count came from, saying so when the budget cut the Task's."""
+    if asked is None and _length_free(run.train):
+        return "as many as ran in the budget's share"
     if asked is None:
         return "as many as the probe's step time fits in the budget's share"
     done = len(run.losses)

@@ -23,6 +23,7 @@ import optuna
 from autotune import space as spaces
 from autotune import stability
 from autotune.config import TrainConfig
+from autotune.runtime import StepRecord
 from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
 from autotune.search._pace import Pace, paced_s
@@ -444,7 +445,8 @@ def _run_one(
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
-    watch = TargetWatch(plan.baseline.target_loss, time_cap, _pruning(trial, beat_s))
+    clock = plan.pace(trial.study).clock(config)
+    watch = TargetWatch(plan.baseline.target_loss, time_cap, _pruning(trial, beat_s, clock))
     result = trials.run(config, steps, watch=watch, time_cap_s=time_cap * 1.2)
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None
     trial.set_user_attr("status", result.status.value)
@@ -530,12 +532,21 @@ def best_time(study: optuna.Study) -> float | None:
     return min(reached) if reached else None
 
 
-def _pruning(trial: optuna.Trial, beat_s: float | None) -> Callable[[float, float], bool]:
+def _pruning(
+    trial: optuna.Trial, beat_s: float | None, clock: Callable[[int], float] | None = None
+) -> Callable[[StepRecord, float], bool]:
     """Stop a run once it cannot win (still short of the target at ``beat_s``) or when
-    the median pruner finds its smoothed loss behind the median at the same wall second."""
+    the median pruner finds its smoothed loss behind the median at the same second.
+
+    Seconds are the ``clock``'s, the pooled pace of the run's step (:meth:`Pace.clock`),
+    where one is known: every run of a step crosses the target at the same step, so only
+    its steps can tell it from the best; the run's own wall clock is the machine's speed
+    at that moment as well. Without a ``clock``, the wall clock.
+    """
     reported: set[int] = set()
 
-    def judge(elapsed_s: float, smoothed: float) -> bool:
+    def judge(record: StepRecord, smoothed: float) -> bool:
+        elapsed_s = record.elapsed_s if clock is None else clock(record.step)
         if beat_s is not None and elapsed_s > beat_s:
             trial.set_user_attr("pruned_by", f"not at the target after {beat_s:.1f} s")
             return True
@@ -545,7 +556,7 @@ def _pruning(trial: optuna.Trial, beat_s: float | None) -> Callable[[float, floa
         reported.add(second)
         trial.report(smoothed, second)
         if trial.should_prune():
-            trial.set_user_attr("pruned_by", "behind the median at the same wall time")
+            trial.set_user_attr("pruned_by", "behind the median at the same second")
             return True
         return False
 

@@ -58,7 +58,7 @@ class TargetWatch:
         self,
         target: float,
         time_cap_s: float,
-        give_up: Callable[[float, float], bool] | None = None,
+        give_up: Callable[[StepRecord, float], bool] | None = None,
     ) -> None:
         self.target, self.time_cap_s, self.give_up = target, time_cap_s, give_up
         self.losses: list[float] = []
@@ -75,7 +75,7 @@ class TargetWatch:
             self.last_below = len(self.losses)
         if self._worth_checking() and self._reached():
             return True
-        if self.give_up is not None and self.give_up(record.elapsed_s, smoothed):
+        if self.give_up is not None and self.give_up(record, smoothed):
             self.gave_up = True
             return True
         return record.elapsed_s > self.time_cap_s

@@ -112,6 +112,14 @@ def _main(
     """Find the fastest stable way to train your PyTorch model on this hardware, and apply it."""
 
 
+_RUN_STEPS = 100  # a quick run: past the warm-up, long enough to read a loss trend
+
+
+def _default_steps(task: Task, tuned: TunedConfig | None) -> int:
+    """The Task's baseline steps when ``run`` trains its baseline, else _RUN_STEPS."""
+    return (task.baseline_steps() if tuned is None else None) or _RUN_STEPS
+
+
 @app.command()
 def run(
     task_file: Annotated[Path, typer.Argument(help="The task file (model.py) to train.")],
@@ -119,7 +127,14 @@ def run(
         Path | None,
         typer.Option("-c", "--config", help="A tuned.yaml, or a file with only its train: part."),
     ] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps to train.")] = 100,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Optimizer steps to train (default: the Task's baseline steps when training "
+            "its baseline, else 100).",
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write {summary, steps} as JSON here.")
     ] = None,
@@ -153,7 +168,7 @@ def run(
         tuned = load_tuned_config(config) if config else None
         train_config = tuned.train if tuned else task.baseline_config()
         options = RunOptions(
-            steps=steps,
+            steps=steps or _default_steps(task, tuned),
             seed=seed,
             device=device,  # type: ignore[arg-type]
             save_dir=save_dir,

@@ -50,6 +50,21 @@ def test_json_output_is_the_public_format(
     assert data["summary"]["steps_completed"] == 6 and data["summary"]["loss_finite"] is True
 
 
+def test_the_baseline_trains_for_the_tasks_steps_and_a_tuned_config_for_100(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    task = write_task(TINY_TASK.replace("lr=1e-2)", "lr=1e-2, steps=32)"))
+    out = tmp_path / "run.json"
+    _run(str(task), "--json", str(out))
+    assert json.loads(out.read_text())["summary"]["steps_completed"] == 32
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"train": {"micro_batch_size": 8, "optimizer": {"lr": 0.01}}}))
+    _run(str(task), "-c", str(config), "--json", str(out))
+    assert json.loads(out.read_text())["summary"]["steps_completed"] == 100
+    _run(str(task), "--steps", "5", "--json", str(out))
+    assert json.loads(out.read_text())["summary"]["steps_completed"] == 5
+
+
 def test_config_with_only_train_section(write_task: Callable[[str], Path], tmp_path: Path) -> None:
     config = tmp_path / "train.yaml"
     train = {"micro_batch_size": 8, "grad_accum_steps": 2, "optimizer": {"lr": 0.01}}

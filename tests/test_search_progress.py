@@ -718,6 +718,12 @@ def test_a_reused_baseline_run_reports_its_curve_to_the_pruner() -> None:
     assert sorted(reported) == [0, 1, 2]  # the first step of each wall second
     assert reported[0] == pytest.approx(3.0)
     assert reported[2] == pytest.approx(stability.smooth(run.losses)[3])
+    # on its step's pooled clock, as a running trial is judged: 0.5 s a step from 0.4 s
+    trial = study.ask()
+    _report_curve(trial, run, clock=lambda step: 0.4 + 0.5 * (step - 1))
+    study.tell(trial, 2.7)
+    assert sorted(study.trials[1].intermediate_values) == [0, 1, 2]  # steps 1, 3 and 5
+    assert study.trials[1].intermediate_values[1] == pytest.approx(stability.smooth(run.losses)[2])
 
 
 def _linear_run(step_s: float, lr: float = 1e-3, steps: int = 120) -> Measured:

@@ -437,15 +437,15 @@ def _run_one(
     config = spaces.to_train_config(values, plan.base, steps)
     trial.set_user_attr("train", config.model_dump_json())
     repeat = baseline_repeat(plan.baseline, config)
+    clock = plan.pace(trial.study).clock(config)
     if repeat is not None:  # the first seed, where no faster precision is left
         trial.set_user_attr("status", "OK")
         trial.set_user_attr("reason", "not run: the baseline's run is this config's run")
-        _report_curve(trial, repeat)
+        _report_curve(trial, repeat, clock)
         return _tell(trial, repeat, False, time_cap, plan)
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
-    clock = plan.pace(trial.study).clock(config)
     watch = TargetWatch(plan.baseline.target_loss, time_cap, _pruning(trial, beat_s, clock))
     result = trials.run(config, steps, watch=watch, time_cap_s=time_cap * 1.2)
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None
@@ -466,14 +466,19 @@ def baseline_repeat(baseline: BaselineRun, config: TrainConfig) -> Measured | No
     return run.model_copy(update={"train": config})
 
 
-def _report_curve(trial: optuna.Trial, run: Measured) -> None:
-    """Report ``run``'s smoothed loss at each wall second, as a running trial's watch does
-    (:func:`_pruning`), so the median pruner weighs a reused run like any other."""
+def _report_curve(
+    trial: optuna.Trial, run: Measured, clock: Callable[[int], float] | None = None
+) -> None:
+    """Report ``run``'s smoothed loss at each second, as a running trial's watch does
+    (:func:`_pruning`, on the same ``clock``), so the median pruner weighs a reused run
+    like any other."""
     seconds: set[int] = set()
-    for smoothed, elapsed in zip(stability.smooth(run.losses), run.elapsed_s, strict=True):
-        if int(elapsed) not in seconds and math.isfinite(smoothed):
-            seconds.add(int(elapsed))
-            trial.report(smoothed, int(elapsed))
+    smoothed_curve = stability.smooth(run.losses)
+    for step, (smoothed, elapsed) in enumerate(zip(smoothed_curve, run.elapsed_s, strict=True)):
+        second = int(elapsed if clock is None else clock(step + 1))
+        if second not in seconds and math.isfinite(smoothed):
+            seconds.add(second)
+            trial.report(smoothed, second)
 
 
 def _spanless(config: TrainConfig) -> TrainConfig:

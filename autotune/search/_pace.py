@@ -56,10 +56,10 @@ class Pace:
     def _head_and_pace(self, run: Measured) -> tuple[float, float]:
         """(head, pace) of ``run``'s step: the medians over the pooled runs of that step,
         ``run`` itself where none is pooled."""
-        same = [r for r in self.runs if same_step(r.train, run.train)] or [run]
-        heads = [r.elapsed_s[0] for r in same]
-        paces = [(r.elapsed_s[-1] - r.elapsed_s[0]) / (len(r.elapsed_s) - 1) for r in same]
-        return statistics.median(heads), statistics.median(paces)
+        return _medians(self._same(run.train) or [run])
+
+    def _same(self, train: TrainConfig) -> list[Measured]:
+        return [r for r in self.runs if same_step(r.train, train)]
 
     def clock(self, train: TrainConfig) -> Callable[[int], float] | None:
         """Seconds from training's start to the end of step ``k`` (1-based) of ``train``'s
@@ -67,10 +67,10 @@ class Pace:
         running trial judged by it is judged by its steps, not the machine's momentary
         speed: a cnn_digits trial whose earlier run reached the target at step 269 in 2.0 s
         was stopped, in a later search, as "not at the target after 3.1 s"."""
-        same = [r for r in self.runs if same_step(r.train, train)]
+        same = self._same(train)
         if not same:
             return None
-        head, pace = self._head_and_pace(same[0])
+        head, pace = _medians(same)
         return lambda k: head + (k - 1) * pace
 
     def time_to_target(self, run: Measured, target: float) -> float | None:
@@ -81,6 +81,13 @@ class Pace:
             return None
         head, pace = self._head_and_pace(run)
         return head + crossing * pace
+
+
+def _medians(runs: list[Measured]) -> tuple[float, float]:
+    """The median head (first step's wall seconds) and pace (seconds a step after it)."""
+    heads = [r.elapsed_s[0] for r in runs]
+    paces = [(r.elapsed_s[-1] - r.elapsed_s[0]) / (len(r.elapsed_s) - 1) for r in runs]
+    return statistics.median(heads), statistics.median(paces)
 
 
 def paced_s(pace: Pace, run: Measured | None, target: float) -> float:

@@ -353,19 +353,22 @@ def _baseline(
     asked, pairs = task.baseline_steps(), options.confirm_pairs
     if asked is not None:  # cut by the clock only if the budget must
         watch = _stop_after(task_horizon_s(options.budget_s, pairs))
-        result = trials.run(base, asked, watch=watch)
+        result, horizon = trials.run(base, asked, watch=watch), "Task.baseline steps"
     elif _length_free(base):
         watch = _stop_after(baseline_seconds(options.budget_s, pairs))
         result = trials.run(base, _MAX_BASELINE_STEPS, watch=watch)
+        horizon = "as many as ran in the budget's share"
     else:
         result = trials.run(base, _budgeted_steps(base, report, options))
+        horizon = "as many as the probe's step time fits in the budget's share"
     run = measured(result, base, None) if ok(result) else None
     if run is None or not stability.is_finite(run.losses):
         raise SearchError(
             f"the Task's baseline did not train ({result.status.value}: {result.reason}); "
             f"fix Task.baseline so that `autotune run` trains it."
         )
-    horizon = _horizon(asked, run, options, say)
+    if asked is not None and len(run.losses) < asked:
+        horizon = _cut(asked, run, options, say)
     target, source = _target(run, task, options, horizon)
     tt = Measured.model_validate({**run.model_dump(), "time_to_target_s": _tt(run, target)})
     return BaselineRun(run=tt, steps=len(run.losses), target_loss=target, target_from=source)
@@ -391,16 +394,10 @@ def _budgeted_steps(base: TrainConfig, report: ProbeReport, options: SearchOptio
     return min(_MAX_BASELINE_STEPS, max(MIN_BASELINE_STEPS, steps))
 
 
-def _horizon(asked: int | None, run: Measured, options: SearchOptions, say: Events) -> str:
-    """Where the baseline's step count came from, saying so when the budget cut the Task's."""
-    if asked is None and _length_free(run.train):
-        return "as many as ran in the budget's share"
-    if asked is None:
-        return "as many as the probe's step time fits in the budget's share"
-    done = len(run.losses)
-    if done >= asked:
-        return "Task.baseline steps"
-    pairs = options.confirm_pairs
+def _cut(asked: int, run: Measured, options: SearchOptions, say: Events) -> str:
+    """Say that the budget cut the Task's ``asked`` baseline steps, and which budget keeps
+    them; the horizon for ``target_from``."""
+    done, pairs = len(run.losses), options.confirm_pairs
     need_s = _budget_for(asked * run.elapsed_s[-1] / done, pairs)
     say(
         f"baseline: Task.baseline steps={asked}, but it reached step {done} in the "

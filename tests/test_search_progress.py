@@ -700,8 +700,9 @@ def test_the_budget_cuts_the_tasks_baseline_steps_by_the_clock_and_says_what_kee
 
 
 def test_a_reused_baseline_run_reports_its_curve_to_the_pruner() -> None:
-    """Without the baseline's curve, the median pruner's median would be the best trial's
-    alone, and every trial behind the best at a wall second would be pruned."""
+    """A reused run records its curve per second as a running trial does: the study's
+    intermediate values show every trial's, the baseline's too (the median rule re-times
+    the completed runs themselves: tests/test_pruner.py)."""
     from autotune.search._convergence import _report_curve
 
     run = Measured(

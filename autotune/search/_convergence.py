@@ -7,8 +7,11 @@ and Gaussian processes would not handle the categoricals; the first trial is see
 the known scaling rules (sqrt/linear LR with batch, warmup for large batches), and once a
 trial reached the target, one seed carries its params to a larger, faster batch with the
 LR scaled linearly (:func:`larger`).
-Pruner: median, on the smoothed loss reported per *wall second*: the objective is time,
-so "behind the median at the same second" is exactly "losing"; hopeless runs stop early.
+Pruner: the median rule on the smoothed loss per second, the objective being time: "behind
+the median at the same second" is exactly "losing", so hopeless runs stop early. Judged by
+:class:`~._pruner.MedianRule`, on every curve re-timed at the pace pooled now, not by
+Optuna's MedianPruner on values frozen at the pace of the moment each was reported (the
+study's pruner is Optuna's NopPruner; the values are still reported, for the dashboard).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from autotune.runtime import StepRecord
 from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
 from autotune.search._pace import Pace, paced_s
+from autotune.search._pruner import MedianRule
 from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import Studies, counted, tracked
 from autotune.search._types import (
@@ -108,8 +112,8 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner() -> optuna.pruners.BasePruner:
-    # 2 finished trials before pruning anyone; no judgement in a run's first 3 seconds.
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3)
+    # Intermediate values are only recorded: _pruning judges runs by MedianRule instead.
+    return optuna.pruners.NopPruner()
 
 
 @dataclass(frozen=True)
@@ -437,7 +441,8 @@ def _run_one(
     config = spaces.to_train_config(values, plan.base, steps)
     trial.set_user_attr("train", config.model_dump_json())
     repeat = baseline_repeat(plan.baseline, config)
-    clock = plan.pace(trial.study).clock(config)
+    pace = plan.pace(trial.study)
+    clock = pace.clock(config)
     if repeat is not None:  # the first seed, where no faster precision is left
         trial.set_user_attr("status", "OK")
         trial.set_user_attr("reason", "not run: the baseline's run is this config's run")
@@ -446,7 +451,9 @@ def _run_one(
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
-    watch = TargetWatch(plan.baseline.target_loss, time_cap, _pruning(trial, beat_s, clock))
+    rule = MedianRule.of(_completed_runs(trial.study), pace)
+    judge = _pruning(trial, beat_s, clock, rule)
+    watch = TargetWatch(plan.baseline.target_loss, time_cap, judge)
     result = trials.run(config, steps, watch=watch, time_cap_s=time_cap * 1.2)
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None
     trial.set_user_attr("status", result.status.value)
@@ -538,10 +545,14 @@ def best_time(study: optuna.Study) -> float | None:
 
 
 def _pruning(
-    trial: optuna.Trial, beat_s: float | None, clock: Callable[[int], float] | None = None
+    trial: optuna.Trial,
+    beat_s: float | None,
+    clock: Callable[[int], float] | None = None,
+    rule: MedianRule | None = None,
 ) -> Callable[[StepRecord, float], bool]:
-    """Stop a run once it cannot win (still short of the target at ``beat_s``) or when
-    the median pruner finds its smoothed loss behind the median at the same second.
+    """Stop a run once it cannot win (still short of the target at ``beat_s``) or, at the
+    first step of each second, when its best smoothed loss so far is behind ``rule``'s
+    median of the completed trials there (none without a ``rule``).
 
     Seconds are the ``clock``'s, the pooled pace of the run's step (:meth:`Pace.clock`),
     where one is known: every run of a step crosses the target at the same step, so only
@@ -549,8 +560,10 @@ def _pruning(
     at that moment as well. Without a ``clock``, the wall clock.
     """
     reported: set[int] = set()
+    best = math.inf
 
     def judge(record: StepRecord, smoothed: float) -> bool:
+        nonlocal best
         elapsed_s = record.elapsed_s if clock is None else clock(record.step)
         if beat_s is not None and elapsed_s > beat_s:
             trial.set_user_attr("pruned_by", f"not at the target after {beat_s:.1f} s")
@@ -559,13 +572,26 @@ def _pruning(
         if second in reported or not math.isfinite(smoothed):
             return False
         reported.add(second)
+        best = min(best, smoothed)
         trial.report(smoothed, second)
-        if trial.should_prune():
-            trial.set_user_attr("pruned_by", "behind the median at the same second")
-            return True
-        return False
+        median = None if rule is None else rule.median_at(elapsed_s)
+        if median is None or best <= median:
+            return False
+        behind = f"{best:.4g} against {median:.4g}"
+        trial.set_user_attr("pruned_by", f"behind the median at {elapsed_s:.1f} s ({behind})")
+        return True
 
     return judge
+
+
+def _completed_runs(study: optuna.Study) -> list[Measured]:
+    """The runs of the study's COMPLETE trials, whose curves the median rule weighs."""
+    complete = optuna.trial.TrialState.COMPLETE
+    return [
+        Measured.model_validate_json(t.user_attrs["run"])
+        for t in study.get_trials(deepcopy=False, states=(complete,))
+        if "run" in t.user_attrs
+    ]
 
 
 def _tell(

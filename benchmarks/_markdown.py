@@ -77,7 +77,8 @@ def _workload(result: dict[str, Any]) -> list[str]:
     by_name = {row["contender"]: row for row in rows}
     base_tt = result["baseline_time_to_target_s"]
     lines = [
-        f"## {result['workload']} (`{result['task']}`)",
+        # the machine in the heading: one workload may have sections from two hosts
+        f"## {result['workload']} (`{result['task']}`), {result['machine']['device']}",
         "",
         f"{result['parameters']:,} parameters, {result['flops_per_sample'] / 1e6:.1f} MFLOP "
         f"per sample; target loss {result['target_loss']:.4f}, which the baseline reached "

@@ -112,9 +112,12 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _results(directory: Path) -> list[dict[str, Any]]:
+    """Every result file, in WORKLOADS order; one workload's files (``cnn_digits.json``,
+    ``cnn_digits_avx2.json``: the same workload on another host) by name."""
     order = {name: k for k, name in enumerate(WORKLOADS)}
-    files = sorted(directory.glob("*.json"), key=lambda p: order.get(p.stem, len(order)))
-    return [json.loads(p.read_text()) for p in files]
+    loaded = [(p.stem, json.loads(p.read_text())) for p in directory.glob("*.json")]
+    loaded.sort(key=lambda item: (order.get(item[1]["workload"], len(order)), item[0]))
+    return [result for _, result in loaded]
 
 
 def _say(line: str) -> None:

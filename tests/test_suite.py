@@ -247,3 +247,23 @@ def test_the_grids_best_must_train_stably_like_the_searchs() -> None:
     best = _grid.stable_best(grid, _Fp32Apart(), 1.5, [], notes.append)  # type: ignore[arg-type]
     assert best is not None and best.train.precision == "32-true", notes
     assert any("disagrees with fp32" in note for note in notes), notes
+
+
+def test_one_workloads_results_from_two_hosts_render_together_each_naming_its_host(
+    tmp_path: Path,
+) -> None:
+    from benchmarks import suite
+
+    other = {**_result([15.0]), "workload": "mlp_digits"}
+    toy = {**other, "machine": {**other["machine"], "device": "1x cpu AVX2 host"}}
+    (tmp_path / "mlp_digits_avx2.json").write_text(json.dumps(toy))
+    (tmp_path / "mlp_digits.json").write_text(json.dumps(other))
+    (tmp_path / "tiny_gpt.json").write_text(json.dumps({**other, "workload": "tiny_gpt"}))
+    found = suite._results(tmp_path)
+    assert [(r["workload"], r["machine"]["device"]) for r in found] == [
+        ("mlp_digits", "1x cpu Toy"),
+        ("mlp_digits", "1x cpu AVX2 host"),
+        ("tiny_gpt", "1x cpu Toy"),
+    ]
+    page = render(found, "python -m benchmarks.suite")
+    assert "## mlp_digits (`examples/toy.py`), 1x cpu AVX2 host" in page

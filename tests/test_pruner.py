@@ -90,7 +90,7 @@ def _curve(losses: list[float]) -> list[tuple[int, tuple[float, float]]]:
     return list(enumerate(zip(losses, stability.smooth(losses), strict=True), start=1))
 
 
-def test_the_median_weighs_completed_trials_only_the_reused_baseline_among_them() -> None:
+def test_the_median_weighs_the_runs_of_completed_trials_only() -> None:
     study = optuna.create_study()
     for state, lr in (
         (optuna.trial.TrialState.COMPLETE, 3e-4),

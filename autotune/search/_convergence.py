@@ -33,6 +33,7 @@ from autotune.search._pace import Pace, paced_s
 from autotune.search._pruner import MedianRule
 from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import Studies, counted, tracked
+from autotune.search._systems import DOMINATED_SHARE
 from autotune.search._types import (
     REAL_GAIN,
     REAL_GAIN_FLOOR_S,
@@ -96,16 +97,16 @@ _SMALL_FIRST_STEP_GAIN = 2.0
 # the grid's best, micro 64 at 1.6e-2 (its best trial: micro 16 at 4e-3). Below this gain
 # a larger batch's extra samples per step are unlikely to pay for its fewer steps.
 _LARGER_GAIN = 1.25
-# ...and the seed steps up to the *smallest* larger micro-batch measured at no less than
-# this share of ``best``'s samples/s, not the smallest one that clears _LARGER_GAIN: one
-# systems measurement is too noisy to rank neighbours. cnn_digits (AVX2 host), micro 64
-# against micro 16 in 12 interleaved pairs of fresh processes: 1.0x to 2.5x at the systems
-# phase's 12 steps, 0.91x to 1.68x at 45, under 1.25x in 5 and 4 of the 12. Three
+# ...and the seed steps up to the *smallest* larger micro-batch the systems phase would not
+# call dominated (DOMINATED_SHARE of ``best``'s samples/s or more: within one measurement's
+# noise), not the smallest one that clears _LARGER_GAIN: one systems measurement is too
+# noisy to rank neighbours. cnn_digits (AVX2 host), micro 64 against micro 16 in 12
+# interleaved pairs of forked workers (benchmarks/systems_noise.py), two runs: 1.0-2.5x and
+# 1.11-1.93x at the systems phase's 12 steps, 0.91-1.68x and 1.09-1.92x at 45, under 1.25x
+# in 5 and 4 of the 12 at 12 steps, 4 and 7 at 45. Three
 # searches (j, k and a grid benchmark) measured micro 64 under 1.25x and seeded micro 128,
 # 256 or 512, which lost; the grid's best was micro 64, and the two searches that seeded it
-# found it at their fourth trial. 0.8 is the systems phase's own "within one step's noise"
-# (_systems._DOMINATED_SHARE).
-_STEP_UP_FLOOR = 0.8
+# found it at their fourth trial.
 # After that seed, the best trial's params at twice its LR, and again from that trial while
 # each doubling became the best: time to target falls with the LR up to the edge of
 # stability, and TPE, drawing LR log-uniformly over the space's decades, lands within 2x of
@@ -323,7 +324,7 @@ def larger(
 ) -> dict[str, Any] | None:
     """``best``'s params on a larger batch, where some systems config in ``top`` with a
     larger global batch runs at least _LARGER_GAIN x the samples/s of ``best``'s
-    micro-batch: on the smallest larger one measured at _STEP_UP_FLOOR x or more, without
+    micro-batch: on the smallest larger one measured at DOMINATED_SHARE x or more, without
     accumulation, at ``best``'s LR scaled linearly with the global batch (clipped to the
     space); None when no larger config gains that much or the space has no LR range."""
     trial, run = best
@@ -335,7 +336,7 @@ def larger(
     bigger = [(k, r) for k, r in enumerate(top) if r.train.global_batch > batch]
     if not any(r.samples_per_s >= _LARGER_GAIN * own.samples_per_s for _, r in bigger):
         return None
-    near = [(k, r) for k, r in bigger if r.samples_per_s >= _STEP_UP_FLOOR * own.samples_per_s]
+    near = [(k, r) for k, r in bigger if r.samples_per_s >= DOMINATED_SHARE * own.samples_per_s]
     index, chosen = min(near, key=lambda kr: kr[1].train.global_batch)
     new_batch = chosen.train.global_batch
     params = {**trial.params, "systems": index}

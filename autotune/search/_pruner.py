@@ -76,9 +76,3 @@ class MedianRule:
             return None
         found = [value for curve in self.curves if (value := curve.at(second)) is not None]
         return statistics.median(found) if found else None
-
-    def behind(self, second: float, best_smoothed: float) -> bool:
-        """Whether a trial whose best smoothed loss so far is ``best_smoothed`` at
-        ``second`` is behind the median there."""
-        median = self.median_at(second)
-        return median is not None and best_smoothed > median

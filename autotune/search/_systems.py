@@ -26,6 +26,7 @@ from autotune.search._types import Measured, same_kind, small_batch_size
 from autotune.trial import TrialStatus
 
 __all__ = [
+    "DOMINATED_SHARE",
     "Candidate",
     "Dominated",
     "beyond_saturation",
@@ -46,7 +47,7 @@ _MIN_MEASURE_CAP_S = 60.0  # first steps of a compiled or cold model can take te
 # 0.8 leaves room for one step's noise (10-20% on 2 cores). Measured on tiny_gpt on an AVX2
 # CPU: micro 512 ran at 39 samples/s against 71 at micro 16 (the probe's 8-32 fit had
 # predicted it fastest), and its 4 steps of 13 s took a third of the budget.
-_DOMINATED_SHARE = 0.8
+DOMINATED_SHARE = 0.8
 # Judged on the median of its timed steps once there are this many, or once they took
 # _JUDGE_S: a step of seconds is judged alone (the 13 s above), a step of milliseconds is
 # not. One hiccup of 0.3 s in cnn_digits' micro-64 measurement (25 ms steps, AVX2 host) had
@@ -256,7 +257,7 @@ def beyond_saturation(config: TrainConfig, runs: list[Measured]) -> dict[str, st
 
 class Dominated:
     """A systems measurement's watch: stops it once the median samples/s of its timed steps
-    (_JUDGED_STEPS of them, or fewer that took _JUDGE_S) is under _DOMINATED_SHARE of a
+    (_JUDGED_STEPS of them, or fewer that took _JUDGE_S) is under DOMINATED_SHARE of a
     measured config with a smaller global batch (see there); ``reason`` then says so. Steps
     up to ``burn_in`` are never timed (allocator, caches)."""
 
@@ -276,11 +277,11 @@ class Dominated:
         if len(self.rates) < _JUDGED_STEPS and self.timed_s < _JUDGE_S:
             return False
         rate = statistics.median(self.rates)
-        if rate >= _DOMINATED_SHARE * self.best.samples_per_s:
+        if rate >= DOMINATED_SHARE * self.best.samples_per_s:
             return False
         self.reason = (
             f"stopped at step {record.step}: {rate:,.1f} samples/s is under "
-            f"{_DOMINATED_SHARE:g}x the {self.best.samples_per_s:,.1f} of the smaller batch "
+            f"{DOMINATED_SHARE:g}x the {self.best.samples_per_s:,.1f} of the smaller batch "
             f"{self.best.train.global_batch}: slower in samples and in steps per second"
         )
         return True

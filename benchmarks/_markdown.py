@@ -32,6 +32,7 @@ def render(
     (``benchmarks/gpu_section.py``, each naming its GPU)."""
     lines = ["# Benchmarks", ""]
     lines += _preamble(results, command)
+    lines += _at_a_glance(results)
     if findings.strip():
         lines += [findings.strip(), ""]
     for result in results:
@@ -70,6 +71,70 @@ def _preamble(results: Sequence[dict[str, Any]], command: str) -> list[str]:
         "as the baseline's; its trials are the batch sizes it tried plus the LR range test.",
         "",
     ]
+
+
+_GLANCE = (
+    "workload",
+    "machine",
+    "autotune",
+    "grid's best",
+    "Lightning's pick",
+    "autotune vs grid",
+    "autotune vs Lightning",
+)
+
+
+def _at_a_glance(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One row per section: each contender's time-to-target speed-up over the baseline
+    (median over the rounds), then autotune's standing against the grid and Lightning,
+    so the claim "ahead of Lightning's tuner on every workload" is checkable in one look."""
+    if not results:
+        return []
+    lines = [
+        "## At a glance",
+        "",
+        "Time-to-target speed-up over the Task's baseline (median of the interleaved "
+        "rounds); the last two columns compare median times to the target. Each row's "
+        "section below has the range, throughput, memory, MFU and cost.",
+        "",
+        "| " + " | ".join(_GLANCE) + " |",
+        "|" + "---|" * len(_GLANCE),
+    ]
+    for result in results:
+        by_name = {row["contender"]: row for row in result["rows"]}
+        auto, grid, light = by_name["autotune"], by_name["grid"], by_name["lightning"]
+        cells = [
+            result["workload"],
+            result["machine"]["device"],
+            *(_median_ratio(row) for row in (auto, grid, light)),
+            _share(auto, grid),
+            _lead(auto, light),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _median_ratio(row: dict[str, Any]) -> str:
+    return "never reached" if row["speedup"] is None else f"{row['speedup'][0]:.2f}x"
+
+
+def _share(auto: dict[str, Any], grid: dict[str, Any]) -> str:
+    """autotune's pick as a fraction of the grid's best, by median time to the target."""
+    mine, theirs = _median_time(auto), _median_time(grid)
+    if mine is None:
+        return "autotune missed"
+    return "grid missed" if theirs is None else f"{theirs / mine:.0%}"
+
+
+def _lead(auto: dict[str, Any], light: dict[str, Any]) -> str:
+    """How many times sooner autotune's pick reaches the target than Lightning's."""
+    mine, theirs = _median_time(auto), _median_time(light)
+    if mine is None:
+        return "**behind** (autotune missed)"
+    if theirs is None:
+        return "ahead (Lightning never reached)"
+    verdict = "ahead" if mine < theirs else "**behind**"
+    return f"{verdict}, {theirs / mine:.2f}x"
 
 
 def _workload(result: dict[str, Any]) -> list[str]:

@@ -129,6 +129,20 @@ def test_page_has_a_table_per_workload_with_ratios_and_verdicts() -> None:
     assert "2 cores" in page and "torch 2.13.0" in page
 
 
+def test_the_page_opens_with_one_row_per_section_and_autotunes_standing() -> None:
+    """The summary sits above the findings and the sections, one row per (workload,
+    host), with each contender's median speed-up and autotune's verdicts."""
+    ahead = _result([15.0, 16.0, 14.0])
+    missed = {**_result([None, None, None]), "workload": "other"}
+    behind = {**_result([5.0, 5.0, 5.0]), "workload": "third"}
+    page = render([ahead, missed, behind], "cmd", "FINDINGS")
+    assert page.index("## At a glance") < page.index("FINDINGS") < page.index("## toy")
+    assert "| toy | 1x cpu Toy | 2.00x | 2.00x | 2.00x | 120% | ahead, 1.50x |" in page
+    missed_row = "| other | 1x cpu Toy | 2.00x | 2.00x | never reached | 120% |"
+    assert f"{missed_row} ahead (Lightning never reached) |" in page
+    assert "| third | 1x cpu Toy | 2.00x | 2.00x | 2.00x | 120% | **behind**, 0.50x |" in page
+
+
 def test_page_says_when_lightning_never_reached_or_wins() -> None:
     missed = render([_result([None, None, None])], "cmd")
     assert "Lightning's pick never reached the target" in missed

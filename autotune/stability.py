@@ -312,6 +312,10 @@ def baseline_target(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> 
     return lowest + max(TARGET_BAND * improvement, 2 * noise)
 
 
+# One check's outcome: whether it passed, and the evidence either way.
+_Check = tuple[bool, str]
+
+
 def verdict(
     losses: Sequence[float],
     reference: Sequence[float] | None = None,
@@ -332,77 +336,75 @@ def verdict(
             stable=False,
             reasons=[f"loss is {losses[bad]} at step {bad} of {n}: the run is not finite"],
         )
-    failed: list[str] = []
-    passed: list[str] = [f"all {n} losses are finite"]
-
-    found = _divergence(losses, SMOOTHING_ALPHA, DIVERGENCE_RISE)
-    if found is not None:
-        step, value, best_at, best = found
-        failed.append(
-            f"diverged: smoothed loss rose to {value:.4g} at step {step}, "
-            f"{_pct((value - best) / abs(best)) if best else 'far'} above its minimum "
-            f"{best:.4g} at step {best_at} (limit {DIVERGENCE_RISE:.0%})"
-        )
-    else:
-        passed.append(
-            f"no divergence: smoothed loss never rose {DIVERGENCE_RISE:.0%} above its minimum"
-        )
-
-    if n < 2:
-        failed.append("only 1 loss recorded: cannot tell whether it decreases")
-    else:
-        window, first, last = _window_means(losses, DECREASE_WINDOW_FRACTION)
-        drop = _relative_drop(first, last)
-        trend = (
-            f"mean loss of the first {window} steps {first:.4g}, of the last {window} "
-            f"{last:.4g} ({_pct(0.0 - drop)})"
-        )
-        if drop >= MIN_RELATIVE_DECREASE:
-            passed.append(f"decreasing: {trend}")
-        else:
-            failed.append(
-                f"not decreasing: {trend}; needs a drop of at least {MIN_RELATIVE_DECREASE:.0%}"
-            )
-
+    checks: list[_Check] = [(True, f"all {n} losses are finite")]
+    checks += [_divergence_check(losses), _decrease_check(losses)]
     if reference is not None:
-        common = min(n, len(reference))
-        if common == 0:
-            failed.append("the fp32 reference curve is empty: cannot compare")
-        elif not is_finite(reference[:common]):
-            failed.append("the fp32 reference curve is not finite: cannot compare")
-        else:
-            gap = reference_gap(losses, reference)
-            compared = (
-                f"over steps {min(int(common * REFERENCE_FROM_FRACTION), common - 1)}-{common - 1}"
-            )
-            if gap <= REFERENCE_TOLERANCE:
-                passed.append(
-                    f"agrees with fp32: mean gap {gap:.2%} {compared} "
-                    f"(tolerance {REFERENCE_TOLERANCE:.0%})"
-                )
-            else:
-                failed.append(
-                    f"disagrees with fp32: smoothed loss is {gap:.2%} away on average {compared}, "
-                    f"above the {REFERENCE_TOLERANCE:.0%} tolerance"
-                )
-
+        checks.append(_reference_check(losses, reference))
     if overflow_steps is not None:
-        skipped = overflow_steps
-        rate = overflow_rate(skipped, n)
-        excess = overflow_rate(max(0, skipped - OVERFLOW_CALIBRATION_STEPS), n)
-        summary = f"GradScaler skipped {skipped} of {n} steps ({rate:.1%})"
-        if excess > MAX_OVERFLOW_RATE:
-            failed.append(
-                f"fp16 overflows: {summary}; {excess:.1%} beyond the first "
-                f"{OVERFLOW_CALIBRATION_STEPS} calibration skips, above the "
-                f"{MAX_OVERFLOW_RATE:.0%} limit"
-            )
-        else:
-            passed.append(f"fp16 overflow rate ok: {summary}")
-
+        checks.append(_overflow_check(overflow_steps, n))
+    failed = [reason for ok, reason in checks if not ok]
     if failed:
         return StabilityVerdict(stable=False, reasons=failed)
-    return StabilityVerdict(stable=True, reasons=passed)
+    return StabilityVerdict(stable=True, reasons=[reason for _, reason in checks])
+
+
+def _divergence_check(losses: Sequence[float]) -> _Check:
+    found = _divergence(losses, SMOOTHING_ALPHA, DIVERGENCE_RISE)
+    if found is None:
+        return True, (
+            f"no divergence: smoothed loss never rose {DIVERGENCE_RISE:.0%} above its minimum"
+        )
+    step, value, best_at, best = found
+    return False, (
+        f"diverged: smoothed loss rose to {value:.4g} at step {step}, "
+        f"{_pct((value - best) / abs(best)) if best else 'far'} above its minimum "
+        f"{best:.4g} at step {best_at} (limit {DIVERGENCE_RISE:.0%})"
+    )
+
+
+def _decrease_check(losses: Sequence[float]) -> _Check:
+    if len(losses) < 2:
+        return False, "only 1 loss recorded: cannot tell whether it decreases"
+    window, first, last = _window_means(losses, DECREASE_WINDOW_FRACTION)
+    drop = _relative_drop(first, last)
+    trend = (
+        f"mean loss of the first {window} steps {first:.4g}, of the last {window} "
+        f"{last:.4g} ({_pct(0.0 - drop)})"
+    )
+    if drop >= MIN_RELATIVE_DECREASE:
+        return True, f"decreasing: {trend}"
+    return False, f"not decreasing: {trend}; needs a drop of at least {MIN_RELATIVE_DECREASE:.0%}"
+
+
+def _reference_check(losses: Sequence[float], reference: Sequence[float]) -> _Check:
+    common = min(len(losses), len(reference))
+    if common == 0:
+        return False, "the fp32 reference curve is empty: cannot compare"
+    if not is_finite(reference[:common]):
+        return False, "the fp32 reference curve is not finite: cannot compare"
+    gap = reference_gap(losses, reference)
+    compared = f"over steps {min(int(common * REFERENCE_FROM_FRACTION), common - 1)}-{common - 1}"
+    if gap <= REFERENCE_TOLERANCE:
+        return True, (
+            f"agrees with fp32: mean gap {gap:.2%} {compared} (tolerance {REFERENCE_TOLERANCE:.0%})"
+        )
+    return False, (
+        f"disagrees with fp32: smoothed loss is {gap:.2%} away on average {compared}, "
+        f"above the {REFERENCE_TOLERANCE:.0%} tolerance"
+    )
+
+
+def _overflow_check(skipped: int, steps: int) -> _Check:
+    rate = overflow_rate(skipped, steps)
+    excess = overflow_rate(max(0, skipped - OVERFLOW_CALIBRATION_STEPS), steps)
+    summary = f"GradScaler skipped {skipped} of {steps} steps ({rate:.1%})"
+    if excess <= MAX_OVERFLOW_RATE:
+        return True, f"fp16 overflow rate ok: {summary}"
+    return False, (
+        f"fp16 overflows: {summary}; {excess:.1%} beyond the first "
+        f"{OVERFLOW_CALIBRATION_STEPS} calibration skips, above the "
+        f"{MAX_OVERFLOW_RATE:.0%} limit"
+    )
 
 
 def _pct(fraction: float) -> str:

@@ -216,11 +216,14 @@ def interleaved(
     cap_s: float,
     rounds: int,
     say: Callable[[str], None] = lambda _: None,
+    more: Callable[[Sequence[Timed]], bool] | None = None,
 ) -> list[Timed]:
     """Each config run to ``target`` once per round; the order rotates every round so no
-    config always runs first (or right after the slowest one)."""
+    config always runs first (or right after the slowest one). After ``rounds``, another
+    round runs while ``more(timed)`` says so (``more`` bounds them itself)."""
     timed = [Timed(config) for config in configs]
-    for r in range(rounds):
+    r = 0
+    while r < rounds or (more is not None and more(timed)):
         order = list(range(len(configs)))
         order = order[r % len(order) :] + order[: r % len(order)]
         for k in order:
@@ -229,7 +232,9 @@ def interleaved(
             if rate is not None:
                 timed[k].samples_per_s.append(rate)
             shown = f"{tt:.2f} s" if tt is not None else "missed"
-            say(f"round {r + 1}/{rounds}: {describe(configs[k])} -> {shown}")
+            of = f"/{rounds}" if r < rounds else " (more: unsettled)"
+            say(f"round {r + 1}{of}: {describe(configs[k])} -> {shown}")
+        r += 1
     return timed
 
 

@@ -18,9 +18,11 @@ For each workload (a task file in ``examples/``), on the same machine in one run
    workload's last result file instead (the LR range test at batch 512 takes 9-34 minutes
    on 2 cores); the pick is still re-run with the others.
 4. The baseline and the three picks are re-run to the target ``--rounds`` times,
-   interleaved (the order rotates each round); every ratio is the median over rounds of
-   the per-round ratio to the baseline, with its range. One short profiled run per pick
-   gives its peak memory; MFU is counted FLOPs x samples/s over the measured peak.
+   interleaved (the order rotates each round), and more rounds (up to ``--most-rounds``,
+   within ``--rerun-budget`` seconds) while a pick's speed-up is unsettled; every ratio is
+   the median over rounds of the per-round ratio to the baseline, with its range. One
+   short profiled run per pick gives its peak memory; MFU is counted FLOPs x samples/s
+   over the measured peak.
 
 Results go to ``benchmarks/results/suite/<workload>.json``; ``BENCHMARKS.md`` is rendered
 from every result file there, with ``findings.md`` (what the numbers mean) after the
@@ -37,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ from autotune.config import TrainConfig
 from autotune.errors import ConfigError
 from autotune.profiler import ProbeReport
 from autotune.search import SearchOptions, SearchOutcome, run_search
+from autotune.search._confirm import settled
 from autotune.search._measure import Trialist
 from autotune.search._progress import describe
 from autotune.search._types import BaselineRun
@@ -90,7 +95,16 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
     parser.add_argument("--budget", type=float, default=300.0, help="search budget, seconds")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved re-runs")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved re-runs, at least")
+    parser.add_argument(
+        "--most-rounds", type=int, default=9, help="re-runs at most, while a speed-up is unsettled"
+    )
+    parser.add_argument(
+        "--rerun-budget",
+        type=float,
+        default=300.0,
+        help="seconds of re-running past which no round is added",
+    )
     parser.add_argument("--lr-points", type=int, default=3, help="grid points on the LR range")
     parser.add_argument("--grid-space", type=Path, default=GRID_SPACE)
     parser.add_argument("--results", type=Path, default=RESULTS, help="result JSON directory")
@@ -102,6 +116,10 @@ def _arguments() -> argparse.Namespace:
         help="Lightning's pick and tuner time from the last result file, not a new tuner run",
     )
     return parser.parse_args()
+
+
+def _rounds(args: argparse.Namespace) -> Rounds:
+    return Rounds(args.rounds, max(args.rounds, args.most_rounds), args.rerun_budget)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -146,7 +164,7 @@ def bench_workload(task: Path, args: argparse.Namespace) -> dict[str, Any]:
             "grid": _grid_best(grid, trials, baseline),
             "lightning": lightning.config,
         }
-        timed = _rerun(picks, trials, baseline, args.rounds)
+        timed = _rerun(picks, trials, baseline, _rounds(args))
         costs = {
             "autotune": _autotune_cost(outcome, search_s),
             "grid": {"wall_s": sum(r.wall_s for r in grid), "trials_run": len(grid), "pruned": 0},
@@ -244,22 +262,60 @@ def _rerun(
     picks: dict[str, TrainConfig | _grid.Missed],
     trials: Trialist,
     baseline: BaselineRun,
-    rounds: int,
+    rounds: Rounds,
 ) -> dict[str, _grid.Timed]:
-    """Every pick re-run to the target ``rounds`` times, interleaved; a pick that already
-    missed it counts as missed in every round without running."""
+    """Every pick re-run to the target, interleaved: ``rounds.least`` rounds, then more
+    while :meth:`Rounds.more` says so; a pick that already missed it counts as missed in
+    every round without running."""
     runnable = {k: c for k, c in picks.items() if isinstance(c, TrainConfig)}
     cap = RUN_CAP * _baseline_time(baseline)
+    more = rounds.more(list(runnable).index("baseline"), time.perf_counter())
     timed = _grid.interleaved(
-        list(runnable.values()), trials, baseline.target_loss, cap, rounds, _say
+        list(runnable.values()), trials, baseline.target_loss, cap, rounds.least, _say, more
     )
     ran = dict(zip(runnable, timed, strict=True))
+    done = len(ran["baseline"].times_to_target_s)
     return {
-        name: _grid.Timed(pick.config, [None] * rounds)
+        name: _grid.Timed(pick.config, [None] * done)
         if isinstance(pick, _grid.Missed)
         else ran[name]
         for name, pick in picks.items()
     }
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """How many interleaved rounds the re-runs take: at least ``least``; then more, up to
+    ``most``, while some pick's per-round speed-up over the baseline is unsettled (the
+    search confirmation's rule, :func:`~autotune.search._confirm.settled`) and one more
+    round fits in ``budget_s`` of re-running. A target reached in half a second (mlp_digits
+    on 2 cores) spreads 2-4x between rounds; three rounds cannot rank two such picks."""
+
+    least: int
+    most: int
+    budget_s: float
+
+    def more(self, base: int, began: float) -> Callable[[Sequence[_grid.Timed]], bool]:
+        """The predicate :func:`~benchmarks._grid.interleaved` asks after each round;
+        ``base`` is the baseline's index among the timed picks."""
+
+        def unsettled(timed: Sequence[_grid.Timed]) -> bool:
+            done = len(timed[base].times_to_target_s)
+            spent = time.perf_counter() - began
+            if done >= self.most or spent + spent / done > self.budget_s:
+                return False
+            picks = [t for k, t in enumerate(timed) if k != base]
+            return any(_unsettled(timed[base], pick) for pick in picks)
+
+        return unsettled
+
+
+def _unsettled(base: _grid.Timed, pick: _grid.Timed) -> bool:
+    """Whether ``pick``'s per-round speed-ups over ``base`` are unsettled; a pick that never
+    reached the target has none to settle."""
+    pairs = zip(base.times_to_target_s, pick.times_to_target_s, strict=True)
+    ratios = [b / t for b, t in pairs if b is not None and t is not None]
+    return bool(ratios) and not settled(ratios)
 
 
 def _lightning_cost(pick: LightningPick, base: TrainConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 from autotune import stability
 from autotune.config import TrainConfig
 from autotune.runtime import StepRecord
-from autotune.search._convergence import _completed_runs, _pruning
+from autotune.search._convergence import _pruning, completed_runs, stored_runs
 from autotune.search._pace import Pace
 from autotune.search._pruner import Curve, MedianRule
 from autotune.search._types import Measured
@@ -101,4 +101,4 @@ def test_the_median_weighs_the_runs_of_completed_trials_only() -> None:
         study.tell(trial, 5.0 if state == optuna.trial.TrialState.COMPLETE else None, state=state)
     failed = study.ask()
     study.tell(failed, state=optuna.trial.TrialState.FAIL)  # no run recorded
-    assert [run.train.optimizer.lr for run in _completed_runs(study)] == [3e-4]
+    assert [run.train.optimizer.lr for run in completed_runs(stored_runs(study))] == [3e-4]

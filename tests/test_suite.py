@@ -111,11 +111,46 @@ def test_a_grid_that_never_reached_is_reported_missed_not_rerun(
     grid = suite._grid_best(tried, None, baseline)  # type: ignore[arg-type]
     assert isinstance(grid, _grid.Missed)
     monkeypatch.setattr(suite, "_baseline_time", lambda _: 10.0)
-    timed = suite._rerun({"baseline": "b", "grid": grid, "light": "l"}, None, baseline, 2)  # type: ignore[dict-item, arg-type]
+    picks = {"baseline": "b", "grid": grid, "light": "l"}
+    timed = suite._rerun(picks, None, baseline, suite.Rounds(2, 2, 60.0))  # type: ignore[arg-type]
     assert ran == ["b", "l"]
     assert list(timed) == ["baseline", "grid", "light"]
     assert timed["grid"].times_to_target_s == [None, None]
     assert timed["light"].times_to_target_s == [1.0, 2.0]
+
+
+def test_rounds_are_added_while_a_speedup_is_unsettled_within_the_cap_and_budget() -> None:
+    import time
+
+    from benchmarks import suite
+
+    def timed(*times: float | None) -> _grid.Timed:
+        return _grid.Timed(None, list(times))  # type: ignore[arg-type]
+
+    now = time.perf_counter()
+    base = timed(1.0, 1.0, 1.0)
+    steady, jumpy, never = timed(0.5, 0.5, 0.51), timed(0.5, 0.25, 1.0), timed(None, None, None)
+    rounds = suite.Rounds(least=3, most=9, budget_s=300.0)
+    assert not rounds.more(0, now - 10.0)([base, steady, never])  # settled; missed: none
+    assert rounds.more(0, now - 10.0)([base, steady, jumpy])  # 2x, 4x, 1x: unsettled
+    assert rounds.more(1, now - 10.0)([steady, base, jumpy])  # the baseline at any index
+    assert not rounds.more(0, now - 250.0)([base, jumpy])  # a 4th round would pass 300 s
+    nine = [timed(*[1.0] * 9), timed(*[0.5, 0.25, 1.0] * 3)]
+    assert not rounds.more(0, now - 10.0)(nine)  # at most 9
+
+
+def test_interleaved_runs_its_rounds_then_asks_for_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_grid, "_to_target", lambda config, *_: (1.0, 10.0))
+    monkeypatch.setattr(_grid, "describe", str)
+    asked: list[int] = []
+
+    def more(timed: Any) -> bool:
+        asked.append(len(timed[0].times_to_target_s))
+        return len(timed[0].times_to_target_s) < 5
+
+    found = _grid.interleaved(["a", "b"], None, 0.5, 9.0, 3, more=more)  # type: ignore[list-item, arg-type]
+    assert [len(t.times_to_target_s) for t in found] == [5, 5]
+    assert asked == [3, 4, 5]
 
 
 def test_page_has_a_table_per_workload_with_ratios_and_verdicts() -> None:

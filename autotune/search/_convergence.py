@@ -17,7 +17,7 @@ study's pruner is Optuna's NopPruner; the values are still reported, for the das
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ from autotune.search._types import (
 __all__ = [
     "ConvergencePlan",
     "baseline_repeat",
+    "completed_runs",
     "decayed",
     "fastest_realisation",
     "larger",
@@ -58,6 +59,7 @@ __all__ = [
     "small_batch_first",
     "smaller",
     "step_rate_gain",
+    "stored_runs",
     "winners",
     "winning_trials",
 ]
@@ -175,7 +177,11 @@ class ConvergencePlan:
     def pace(self, study: optuna.Study) -> Pace:
         """Every run measured so far, pooled per step (:mod:`._pace`): the systems phase's,
         the baseline's and the study's trials' (the one being told is recorded already)."""
-        return Pace.of([*self.systems, self.baseline.run, *recorded_runs(study)])
+        return self.pace_of(recorded_runs(study))
+
+    def pace_of(self, runs: Sequence[Measured]) -> Pace:
+        """:meth:`pace` over the study's ``runs`` already read (:func:`stored_runs`)."""
+        return Pace.of([*self.systems, self.baseline.run, *runs])
 
     def _free(self, winner: Measured) -> bool:
         """Whether ``winner``'s stability check runs nothing: fp32 is its own reference,
@@ -450,7 +456,8 @@ def _run_one(
     config = spaces.to_train_config(values, plan.base, steps)
     trial.set_user_attr("train", config.model_dump_json())
     repeat = baseline_repeat(plan.baseline, config)
-    pace = plan.pace(trial.study)
+    stored = stored_runs(trial.study)  # read once: the pace and the median rule share it
+    pace = plan.pace_of([run for _, run in stored])
     clock = pace.clock(config)
     if repeat is not None:  # the first seed, where no faster precision is left
         trial.set_user_attr("status", "OK")
@@ -460,7 +467,7 @@ def _run_one(
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
-    rule = MedianRule.of(_completed_runs(trial.study), pace)
+    rule = MedianRule.of(completed_runs(stored), pace)
     judge = _pruning(trial, beat_s, clock, rule)
     watch = TargetWatch(plan.baseline.target_loss, time_cap, judge)
     result = trials.run(config, steps, watch=watch, time_cap_s=time_cap * 1.2)
@@ -593,14 +600,10 @@ def _pruning(
     return judge
 
 
-def _completed_runs(study: optuna.Study) -> list[Measured]:
-    """The runs of the study's COMPLETE trials, whose curves the median rule weighs."""
+def completed_runs(stored: Sequence[tuple[optuna.trial.FrozenTrial, Measured]]) -> list[Measured]:
+    """The runs of COMPLETE trials among ``stored``: the curves the median rule weighs."""
     complete = optuna.trial.TrialState.COMPLETE
-    return [
-        Measured.model_validate_json(t.user_attrs["run"])
-        for t in study.get_trials(deepcopy=False, states=(complete,))
-        if "run" in t.user_attrs
-    ]
+    return [run for trial, run in stored if trial.state == complete]
 
 
 def _tell(
@@ -671,8 +674,13 @@ def _paced(pace: Pace, run: Measured, target: float, trial: optuna.trial.FrozenT
 def recorded_runs(study: optuna.Study) -> list[Measured]:
     """Every trial's measured run, in trial order: pruned and unstable ones too (each ran
     its config's step in a fresh process, whatever its loss did)."""
+    return [run for _, run in stored_runs(study)]
+
+
+def stored_runs(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Measured]]:
+    """:func:`recorded_runs`, each with its trial."""
     return [
-        Measured.model_validate_json(t.user_attrs["run"])
-        for t in study.trials
+        (t, Measured.model_validate_json(t.user_attrs["run"]))
+        for t in study.get_trials(deepcopy=False)
         if "run" in t.user_attrs
     ]

@@ -1,22 +1,26 @@
 """Forked trial workers against fresh interpreters: start-up saved, throughput unchanged.
 
     python -m benchmarks.fork_bench [--task examples/tiny_gpt.py] [--tuned tuned.yaml]
-        [--rounds 4] [--steps 80]
+        [--rounds 4] [--steps 80] [--cli]
 
 Runs one config (the tuned.yaml's, else the Task's baseline) as supervised trials,
 alternately forked from a :class:`~autotune.trial.ForkServer` and started as a fresh
-interpreter, ``--rounds`` times each, in alternating order (machine drift hits both
-alike). Prints each launcher's start-up (launch to first step, less that step) and
-samples/s, median and range. A forked worker must start sooner and measure the same
-samples/s: a throughput a trial records is one `autotune run` must reproduce.
+interpreter, ``--rounds`` times each, in rotating order (machine drift hits all alike);
+with ``--cli``, also as ``autotune run TASK [-c TUNED] --steps N --json F`` itself, the
+command a user reproduces a tuned.yaml with. Prints each launcher's start-up (launch to
+first step, less that step; not known for ``autotune run``) and samples/s, median and
+range. A forked worker must start sooner and measure the same samples/s: a throughput a
+trial records is one `autotune run` must reproduce.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -26,9 +30,12 @@ from autotune.config import TrainConfig, load_tuned_config
 from autotune.search._measure import Trialist
 from autotune.task import load_task
 from autotune.trial import PLAIN, TrialResult
+from benchmarks.reproduce import run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
+# One run's (start-up seconds, or None where unknown; samples/s).
+Sample = tuple[float | None, float]
 
 
 def main() -> int:
@@ -39,10 +46,34 @@ def main() -> int:
         fresh = Trialist(args.task, Path(scratch) / "fresh", seed=0)
         fresh.close()
         fresh.launcher = PLAIN
+        launchers = {"forked": _trial(forked, config, args), "fresh": _trial(fresh, config, args)}
+        if args.cli:
+            launchers["autotune run"] = _cli(args, Path(scratch))
         with forked:
-            runs = _interleaved({"forked": forked, "fresh": fresh}, config, args)
+            runs = _interleaved(launchers, args.rounds)
     console.print(_table(runs))
     return 0
+
+
+def _trial(trials: Trialist, config: TrainConfig, args: argparse.Namespace) -> Callable[[], Sample]:
+    def run() -> Sample:
+        result = trials.run(config, args.steps, measure_memory=False)
+        if result.summary is None:
+            raise SystemExit(f"a trial did not finish: {result.reason}")
+        return _startup_s(result), result.summary.samples_per_s
+
+    return run
+
+
+def _cli(args: argparse.Namespace, scratch: Path) -> Callable[[], Sample]:
+    config = [] if args.tuned is None else ["-c", str(args.tuned)]
+    count = itertools.count()
+
+    def run() -> Sample:
+        out = scratch / f"cli-{next(count)}.json"
+        return None, run_once(args.task, config, args.steps, out, scratch)
+
+    return run
 
 
 def _arguments() -> argparse.Namespace:
@@ -51,6 +82,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--tuned", type=Path, help="tuned.yaml whose config to run")
     parser.add_argument("--rounds", type=int, default=4, help="runs per launcher")
     parser.add_argument("--steps", type=int, default=80, help="optimizer steps per run")
+    parser.add_argument("--cli", action="store_true", help="also run `autotune run` itself")
     return parser.parse_args()
 
 
@@ -61,17 +93,16 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _interleaved(
-    launchers: dict[str, Trialist], config: TrainConfig, args: argparse.Namespace
-) -> dict[str, list[TrialResult]]:
-    runs: dict[str, list[TrialResult]] = {name: [] for name in launchers}
+    launchers: dict[str, Callable[[], Sample]], rounds: int
+) -> dict[str, list[Sample]]:
+    runs: dict[str, list[Sample]] = {name: [] for name in launchers}
     names = list(launchers)
-    for round_ in range(args.rounds):
-        for name in names if round_ % 2 == 0 else names[::-1]:
-            result = launchers[name].run(config, args.steps, measure_memory=False)
-            if result.summary is None:
-                raise SystemExit(f"{name} run {round_} did not finish: {result.reason}")
-            runs[name].append(result)
-            console.print(f"round {round_}: {name} {result.summary.samples_per_s:.1f} samples/s")
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            sample = launchers[name]()
+            runs[name].append(sample)
+            console.print(f"round {round_}: {name} {sample[1]:.1f} samples/s")
     return runs
 
 
@@ -89,14 +120,15 @@ def _ends(values: list[float]) -> tuple[float, float]:
     return min(values), max(values)
 
 
-def _table(runs: dict[str, list[TrialResult]]) -> Table:
-    table = Table(title="the same config, forked and fresh, interleaved (median, range)")
+def _table(runs: dict[str, list[Sample]]) -> Table:
+    table = Table(title="the same config, launched each way, interleaved (median, range)")
     for col in ("worker", "runs", "start-up s", "samples/s"):
         table.add_column(col)
-    for name, results in runs.items():
-        rates = [r.summary.samples_per_s for r in results if r.summary is not None]
-        starts = [_startup_s(r) for r in results]
-        table.add_row(name, str(len(results)), _shown(starts, 2), _shown(rates, 1))
+    for name, samples in runs.items():
+        starts = [s for s, _ in samples if s is not None]
+        rates = [rate for _, rate in samples]
+        shown = _shown(starts, 2) if starts else "-"
+        table.add_row(name, str(len(samples)), shown, _shown(rates, 1))
     return table
 
 

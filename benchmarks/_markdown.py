@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["render"]
@@ -107,8 +108,8 @@ def _at_a_glance(results: Sequence[dict[str, Any]]) -> list[str]:
             result["workload"],
             result["machine"]["device"],
             *(_median_ratio(row) for row in (auto, grid, light)),
-            _share(auto, grid),
-            _lead(auto, light),
+            _SHARE.of(auto, grid),
+            _LEAD.of(auto, light),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -116,25 +117,6 @@ def _at_a_glance(results: Sequence[dict[str, Any]]) -> list[str]:
 
 def _median_ratio(row: dict[str, Any]) -> str:
     return "never reached" if row["speedup"] is None else f"{row['speedup'][0]:.2f}x"
-
-
-def _share(auto: dict[str, Any], grid: dict[str, Any]) -> str:
-    """autotune's pick as a fraction of the grid's best, by median time to the target."""
-    mine, theirs = _median_time(auto), _median_time(grid)
-    if mine is None:
-        return "autotune missed"
-    return "grid missed" if theirs is None else f"{theirs / mine:.0%}"
-
-
-def _lead(auto: dict[str, Any], light: dict[str, Any]) -> str:
-    """How many times sooner autotune's pick reaches the target than Lightning's."""
-    mine, theirs = _median_time(auto), _median_time(light)
-    if mine is None:
-        return "**behind** (autotune missed)"
-    if theirs is None:
-        return "ahead (Lightning never reached)"
-    verdict = "ahead" if mine < theirs else "**behind**"
-    return f"{verdict}, {theirs / mine:.2f}x"
 
 
 def _workload(result: dict[str, Any]) -> list[str]:
@@ -191,10 +173,10 @@ def _bytes(value: int | None) -> str:
 def _comparisons(result: dict[str, Any], by_name: dict[str, dict[str, Any]]) -> list[str]:
     auto, grid, light = by_name["autotune"], by_name["grid"], by_name["lightning"]
     lines = [
-        f"- autotune vs grid: {_against_grid(auto, grid)}, found in "
+        f"- autotune vs grid: {_AGAINST_GRID.of(auto, grid)}, found in "
         f"{_cost_fraction(auto, grid)} of the grid's wall time ({result['grid_points']} grid "
         "points).",
-        f"- autotune vs Lightning's tuner: {_versus(auto, light)}.",
+        f"- autotune vs Lightning's tuner: {_VERSUS.of(auto, light)}.",
     ]
     if result.get("lightning_reused_from"):
         lines.append(
@@ -217,24 +199,46 @@ def _median_time(row: dict[str, Any]) -> float | None:
     return statistics.median(times) if times else None
 
 
-def _against_grid(auto: dict[str, Any], grid: dict[str, Any]) -> str:
-    mine, theirs = _median_time(auto), _median_time(grid)
-    if mine is None:
-        return "autotune's pick missed the target in its re-runs"
-    if theirs is None:
-        return "no grid point reached the target, autotune's pick did"
-    return f"autotune's best is **{theirs / mine:.0%}** of the grid's best (time to target)"
-
-
 def _cost_fraction(auto: dict[str, Any], grid: dict[str, Any]) -> str:
     return f"**{auto['cost']['wall_s'] / grid['cost']['wall_s']:.0%}**"
 
 
-def _versus(auto: dict[str, Any], light: dict[str, Any]) -> str:
-    mine, theirs = _median_time(auto), _median_time(light)
-    if mine is None:
-        return "autotune's pick missed the target"
-    if theirs is None:
-        return "Lightning's pick never reached the target within 2x the baseline's time"
-    verdict = "ahead" if mine < theirs else "**behind**"
-    return f"autotune is {verdict}: {theirs / mine:.2f}x Lightning's time to target"
+@dataclass(frozen=True)
+class _Standing:
+    """How one sentence or cell words autotune's pick against another contender's, by
+    median time to the target: when autotune's missed, when the other's missed, and from
+    the ratio (their time / autotune's) when both reached it."""
+
+    mine_missed: str
+    theirs_missed: str
+    ratio: Callable[[float], str]
+
+    def of(self, auto: dict[str, Any], other: dict[str, Any]) -> str:
+        mine, theirs = _median_time(auto), _median_time(other)
+        if mine is None:
+            return self.mine_missed
+        if theirs is None:
+            return self.theirs_missed
+        return self.ratio(theirs / mine)
+
+
+def _verdict(ratio: float) -> str:
+    return "ahead" if ratio > 1 else "**behind**"
+
+
+_SHARE = _Standing("autotune missed", "grid missed", lambda r: f"{r:.0%}")
+_LEAD = _Standing(
+    "**behind** (autotune missed)",
+    "ahead (Lightning never reached)",
+    lambda r: f"{_verdict(r)}, {r:.2f}x",
+)
+_AGAINST_GRID = _Standing(
+    "autotune's pick missed the target in its re-runs",
+    "no grid point reached the target, autotune's pick did",
+    lambda r: f"autotune's best is **{r:.0%}** of the grid's best (time to target)",
+)
+_VERSUS = _Standing(
+    "autotune's pick missed the target",
+    "Lightning's pick never reached the target within 2x the baseline's time",
+    lambda r: f"autotune is {_verdict(r)}: {r:.2f}x Lightning's time to target",
+)

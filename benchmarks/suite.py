@@ -119,7 +119,8 @@ def _arguments() -> argparse.Namespace:
 
 
 def _rounds(args: argparse.Namespace) -> Rounds:
-    return Rounds(args.rounds, max(args.rounds, args.most_rounds), args.rerun_budget)
+    least = max(1, args.rounds)  # Rounds.more judges the rounds run: there must be one
+    return Rounds(least, max(least, args.most_rounds), args.rerun_budget)
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -146,6 +146,31 @@ def test_target_watch_runs_on_past_an_early_dip_until_the_trend_crosses() -> Non
     )
 
 
+def test_sizes_the_spread_skipped_are_measured_too_where_a_measurement_is_cheap() -> None:
+    """mlp_digits (AVX2 host): the spread measured 16, 64, 128 and 512, and the grid's
+    best was micro 256 (12 steps of it take 0.1 s). A slow model measures only the spread."""
+    from autotune.config import TrainConfig
+    from autotune.search._systems import Candidate, _diverse
+
+    def ranked(scale: float) -> list[Candidate]:
+        sizes = ((512, 900.0), (256, 800.0), (128, 700.0), (64, 500.0), (32, 300.0))
+        sizes += ((16, 100.0), (8, 60.0), (4, 30.0))
+        return [
+            Candidate(
+                TrainConfig.model_validate({"micro_batch_size": m, "optimizer": {"lr": 1e-3}}),
+                {},
+                rate * scale,
+                None,
+            )
+            for m, rate in sizes
+        ]
+
+    fast = _diverse(ranked(50.0), 4, anchor=16)  # micro 256 at 40k samples/s: 6 ms a step
+    assert [c.config.micro_batch_size for c in fast] == [512, 16, 64, 128, 256, 32, 4]
+    slow = _diverse(ranked(0.5), 4, anchor=16)  # micro 32 at 150 samples/s: 0.2 s a step
+    assert [c.config.micro_batch_size for c in slow] == [512, 16, 64, 128, 4]
+
+
 def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
     from autotune.config import TrainConfig
     from autotune.search._systems import Candidate, _diverse

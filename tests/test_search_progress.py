@@ -201,6 +201,42 @@ def test_the_larger_batch_seed_steps_up_to_the_next_batch_whatever_its_noisy_gai
     assert seed is not None and seed["systems"] == 1  # measured slower beyond the noise
 
 
+def test_the_larger_batch_seed_steps_at_least_4x_where_a_batch_that_large_was_measured() -> None:
+    """mlp_digits (AVX2 host): micro 64 reached the target at 0.68 s, the grid's micro 256
+    at 0.45 s (medians of 9 re-runs). A doubling moves the time by less than one run's
+    noise; the step is to the smallest measured batch at least 4x, else the largest."""
+    from autotune.search._convergence import larger
+
+    plan = _plan_with_baseline_at(20.0)
+    top = [_measured(64, 25_000), _measured(128, 33_000), _measured(256, 38_000)]
+    top += [_measured(512, 42_000), _measured(32, 14_000)]
+    seed = larger(plan, top, _winner(64, 1, 5e-3))
+    assert seed is not None and seed["systems"] == 2  # micro 256, not 128
+    from_16 = [_measured(16, 9_250), _measured(32, 12_000), _measured(64, 17_400)]
+    seed = larger(plan, from_16, _winner(16, 1, 4e-3))
+    assert seed is not None and seed["systems"] == 2  # micro 64, not 32
+    short = [_measured(16, 9_250), _measured(32, 12_000)]  # nothing 4x larger measured
+    seed = larger(plan, short, _winner(16, 1, 4e-3))
+    assert seed is not None and seed["systems"] == 1
+
+
+def test_the_batch_climb_steps_from_the_best_trial_while_each_step_wins() -> None:
+    from autotune.search._convergence import batch_climbed
+
+    plan = _plan_with_baseline_at(20.0)
+    top = [_measured(8, 10.0), _measured(64, 30.0)]
+    study = _study_of_winners({1e-3: 5.0, 2e-3: 6.0})  # trial 0 (micro 8) is the best
+    best = study.trials[0]
+    seed = batch_climbed(plan, top, study, best, number=2, first=True)
+    assert seed is not None and seed["systems"] == 1  # micro 64: 8x trial 0's batch
+    assert batch_climbed(plan, top, study, best, number=3, first=False) is None  # 2 lost
+    wide = optuna.distributions.FloatDistribution(1e-9, 1e9, log=True)
+    dists = {"systems": optuna.distributions.CategoricalDistribution([0, 1])}
+    dists |= {k: wide for k in seed if k != "systems"}
+    study.add_trial(optuna.trial.create_trial(value=7.0, params=seed, distributions=dists))
+    assert batch_climbed(plan, top, study, best, number=3, first=True) is None  # ran already
+
+
 def test_the_larger_batch_seed_comes_once_right_after_the_fixed_seeds() -> None:
     """Seeded from the best trial when the next trial is the first after the fixed seeds;
     at any other number (a resumed study, another worker's trial) it is not queued."""
@@ -214,7 +250,7 @@ def test_the_larger_batch_seed_comes_once_right_after_the_fixed_seeds() -> None:
     assert [seed_at(0), seed_at(1)] == fixed
     seed = seed_at(2)
     assert seed is not None and seed["systems"] == 1  # from trial 0 (5 s), the best
-    assert seed_at(2 + 3) is None  # past the climbs: the sampler's
+    assert seed_at(2 + 2 + 2 + 1) is None  # past the LR and batch climbs: the sampler's
 
 
 def _climbing_study(values: list[float]) -> optuna.Study:

@@ -46,6 +46,7 @@ from autotune.search._types import (
 __all__ = [
     "ConvergencePlan",
     "baseline_repeat",
+    "batch_climbed",
     "completed_runs",
     "decayed",
     "fastest_realisation",
@@ -64,7 +65,10 @@ __all__ = [
     "winning_trials",
 ]
 
-_TOP_SYSTEMS = 5  # systems configs (one per measured micro-batch) the convergence phase may use
+# Systems configs (one per measured micro-batch) the convergence phase may use: every size
+# the systems phase measured (at most 8: 4 to 512 in powers of two), so a cheap size it
+# added between two others never displaces the baseline's best neighbour or the small one.
+_TOP_SYSTEMS = 8
 _MIN_STEPS = 20  # a shorter run cannot show a smoothed loss trend
 _MIN_CAP_S = 2.0
 _MIN_TRIALS = 3  # trials run past the budget while none has reached the target yet
@@ -99,6 +103,11 @@ _SMALL_FIRST_STEP_GAIN = 2.0
 # the grid's best, micro 64 at 1.6e-2 (its best trial: micro 16 at 4e-3). Below this gain
 # a larger batch's extra samples per step are unlikely to pay for its fewer steps.
 _LARGER_GAIN = 1.25
+# ...on a batch at least this many times the best trial's, where one was measured (else the
+# largest one): the step that won on cnn_digits (micro 16 -> 64, the grid's best) and on
+# mlp_digits (16 -> 64, then 256, the grid's best at 16x the baseline's batch). A doubling
+# changes the time to target by less than one run's noise, so it cannot show a trend.
+_LARGER_STEP = 4
 # ...and the seed steps up to the *smallest* larger micro-batch the systems phase would not
 # call dominated (DOMINATED_SHARE of ``best``'s samples/s or more: within one measurement's
 # noise), not the smallest one that clears _LARGER_GAIN: one systems measurement is too
@@ -117,6 +126,13 @@ _LARGER_GAIN = 1.25
 # than the baseline; the one search whose TPE drew 6.9e-4 confirmed 3.35x.
 _CLIMB_FACTOR = 2.0
 _CLIMBS = 2  # doublings in a row at most: each costs a trial, and 4x is a decayed seed's reach
+# After the LR climb, the batch climb: the best trial's params on the next larger batch
+# (:func:`larger`, from whichever trial is best by then), and again from that trial while
+# each step became the best. Time to target falls with the batch, the LR scaled with it, up
+# to the critical batch size, and the larger-batch seed takes only the first step: on
+# mlp_digits (AVX2 host) the search stopped at micro 64 (0.68 s to the target, median of 9
+# re-runs) where the grid's micro 256 at 16x the baseline's LR took 0.45 s.
+_BATCH_CLIMBS = 2
 _SAFETY_S = 15.0  # budget never planned: the confirmation's runs vary by 10-25% each
 
 
@@ -265,7 +281,8 @@ def _seeding(
 ) -> Callable[[int], dict[str, Any] | None]:
     """The params of the study's trial k, or None for the sampler's: the fixed ``seeds``
     first, then the larger-batch seed (:func:`larger`) from the best trial by then, then
-    up to _CLIMBS LR doublings (:func:`climbed`). Each is queued only at its own number,
+    up to _CLIMBS LR doublings (:func:`climbed`), then up to _BATCH_CLIMBS larger batches
+    (:func:`batch_climbed`). Each is queued only at its own number,
     so a resumed study or another worker's trial never repeats it."""
 
     def seed_at(number: int) -> dict[str, Any] | None:
@@ -278,6 +295,12 @@ def _seeding(
             best = _fastest(plan, study)
             first = number == len(seeds) + 1
             return None if best is None else climbed(plan.space, study, best, number, first)
+        if number <= len(seeds) + _CLIMBS + _BATCH_CLIMBS:
+            best = _fastest(plan, study)
+            first = number == len(seeds) + _CLIMBS + 1
+            if best is None:
+                return None
+            return batch_climbed(plan, top, study, best, number, first)
         return None
 
     return seed_at
@@ -313,6 +336,26 @@ def climbed(
     return params
 
 
+def batch_climbed(
+    plan: ConvergencePlan,
+    top: list[Measured],
+    study: optuna.Study,
+    best: optuna.trial.FrozenTrial,
+    number: int,
+    first: bool,
+) -> dict[str, Any] | None:
+    """:func:`larger` from ``best`` (the study's fastest trial, :func:`_fastest`) as trial
+    ``number``: the ``first`` step from whichever trial is best, a later one only when
+    ``best`` is the trial just before it (the last step won). None where :func:`larger`
+    has none, or a trial already ran those params."""
+    if not first and best.number != number - 1:
+        return None
+    params = larger(plan, top, (best, Measured.model_validate_json(best.user_attrs["run"])))
+    if params is None or any(t.params == params for t in study.trials):
+        return None
+    return params
+
+
 def _lr_raised(
     section: spaces.LrRange, params: dict[str, Any], factor: float
 ) -> dict[str, Any] | None:
@@ -330,7 +373,8 @@ def larger(
 ) -> dict[str, Any] | None:
     """``best``'s params on a larger batch, where some systems config in ``top`` with a
     larger global batch runs at least _LARGER_GAIN x the samples/s of ``best``'s
-    micro-batch: on the smallest larger one measured at DOMINATED_SHARE x or more, without
+    micro-batch: on the smallest one of at least _LARGER_STEP x its batch (else the
+    largest) among those measured at DOMINATED_SHARE x its samples/s or more, without
     accumulation, at ``best``'s LR scaled linearly with the global batch (clipped to the
     space); None when no larger config gains that much or the space has no LR range."""
     trial, run = best
@@ -343,7 +387,11 @@ def larger(
     if not any(r.samples_per_s >= _LARGER_GAIN * own.samples_per_s for _, r in bigger):
         return None
     near = [(k, r) for k, r in bigger if r.samples_per_s >= DOMINATED_SHARE * own.samples_per_s]
-    index, chosen = min(near, key=lambda kr: kr[1].train.global_batch)
+    far = [(k, r) for k, r in near if r.train.global_batch >= _LARGER_STEP * batch]
+    if far:
+        index, chosen = min(far, key=lambda kr: kr[1].train.global_batch)
+    else:
+        index, chosen = max(near, key=lambda kr: kr[1].train.global_batch)
     new_batch = chosen.train.global_batch
     params = {**trial.params, "systems": index}
     if "grad_accum_steps" in params:

@@ -329,8 +329,8 @@ def _cheap_between(
 ) -> list[Candidate]:
     """The sizes of ``pool`` between ``near`` (the baseline's) and the largest ``chosen``
     one that ``chosen`` skipped, where measuring them is cheap (_CHEAP_MEASURE_S): the
-    convergence phase climbs the batch one measured size at a time, and on mlp_digits the
-    grid's best, micro 256, lay between the measured 128 and 512 (12 steps: 0.1 s)."""
+    batch climb steps to measured sizes only, and on mlp_digits the grid's best, micro 256,
+    lay between the measured 128 and 512 (12 steps: 0.1 s)."""
     low = near.config.micro_batch_size
     high = max(c.config.micro_batch_size for c in chosen)
     return [

@@ -16,6 +16,7 @@ study's pruner is Optuna's NopPruner; the values are still reported, for the das
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -283,22 +284,24 @@ def _seeding(
     (:func:`batch_climbed`). Each is queued only at its own number,
     so a resumed study or another worker's trial never repeats it."""
 
+    Climb = Callable[[optuna.trial.FrozenTrial, int, bool], dict[str, Any] | None]
+    climbs: list[tuple[int, Climb]] = [
+        (_CLIMBS, lambda best, k, first: climbed(plan.space, study, best, k, first)),
+        (_BATCH_CLIMBS, lambda best, k, first: batch_climbed(plan, top, study, best, k, first)),
+    ]
+
     def seed_at(number: int) -> dict[str, Any] | None:
         if number < len(seeds):
             return seeds[number]
         if number == len(seeds):
             found = winning_trials(study)
             return larger(plan, top, found[0]) if found else None
-        if number <= len(seeds) + _CLIMBS:
-            best = _fastest(plan, study)
-            first = number == len(seeds) + 1
-            return None if best is None else climbed(plan.space, study, best, number, first)
-        if number <= len(seeds) + _CLIMBS + _BATCH_CLIMBS:
-            best = _fastest(plan, study)
-            first = number == len(seeds) + _CLIMBS + 1
-            if best is None:
-                return None
-            return batch_climbed(plan, top, study, best, number, first)
+        start = len(seeds) + 1
+        for count, climb in climbs:
+            if number < start + count:
+                best = _fastest(plan, study)
+                return None if best is None else climb(best, number, number == start)
+            start += count
         return None
 
     return seed_at
@@ -321,17 +324,13 @@ def climbed(
     first: bool,
 ) -> dict[str, Any] | None:
     """The params of ``best`` (the study's fastest trial, :func:`_fastest`) at
-    _CLIMB_FACTOR x its LR (clipped to the space), as trial ``number``: the ``first`` climb
-    from whichever trial is best, a later one only when ``best`` is the trial just before
-    it (the last doubling won). None when the space has no LR range or no room above, or
-    a trial already ran those params."""
+    _CLIMB_FACTOR x its LR (clipped to the space), as trial ``number`` (:func:`_climb`).
+    None when the space has no LR range or no room above."""
     section = space.convergence.lr
-    if section is None or (not first and best.number != number - 1):
+    if section is None:
         return None
-    params = _lr_raised(section, best.params, _CLIMB_FACTOR)
-    if params is None or any(t.params == params for t in study.trials):
-        return None
-    return params
+    raised = functools.partial(_lr_raised, section, best.params, _CLIMB_FACTOR)
+    return _climb(study, best, number, first, raised)
 
 
 def batch_climbed(
@@ -343,12 +342,24 @@ def batch_climbed(
     first: bool,
 ) -> dict[str, Any] | None:
     """:func:`larger` from ``best`` (the study's fastest trial, :func:`_fastest`) as trial
-    ``number``: the ``first`` step from whichever trial is best, a later one only when
-    ``best`` is the trial just before it (the last step won). None where :func:`larger`
-    has none, or a trial already ran those params."""
+    ``number`` (:func:`_climb`); None where :func:`larger` has none."""
+    run = Measured.model_validate_json(best.user_attrs["run"])
+    return _climb(study, best, number, first, functools.partial(larger, plan, top, (best, run)))
+
+
+def _climb(
+    study: optuna.Study,
+    best: optuna.trial.FrozenTrial,
+    number: int,
+    first: bool,
+    step: Callable[[], dict[str, Any] | None],
+) -> dict[str, Any] | None:
+    """A climb's trial ``number``: ``step()``'s params from ``best``, the ``first`` one
+    from whichever trial is best, a later one only when ``best`` is the trial just before
+    it (the last step won); None when it has none, or a trial already ran them."""
     if not first and best.number != number - 1:
         return None
-    params = larger(plan, top, (best, Measured.model_validate_json(best.user_attrs["run"])))
+    params = step()
     if params is None or any(t.params == params for t in study.trials):
         return None
     return params

@@ -15,9 +15,10 @@ from rich.text import Text
 
 from autotune._tables import key_value_table
 from autotune._units import format_bytes
-from autotune.search import SearchOutcome, Standing, TopConfig
+from autotune.config import Rejected
+from autotune.search import SearchOutcome, Standing, TopConfig, describe
 
-__all__ = ["SearchView", "phase_line", "result_table", "top_table"]
+__all__ = ["SearchView", "phase_line", "rejected_line", "result_table", "top_table"]
 
 
 class SearchView:
@@ -88,7 +89,21 @@ def result_table(outcome: SearchOutcome, output: str) -> Table:
     table.add_row("samples/s", f"{measured.throughput_samples_per_s:,.1f}")
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
     table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else "-")
+    if measured.rejected is not None:
+        table.add_row("[bold yellow]rejected pick[/]", rejected_line(measured.rejected))
+    for warning in measured.warnings:
+        table.add_row("[bold yellow]warning[/]", escape(warning))
     return table
+
+
+def rejected_line(rejected: Rejected) -> str:
+    """The pick the confirmation measured no faster than the baseline, and by how much."""
+    if rejected.speedup is not None:
+        s = rejected.speedup
+        how = f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f}, {s.n} pairs)"
+    else:
+        how = "never at the target in the confirmation"
+    return escape(f"{describe(rejected.train)}: {how}; the baseline is kept")
 
 
 def phase_line(phases: dict[str, float]) -> str:

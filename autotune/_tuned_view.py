@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from autotune._search_view import rejected_line
 from autotune._tables import key_value_table
 from autotune._units import format_bytes
 from autotune.config import EveryK, Measured, Spread, TrainConfig, TunedConfig
@@ -106,6 +107,10 @@ def _evidence(measured: Measured) -> Table:
     table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else _NONE)
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
     table.add_row("MFU", f"{measured.mfu:.1%}" if measured.mfu is not None else _NONE)
+    if measured.rejected is not None:
+        table.add_row("[bold yellow]rejected pick[/]", rejected_line(measured.rejected))
+    for warning in measured.warnings:
+        table.add_row("[bold yellow]warning[/]", escape(warning))
     return table
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "OptimizerConfig",
     "Precision",
     "Provenance",
+    "Rejected",
     "ScheduleConfig",
     "Spread",
     "TrainConfig",
@@ -155,6 +156,19 @@ class BaselineMeasured(_Closed):
     time_to_target_s: float | None = Field(None, ge=0)
 
 
+class Rejected(_Closed):
+    """The search's pick, kept out of ``train``: the interleaved confirmation measured it
+    no faster than the baseline, so the file recommends the baseline instead."""
+
+    train: TrainConfig
+    trial: int | None = Field(None, description="Its convergence trial (None: fp32 fallback).")
+    speedup: Spread | None = Field(
+        None,
+        description="Its time-to-target speed-up over the baseline, per confirmation pair; "
+        "None where it reached the target in no pair.",
+    )
+
+
 class Measured(_Closed):
     """The evidence behind a tuned config, as measured on ``device``."""
 
@@ -173,6 +187,13 @@ class Measured(_Closed):
     )
     throughput_speedup: Spread | None = Field(
         None, description="samples/s of the tuned config over the baseline's, per pair."
+    )
+    rejected: Rejected | None = Field(
+        None, description="The search's pick, measured slower than the baseline: not applied."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What makes these numbers weaker than they look, each with its fix.",
     )
 
 

@@ -113,11 +113,22 @@ def test_after_a_disagreement_only_a_lower_lr_of_that_precision_is_checked() -> 
     assert trials.lrs == [1.6e-2, 6e-3]  # 2e-2 is not checked: a higher LR than a failure
 
 
-def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step() -> None:
+def _report() -> Any:
+    """A probe report with what the tuned config reads: the device, a peak and FLOPs."""
     from types import SimpleNamespace
 
-    from autotune.config import Provenance
     from autotune.hardware import DeviceInfo, HardwareInfo, peak_key
+
+    device = DeviceInfo(kind="cpu", name="cpu", count=1, memory_bytes=1 << 30)
+    peaks = {peak_key(precision, "cpu"): 1e12 for precision in ("32-true", "bf16-mixed")}
+    info = HardwareInfo.model_construct(device=device, peak_flops=peaks)
+    return SimpleNamespace(
+        model=SimpleNamespace(flops_per_sample=1e6), hardware=info, task_file="m.py"
+    )
+
+
+def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step() -> None:
+    from autotune.config import Provenance
     from autotune.search._confirm import Confirmation, step_rates, tuned_config
     from autotune.search._types import BaselineRun
 
@@ -135,18 +146,12 @@ def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step(
         rate_ratios=[1.19, 1.22, 1.41],
         earlier_rates=rates,
     )
-    device = DeviceInfo(kind="cpu", name="cpu", count=1, memory_bytes=1 << 30)
-    info = HardwareInfo.model_construct(
-        device=device, peak_flops={peak_key("bf16-mixed", "cpu"): 1e12}
-    )
-    report = SimpleNamespace(
-        model=SimpleNamespace(flops_per_sample=1e6), hardware=info, task_file="m.py"
-    )
+    report = _report()
     baseline = BaselineRun(
         run=at(_run("32-true"), 100.0), steps=100, target_loss=1.5, target_from="baseline"
     )
     where = Provenance.model_construct()
-    tuned = tuned_config(found, baseline, report, where)  # type: ignore[arg-type]
+    tuned = tuned_config(found, baseline, report, where)
     assert tuned.measured is not None
     assert tuned.measured.throughput_samples_per_s == 141.0  # median of 119, 122, 141, 143, 145
     assert tuned.measured.throughput_spread is not None
@@ -257,3 +262,55 @@ def test_settled_asks_three_pairs_and_a_small_error() -> None:
     assert not settled([2.0, 2.0])  # two agree by chance too often
     assert settled([2.0, 2.05, 1.95])
     assert not settled([1.1, 1.5, 0.8])  # the 2-minute demo's 3 pairs
+
+
+def _timed(run: Measured, seconds: float | None) -> Measured:
+    return run.model_copy(update={"time_to_target_s": seconds})
+
+
+def test_the_confirmation_is_lost_when_the_winner_is_slower_or_never_at_the_target() -> None:
+    from autotune.search._confirm import Confirmation
+
+    assert Confirmation(speedups=[0.57, 0.42, 1.2]).lost()  # the busy host's demo: 0.57x
+    assert not Confirmation(speedups=[1.1, 0.9, 1.3]).lost()
+    never, reached = _timed(_run("32-true"), None), _timed(_run("32-true"), 2.0)
+    assert Confirmation(winner=[never, never], baseline=[reached, never]).lost()
+    assert not Confirmation(winner=[never], baseline=[never]).lost()  # no evidence either way
+
+
+def test_the_winners_steps_to_the_target_are_its_runs_median() -> None:
+    from autotune.search._confirm import Confirmation
+
+    found = Confirmation(winner=[_run("32-true")] * 3)
+    steps = found.winner_steps(1.5)
+    assert steps is not None and 70 <= steps <= 85  # the curve crosses 1.5 at step 75
+    assert found.winner_steps(3.5) == 1  # above the first loss: at the target at once
+    assert found.winner_steps(0.1) is None
+
+
+def test_a_lost_confirmation_keeps_the_baseline_and_records_the_pick() -> None:
+    from autotune.config import Provenance
+    from autotune.search._confirm import Confirmation, baseline_kept
+    from autotune.search._types import BaselineRun
+
+    base = _timed(_run("32-true").model_copy(update={"samples_per_s": 100.0}), 4.0)
+    pick = _timed(_run("32-true", lr=1e-2).model_copy(update={"samples_per_s": 300.0}), 8.0)
+    found = Confirmation(
+        winner=[pick] * 3,
+        baseline=[_timed(base, 3.0), _timed(base, 5.0), _timed(base, 4.5)],
+        speedups=[0.375, 0.625, 0.5],
+        rate_ratios=[3.0] * 3,
+        pairs=3,
+    )
+    baseline = BaselineRun(run=base, steps=100, target_loss=1.5, target_from="baseline")
+    where = Provenance(autotune_version="0", torch_version="0", trial=7)
+    tuned = baseline_kept(found, baseline, _report(), where, ["a warning"])
+    assert tuned.train == base.train
+    measured = tuned.measured
+    assert measured is not None and measured.rejected is not None
+    assert measured.rejected.train == pick.train and measured.rejected.trial == 7
+    assert measured.rejected.speedup is not None and measured.rejected.speedup.median == 0.5
+    assert measured.time_to_target_s == 4.25  # the baseline's 4 runs: 4.0, 3.0, 5.0, 4.5
+    assert measured.throughput_samples_per_s == 100.0 and measured.speedup_vs_baseline is None
+    assert measured.warnings == ["a warning"]
+    assert tuned.provenance is not None and tuned.provenance.trial is None  # no trial applies

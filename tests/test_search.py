@@ -8,8 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.config import load_tuned_config
+from autotune.config import TrainConfig, load_tuned_config
 from autotune.search import SearchOptions, redact, run_search
+from autotune.search._types import BaselineRun, Measured
 from tests.conftest import TINY_TASK
 
 
@@ -198,3 +199,83 @@ def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
     # A quarter of the baseline's batch comes on top of the spread, not in place of it.
     with_small = _diverse(smaller, 4, anchor=16)
     assert [c.config.micro_batch_size for c in with_small] == [512, 16, 64, 128, 4]
+
+
+def _baseline_run(steps: int, step_s: float) -> BaselineRun:
+    train = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
+    run = Measured(
+        train=train,
+        losses=[2.3 - 0.001 * k for k in range(steps)],
+        elapsed_s=[step_s * (k + 1) for k in range(steps)],
+        samples_per_s=16 / step_s,
+    )
+    return BaselineRun(run=run, steps=steps, target_loss=2.28, target_from="baseline")
+
+
+def test_a_baseline_cut_to_a_few_dozen_steps_is_warned_of_with_the_budget_that_fits_more() -> None:
+    """The 2-minute demo on a host a test suite slowed 80x: 30 baseline steps, not 5000."""
+    import re
+
+    from autotune.search import baseline_seconds, short_baseline
+
+    warning = short_baseline(_baseline_run(30, 0.32), pairs=3)
+    assert warning is not None and "ran 30 steps" in warning
+    found = re.search(r"--budget (\d+)s", warning)
+    assert found is not None
+    budget = int(found.group(1))
+    need_s = 100 * 0.32  # 100 steps at the run's pace
+    assert baseline_seconds(budget, 3) >= need_s > baseline_seconds(budget / 1.15, 3)
+    assert short_baseline(_baseline_run(5000, 0.002), pairs=3) is None
+
+
+def test_a_winner_at_the_target_in_its_first_steps_is_warned_of() -> None:
+    from autotune.search import early_target
+    from autotune.search._confirm import Confirmation
+
+    run = _baseline_run(200, 0.01).run  # 2.3 falling by 0.001 a step
+    found = Confirmation(winner=[run] * 3)
+    warning = early_target(found, 2.2995)
+    assert warning is not None and "target loss 2.2995 in" in warning
+    assert early_target(found, 2.2) is None  # about 100 steps in
+
+
+@pytest.mark.slow
+def test_a_winner_the_confirmation_measures_slower_leaves_the_baseline_in_tuned_yaml(
+    write_task: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The winner handed to the confirmation is the baseline at 1/1000 of its LR: it never
+    reaches the target there, so tuned.yaml must keep the baseline and say why."""
+    import autotune.search as search
+
+    def slow_pick(candidates: list[Measured], trials: object, baseline: BaselineRun, say: object):
+        crawl = baseline.run.train.optimizer.model_copy(
+            update={"lr": baseline.run.train.optimizer.lr / 1000}
+        )
+        train = baseline.run.train.model_copy(update={"optimizer": crawl})
+        return baseline.run.model_copy(update={"train": train})
+
+    monkeypatch.setattr(search, "_stable_winner", slow_pick)
+    output = tmp_path / "tuned.yaml"
+    options = SearchOptions(
+        task_path=write_task(TINY_TASK),
+        budget_s=60,
+        trials=2,
+        target_loss=0.5,
+        storage=f"sqlite:///{tmp_path / 'autotune.db'}",
+        output=output,
+        confirm_pairs=2,
+        confirm_max_pairs=2,
+        systems_measured=1,
+        workdir=tmp_path / "trials",
+    )
+    lines: list[str] = []
+    outcome = run_search(options, lines.append)
+    tuned = load_tuned_config(output)
+    assert tuned == outcome.tuned
+    measured = tuned.measured
+    assert measured is not None and measured.baseline is not None
+    assert tuned.train == measured.baseline.train  # the baseline, not the pick
+    assert measured.rejected is not None and measured.rejected.speedup is None
+    assert measured.rejected.train.optimizer.lr == pytest.approx(1e-5)
+    assert any("keeps the baseline" in warning for warning in measured.warnings)
+    assert any(line.startswith("warning: the search's pick") for line in lines)

@@ -108,3 +108,24 @@ def test_reproduction_is_judged_against_the_recorded_rate_and_range() -> None:
     )
     inside, line = reproduction(725.0, wide)
     assert not inside and "inside the range the search's own runs spanned" in line
+
+
+def test_a_rejected_pick_and_the_warnings_are_shown_with_the_evidence(tmp_path: Path) -> None:
+    from autotune.config import Rejected, Spread
+    from tests._tuned import BASELINE, make_train
+
+    tuned = make_tuned()
+    assert tuned.measured is not None
+    rejected = Rejected(
+        train=make_train(), trial=11, speedup=Spread(median=0.57, low=0.42, high=0.83, n=8)
+    )
+    measured = tuned.measured.model_copy(
+        update={"rejected": rejected, "warnings": ["the baseline ran 30 steps"]}
+    )
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned.model_copy(update={"train": BASELINE, "measured": measured}), path)
+    out = show(path).stdout
+    pick = row(out, "rejected pick")[1]
+    assert "micro=32" in pick and "0.57x (range 0.42-0.83, 8 pairs)" in pick
+    assert "the baseline is kept" in out
+    assert row(out, "warning")[1] == "the baseline ran 30 steps"

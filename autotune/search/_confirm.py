@@ -14,6 +14,7 @@ from autotune import __version__, hardware, stability
 from autotune.config import (
     BaselineMeasured,
     Provenance,
+    Rejected,
     Spread,
     TrainConfig,
     TunedConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "RATE_SETTLED_ERROR",
     "SETTLED_ERROR",
     "Confirmation",
+    "baseline_kept",
     "confirm",
     "known_reference",
     "reference_check",
@@ -79,6 +81,23 @@ class Confirmation:
     def settled(self) -> bool:
         """Whether both the speed-up and the winner's samples/s are settled."""
         return settled(self.speedups) and settled(self.rates, RATE_SETTLED_ERROR)
+
+    def lost(self) -> bool:
+        """Whether the pairs measured the winner no faster than the baseline: a median
+        time-to-target speed-up under 1, or no winner run at the target where a baseline
+        run reached it. The search's trials said otherwise, so one of them was a lucky run
+        or the machine changed speed; the baseline is the safer recommendation."""
+        if self.speedups:
+            return statistics.median(self.speedups) < 1.0
+        reached = any(run.time_to_target_s is not None for run in self.baseline)
+        return reached and all(run.time_to_target_s is None for run in self.winner)
+
+    def winner_steps(self, target: float) -> int | None:
+        """The median number of steps the winner's runs took to the target; None if none
+        reached it."""
+        steps = [stability.steps_to_target(run.losses, target) for run in self.winner]
+        reached = [step + 1 for step in steps if step is not None]
+        return int(statistics.median(reached)) if reached else None
 
 
 def same_step(a: TrainConfig, b: TrainConfig) -> bool:
@@ -267,7 +286,11 @@ def _spread(values: list[float]) -> Spread:
 
 
 def tuned_config(
-    found: Confirmation, baseline: BaselineRun, report: ProbeReport, provenance: Provenance
+    found: Confirmation,
+    baseline: BaselineRun,
+    report: ProbeReport,
+    provenance: Provenance,
+    warnings: Sequence[str] = (),
 ) -> TunedConfig:
     """The tuned config, with the confirmation's medians and spreads as evidence."""
     winner_cfg: TrainConfig = found.winner[0].train
@@ -298,12 +321,56 @@ def tuned_config(
         speedup_vs_baseline=statistics.median(speedups) if speedups else None,
         speedup_spread=_spread(speedups) if speedups else None,
         throughput_speedup=_spread(rate_ratios) if rate_ratios else None,
+        warnings=list(warnings),
     )
     return TunedConfig(
         task=report.task_file,
         train=winner_cfg,
         measured=measured_section,
         provenance=provenance,
+    )
+
+
+def baseline_kept(
+    found: Confirmation,
+    baseline: BaselineRun,
+    report: ProbeReport,
+    provenance: Provenance,
+    warnings: Sequence[str] = (),
+) -> TunedConfig:
+    """The tuned config when the confirmation :meth:`~Confirmation.lost`: the baseline's
+    own config, its runs (the one that set the target and the confirmation's) as the
+    evidence, and the rejected pick with its measured speed-up beside it, not applied."""
+    train = baseline.run.train
+    runs = [baseline.run, *found.baseline]
+    rates = [run.samples_per_s for run in runs]
+    times = [run.time_to_target_s for run in runs if run.time_to_target_s is not None]
+    throughput = statistics.median(rates)
+    achieved = report.model.flops_per_sample * throughput
+    rejected = Rejected(
+        train=found.winner[0].train if found.winner else train,
+        trial=provenance.trial,
+        speedup=_spread(found.speedups) if found.speedups else None,
+    )
+    time_to_target = statistics.median(times) if times else None
+    measured_section = MeasuredSection(
+        device=report.hardware.device,
+        throughput_samples_per_s=throughput,
+        throughput_spread=_spread(rates),
+        peak_memory_bytes=baseline.run.peak_memory_bytes,
+        mfu=hardware.mfu(achieved, report.hardware, train.precision),
+        target_loss=baseline.target_loss,
+        time_to_target_s=time_to_target,
+        time_to_target_spread=_spread(times) if times else None,
+        baseline=BaselineMeasured(
+            train=train, throughput_samples_per_s=throughput, time_to_target_s=time_to_target
+        ),
+        rejected=rejected,
+        warnings=list(warnings),
+    )
+    where = provenance.model_copy(update={"trial": None})
+    return TunedConfig(
+        task=report.task_file, train=train, measured=measured_section, provenance=where
     )
 
 

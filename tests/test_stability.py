@@ -255,3 +255,15 @@ def test_empty_and_single_loss() -> None:
     single = verdict([1.0])
     assert not single.stable
     assert single.reasons == ["only 1 loss recorded: cannot tell whether it decreases"]
+
+
+def test_late_gain_tells_a_bent_curve_from_a_line() -> None:
+    import math
+
+    from autotune.stability import late_gain
+
+    assert 0.7 < late_gain([2.3 - 0.01 * k for k in range(40)]) < 1.3  # a line: about 1
+    bent = [0.05 + 2.25 * math.exp(-k / 10) for k in range(60)]
+    assert late_gain(bent) < 0.2  # 6 time constants of an exponential
+    assert late_gain([1.0] * 20 + [1.0 - 0.02 * k for k in range(20)]) > 1.0  # a late start
+    assert late_gain([1.0] * 30) == math.inf  # gained nothing early

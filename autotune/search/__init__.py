@@ -86,10 +86,12 @@ __all__ = [
     "TopConfig",
     "baseline_seconds",
     "describe",
+    "early_target",
     "redact",
     "run_search",
     "study_summary",
     "task_horizon_s",
+    "unbent_baseline",
 ]
 
 _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
@@ -102,10 +104,12 @@ _CONFIRM_SHARE = 0.4
 # and a winner that must beat it, at half its time (one at 2.5x would take 0.4)
 _PAIR_BASELINES = 1.5
 _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
-# A target off fewer baseline steps sits on the loss's first drop, where the time to it
-# measures the first steps, not training: a demo on a host slowed 80x by a test suite cut
-# mlp_digits' baseline to 30 steps (5000 when quiet), and its "winner" confirmed at 0.57x.
-_FEW_BASELINE_STEPS = 100
+# A baseline whose second half gained this much of what its first half did has not bent:
+# its target sits on the loss's first drop, where time to it measures the first steps, not
+# training. A demo on a host slowed 80x by a test suite cut mlp_digits' baseline to 30
+# steps (5000 when quiet; stability.late_gain 1.18 against 0.00-0.29 in quiet searches of
+# three workloads), and its "winner" confirmed at 0.57x.
+_UNBENT_GAIN = 0.5
 # A winner at the target within this many steps says the same from the other side.
 _FEW_TARGET_STEPS = 5
 
@@ -218,8 +222,8 @@ class _Search:
                 lambda: _baseline(self.task, base, report, options, trials, say),
             )
         say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
-        if self.task.baseline_steps() is None and baseline.target_from not in ("user", "task"):
-            self._warn_if(short_baseline(baseline, options.confirm_pairs))
+        if baseline.target_from not in ("user", "task"):  # the target is off its curve
+            self._warn_if(unbent_baseline(baseline))
         with self._phase("systems"):
             systems = _systems(space, report, base, self.studies, trials, options, say)
         self.studies.release("setup")
@@ -455,14 +459,6 @@ def task_horizon_s(budget_s: float, pairs: int, startup_s: float = STARTUP_PRIOR
     return max(startup_s, per_pair / _PAIR_BASELINES)
 
 
-def _budget_fitting(baseline_s: float, pairs: int) -> float:
-    """The smallest budget (within 10%) whose :func:`baseline_seconds` is ``baseline_s``."""
-    budget = baseline_s / _BASELINE_SHARE
-    while baseline_seconds(budget, pairs) < baseline_s:
-        budget *= 1.1
-    return budget
-
-
 def _budget_for(baseline_s: float, pairs: int, startup_s: float = STARTUP_PRIOR_S) -> float:
     """The smallest budget whose :func:`task_horizon_s` is ``baseline_s``."""
     return pairs * (_PAIR_BASELINES * baseline_s + 2 * startup_s) / _CONFIRM_SHARE
@@ -517,19 +513,20 @@ def _reserve(baseline: BaselineRun, options: SearchOptions, startup_s: float) ->
     return options.confirm_pairs * per_pair + baseline.run.elapsed_s[-1] + startup_s
 
 
-def short_baseline(baseline: BaselineRun, pairs: int) -> str | None:
-    """A warning when the budget's share fit too few baseline steps for a target past the
-    loss's first drop, with the budget that fits enough; None when it fit enough."""
-    steps = baseline.steps
-    if steps >= _FEW_BASELINE_STEPS:
+def unbent_baseline(baseline: BaselineRun) -> str | None:
+    """A warning when the baseline's curve had not bent by its end (stability.late_gain at
+    least _UNBENT_GAIN), so the target it sets is on the loss's first drop; else None."""
+    gain = stability.late_gain(baseline.run.losses)
+    if gain < _UNBENT_GAIN:
         return None
-    need_s = _FEW_BASELINE_STEPS * baseline.run.elapsed_s[-1] / steps
+    seconds = baseline.run.elapsed_s[-1]
     return (
-        f"the baseline ran {steps} steps in its share of the budget, so the target is its "
-        f"loss on the first drop, and time to it measures the first steps, not training "
-        f"(is something else running on this machine?). Give --budget "
-        f"{math.ceil(_budget_fitting(need_s, pairs))}s or more for {_FEW_BASELINE_STEPS} "
-        f"steps, Task.baseline steps, or --target-loss."
+        f"the baseline's loss was still falling as fast as it started after its "
+        f"{baseline.steps} steps in {seconds:.1f} s (its second half gained {gain:.2f}x "
+        f"what its first did), so the target is on the loss's first drop, and time to it "
+        f"measures the first steps, not training. Is something else running on this "
+        f"machine? Give a larger --budget, Task.baseline steps past the drop, or "
+        f"--target-loss."
     )
 
 

@@ -809,7 +809,7 @@ def test_a_trial_is_told_its_paced_time_and_keeps_its_own_wall_time() -> None:
     trial = study.ask()
     slow = _linear_run(0.014, lr=2e-3)
     trial.set_user_attr("train", slow.train.model_dump_json())
-    frozen = _tell(trial, slow, False, 10.0, plan)
+    frozen = _tell(trial, slow, False, 10.0, plan, [])
     step = stability.steps_to_target(slow.losses, 1.5)
     assert step is not None and frozen.value == pytest.approx(0.010 * (step + 1))
     assert frozen.user_attrs["wall_to_target_s"] == pytest.approx(0.014 * (step + 1))

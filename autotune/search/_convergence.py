@@ -513,14 +513,15 @@ def _run_one(
     config = spaces.to_train_config(values, plan.base, steps)
     trial.set_user_attr("train", config.model_dump_json())
     repeat = baseline_repeat(plan.baseline, config)
-    stored = stored_runs(trial.study)  # read once: the pace and the median rule share it
-    pace = plan.pace_of([run for _, run in stored])
+    stored = stored_runs(trial.study)  # read once: the pace, the median rule and the tell
+    earlier = [run for _, run in stored]
+    pace = plan.pace_of(earlier)
     clock = pace.clock(config)
     if repeat is not None:  # the first seed, where no faster precision is left
         trial.set_user_attr("status", "OK")
         trial.set_user_attr("reason", "not run: the baseline's run is this config's run")
         _report_curve(trial, repeat, clock)
-        return _tell(trial, repeat, False, time_cap, plan)
+        return _tell(trial, repeat, False, time_cap, plan, earlier)
     best = best_time(trial.study)
     # Never under _MIN_CAP_S: the first second of a run is warm-up noise, not a verdict.
     beat_s = max(_CANNOT_WIN_MARGIN * best, _MIN_CAP_S) if best is not None else None
@@ -531,7 +532,7 @@ def _run_one(
     run = measured(result, config, plan.baseline.target_loss) if ok(result) else None
     trial.set_user_attr("status", result.status.value)
     trial.set_user_attr("reason", result.reason)
-    return _tell(trial, run, watch.gave_up, time_cap, plan)
+    return _tell(trial, run, watch.gave_up, time_cap, plan, earlier)
 
 
 def baseline_repeat(baseline: BaselineRun, config: TrainConfig) -> Measured | None:
@@ -669,10 +670,12 @@ def _tell(
     gave_up: bool,
     time_cap: float,
     plan: ConvergencePlan,
+    earlier: Sequence[Measured],
 ) -> optuna.trial.FrozenTrial:
     """Record ``run`` and end the trial: FAIL (no run, or unstable), PRUNED, or its value,
-    the time to target at its step's pooled pace (:mod:`._pace`), its own wall time kept
-    as the ``wall_to_target_s`` attr; a run that missed the target counts as twice the cap."""
+    the time to target at its step's pooled pace (:mod:`._pace`) over ``earlier`` (the
+    study's runs as read when the trial began) and ``run``, its own wall time kept as the
+    ``wall_to_target_s`` attr; a run that missed the target counts as twice the cap."""
     study = trial.study
     if run is None:
         return study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -690,7 +693,8 @@ def _tell(
     trial.set_user_attr(
         "target_step", stability.steps_to_target(run.losses, plan.baseline.target_loss)
     )
-    paced = plan.pace(study).time_to_target(run, plan.baseline.target_loss) if reached else None
+    pace = plan.pace_of([*earlier, run])
+    paced = pace.time_to_target(run, plan.baseline.target_loss) if reached else None
     value = paced if paced is not None else _NOT_REACHED_PENALTY * time_cap
     return study.tell(trial, value)
 

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from autotune.config import TrainConfig, load_tuned_config
-from autotune.search import SearchOptions, redact, run_search
+from autotune.search import SearchOptions, SearchOutcome, redact, run_search
 from autotune.search._types import BaselineRun, Measured
 from tests.conftest import TINY_TASK
 
@@ -237,30 +237,29 @@ def test_a_winner_at_the_target_in_its_first_steps_is_warned_of() -> None:
     assert early_target(found, 2.2) is None  # about 100 steps in
 
 
-@pytest.mark.slow
-def test_a_winner_the_confirmation_measures_slower_leaves_the_baseline_in_tuned_yaml(
-    write_task: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The winner handed to the confirmation is the baseline at 1/1000 of its LR: it never
-    reaches the target there, so tuned.yaml must keep the baseline and say why."""
+def _search_with_pick(
+    write_task: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lr_factor: float,
+) -> tuple[SearchOutcome, list[str]]:
+    """A 2-trial search whose winner, handed to the confirmation, is the baseline's config
+    at ``lr_factor`` x its LR, whatever the trials found."""
     import autotune.search as search
 
-    def slow_pick(candidates: list[Measured], trials: object, baseline: BaselineRun, say: object):
-        crawl = baseline.run.train.optimizer.model_copy(
-            update={"lr": baseline.run.train.optimizer.lr / 1000}
-        )
-        train = baseline.run.train.model_copy(update={"optimizer": crawl})
-        return baseline.run.model_copy(update={"train": train})
+    def pick(candidates: list[Measured], trials: object, baseline: BaselineRun, say: object):
+        train = baseline.run.train
+        lr = train.optimizer.model_copy(update={"lr": train.optimizer.lr * lr_factor})
+        return baseline.run.model_copy(update={"train": train.model_copy(update={"optimizer": lr})})
 
-    monkeypatch.setattr(search, "_stable_winner", slow_pick)
-    output = tmp_path / "tuned.yaml"
+    monkeypatch.setattr(search, "_stable_winner", pick)
     options = SearchOptions(
         task_path=write_task(TINY_TASK),
         budget_s=60,
         trials=2,
         target_loss=0.5,
         storage=f"sqlite:///{tmp_path / 'autotune.db'}",
-        output=output,
+        output=tmp_path / "tuned.yaml",
         confirm_pairs=2,
         confirm_max_pairs=2,
         systems_measured=1,
@@ -268,12 +267,34 @@ def test_a_winner_the_confirmation_measures_slower_leaves_the_baseline_in_tuned_
     )
     lines: list[str] = []
     outcome = run_search(options, lines.append)
-    tuned = load_tuned_config(output)
-    assert tuned == outcome.tuned
-    measured = tuned.measured
+    assert load_tuned_config(options.output) == outcome.tuned
+    return outcome, lines
+
+
+@pytest.mark.slow
+def test_a_winner_the_confirmation_measures_slower_leaves_the_baseline_in_tuned_yaml(
+    write_task: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The winner is the baseline at 1/1000 of its LR: it never reaches the target in the
+    confirmation, so tuned.yaml must keep the baseline and say why."""
+    outcome, lines = _search_with_pick(write_task, tmp_path, monkeypatch, 1e-3)
+    tuned, measured = outcome.tuned, outcome.tuned.measured
     assert measured is not None and measured.baseline is not None
     assert tuned.train == measured.baseline.train  # the baseline, not the pick
     assert measured.rejected is not None and measured.rejected.speedup is None
     assert measured.rejected.train.optimizer.lr == pytest.approx(1e-5)
     assert any("keeps the baseline" in warning for warning in measured.warnings)
     assert any(line.startswith("warning: the search's pick") for line in lines)
+
+
+@pytest.mark.slow
+def test_a_winner_that_is_the_baseline_is_written_with_a_warning_that_nothing_beat_it(
+    write_task: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The busy-host search: its only finished trial was the baseline's config. Whatever
+    its pairs measure (0.95x there), rejecting it for itself would say nothing."""
+    outcome, _ = _search_with_pick(write_task, tmp_path, monkeypatch, 1.0)
+    measured = outcome.tuned.measured
+    assert measured is not None and measured.baseline is not None
+    assert outcome.tuned.train == measured.baseline.train and measured.rejected is None
+    assert any(warning.startswith("no config the search ran") for warning in measured.warnings)

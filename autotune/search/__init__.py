@@ -46,6 +46,7 @@ from autotune.search._convergence import (
     recorded_runs,
     run_convergence,
     runoff_entries,
+    same_config,
 )
 from autotune.search._measure import STARTUP_PRIOR_S, Trialist, measured, ok
 from autotune.search._progress import (
@@ -312,7 +313,9 @@ class _Search:
         chosen = next((e.trial for e in entries if e.run is winner), None)  # None: fp32 fallback
         where = provenance(redact(options.storage), self.name, chosen, setup.report)
         self._warn_if(early_target(found, baseline.target_loss))
-        if found.lost() and winner.train != baseline.run.train:
+        if same_config(winner.train, baseline.run.train):
+            self._warn_if(_NOTHING_FASTER)
+        elif found.lost():
             self._warn_if(_lost_text(found, winner))
             return baseline_kept(found, baseline, setup.report, where, self.warnings)
         return tuned_config(found, baseline, setup.report, where, self.warnings)
@@ -543,18 +546,31 @@ def early_target(found: Confirmation, target: float) -> str | None:
     )
 
 
+_NOTHING_FASTER = (
+    "no config the search ran reached the target faster than the baseline's own, so "
+    "tuned.yaml is the baseline's config, and its speed-up is the noise between runs of "
+    "one config. Give a larger --budget for more trials, or a --space with other values."
+)
+
+
 def _lost_text(found: Confirmation, winner: Measured) -> str:
     """What the confirmation measured of a winner no faster than the baseline."""
     if found.speedups:
-        median = statistics.median(found.speedups)
-        measured_as = f"{median:.2f}x the baseline's speed to the target"
+        median, both = statistics.median(found.speedups), len(found.speedups)
+        measured_as = (
+            f"{median:.2f}x the baseline's speed to the target in the {both} of "
+            f"{found.pairs} interleaved confirmation pairs where both reached it"
+        )
     else:
-        measured_as = "never at the target where the baseline got there"
+        measured_as = (
+            f"never at the target in {found.pairs} interleaved confirmation pairs where "
+            f"the baseline got there"
+        )
     return (
-        f"the search's pick ({describe(winner.train)}) measured {measured_as} in "
-        f"{found.pairs} interleaved confirmation pairs, so tuned.yaml keeps the baseline's "
-        f"config and records the pick under measured.rejected. Its trials were lucky runs "
-        f"or this machine changed speed; run the search again on a quiet machine."
+        f"the search's pick ({describe(winner.train)}) measured {measured_as}, so "
+        f"tuned.yaml keeps the baseline's config and records the pick under "
+        f"measured.rejected. Its trials were lucky runs or this machine changed speed; "
+        f"run the search again on a quiet machine."
     )
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "recorded_runs",
     "run_convergence",
     "runoff_entries",
+    "same_config",
     "small_batch_first",
     "smaller",
     "step_rate_gain",
@@ -542,9 +543,15 @@ def baseline_repeat(baseline: BaselineRun, config: TrainConfig) -> Measured | No
     the same loss curve. The first seed is the baseline itself wherever no faster precision
     survived the probe (a CPU without AVX512-BF16): tiny_gpt's takes 27 s of 300."""
     run = baseline.run
-    if run.time_to_target_s is None or _spanless(config) != _spanless(run.train):
+    if run.time_to_target_s is None or not same_config(config, run.train):
         return None
     return run.model_copy(update={"train": config})
+
+
+def same_config(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether ``a`` and ``b`` train alike: equal but for a constant schedule's span,
+    which changes no LR."""
+    return _spanless(a) == _spanless(b)
 
 
 def _report_curve(

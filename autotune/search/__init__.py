@@ -539,9 +539,10 @@ def early_target(found: Confirmation, target: float) -> str | None:
     steps = found.winner_steps(target)
     if steps is None or steps > _FEW_TARGET_STEPS:
         return None
+    plural = "s" if steps > 1 else ""
     return (
-        f"the winner reaches the target loss {target:.4f} in {steps} steps: that near the "
-        f"start, time to target measures the first steps, not training. Give a lower "
+        f"the winner reaches the target loss {target:.4f} in {steps} step{plural}: that near "
+        f"the start, time to target measures the first steps, not training. Give a lower "
         f"--target-loss, or a larger --budget for a longer baseline."
     )
 

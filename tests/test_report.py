@@ -485,3 +485,23 @@ def test_the_synthetic_study_has_the_shape_of_a_real_search(
     assert data.comparison.speedup is not None or data.comparison.throughput_speedup is not None
     assert all(t.train is not None for t in data.convergence if t.outcome.startswith("OK"))
     assert all(t.samples_per_s for t in data.systems if t.outcome == "OK")
+
+
+def test_a_rejected_pick_and_the_warnings_are_shown_beside_the_comparison(
+    stored: Stored, tmp_path: Path
+) -> None:
+    from autotune.config import Rejected, Spread
+
+    tuned = tuned_config(task="model.py")
+    assert tuned.measured is not None
+    rejected = Rejected(train=_train(64), speedup=Spread(median=0.57, low=0.42, high=0.83, n=8))
+    measured = tuned.measured.model_copy(
+        update={"rejected": rejected, "warnings": ["the baseline ran <30> steps"]}
+    )
+    path = tmp_path / "tuned.yaml"
+    path.write_text(
+        yaml.safe_dump(tuned.model_copy(update={"measured": measured}).model_dump(mode="json"))
+    )
+    html = render(load_report_data(stored.storage, tuned=path))
+    assert "The search&#x27;s pick was measured 0.57x against the baseline" in html
+    assert "<b>Warning:</b> the baseline ran &lt;30&gt; steps" in html

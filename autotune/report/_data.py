@@ -94,6 +94,8 @@ class Comparison:
     tuned: Side | None = None
     speedup: float | None = None  # time to target: baseline / tuned
     throughput_speedup: float | None = None  # samples/s: tuned / baseline
+    # tuned.yaml's measured.rejected (as one line) and measured.warnings: what weakens it
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -376,7 +378,16 @@ def _from_tuned(
         throughput_speedup=measured.throughput_speedup.median
         if measured.throughput_speedup
         else None,
+        warnings=_rejected(measured) + list(measured.warnings),
     )
+
+
+def _rejected(measured: Measured) -> list[str]:
+    rejected = measured.rejected
+    if rejected is None:
+        return []
+    how = f"{rejected.speedup.median:.2f}x" if rejected.speedup else "never at the target"
+    return [f"The search's pick was measured {how} against the baseline; the baseline is kept."]
 
 
 def _from_study(baseline: dict[str, Any], trials: list[ConvergenceTrial]) -> Comparison:

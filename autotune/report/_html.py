@@ -196,7 +196,11 @@ def _comparison(comparison: Comparison) -> str:
         + "</tr>"
         for name, cell in _ROWS
     )
-    return f"{note}\n<table><tr><th></th>{header}</tr>{rows}</table>\n{_speedups(comparison)}"
+    table = f"<table><tr><th></th>{header}</tr>{rows}</table>"
+    warnings = "".join(
+        f"<p class='note'><b>Warning:</b> {escape(text)}</p>" for text in comparison.warnings
+    )
+    return f"{note}\n{table}\n{_speedups(comparison)}{warnings}"
 
 
 def _speedups(comparison: Comparison) -> str:

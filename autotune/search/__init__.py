@@ -108,8 +108,8 @@ _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start s
 # A baseline whose second half gained this much of what its first half did has not bent:
 # its target sits on the loss's first drop, where time to it measures the first steps, not
 # training. A demo on a host slowed 80x by a test suite cut mlp_digits' baseline to 30
-# steps (5000 when quiet; stability.late_gain 1.18 against 0.00-0.29 in quiet searches of
-# three workloads), and its "winner" confirmed at 0.57x.
+# steps (5000 when quiet; stability.late_gain 1.18 against 0.00-0.29 in quiet baselines of
+# all five workloads, 50-5000 steps), and its "winner" confirmed at 0.57x.
 _UNBENT_GAIN = 0.5
 # A winner at the target within this many steps says the same from the other side.
 _FEW_TARGET_STEPS = 5

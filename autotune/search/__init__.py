@@ -24,7 +24,7 @@ import optuna
 
 from autotune import profiler, stability
 from autotune import space as spaces
-from autotune.config import TrainConfig, TunedConfig, save_tuned_config
+from autotune.config import Provenance, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
 from autotune.profiler import ProbeReport
 from autotune.runtime import StepRecord
@@ -285,17 +285,24 @@ class _Search:
         return tuned
 
     def _confirmed(self, setup: _Setup, plan: ConvergencePlan, trials: Trialist) -> TunedConfig:
-        options, baseline = self.options, setup.baseline
         entries = self._ranked(trials, plan)
         candidates = [entry.run for entry in entries]
         with self._phase("stability"):
-            winner = _stable_winner(candidates, trials, baseline, self.say)
+            winner = _stable_winner(candidates, trials, setup.baseline, self.say)
+        found = self._confirm(setup, winner, trials)
+        chosen = next((e.trial for e in entries if e.run is winner), None)  # None: fp32 fallback
+        where = provenance(redact(self.options.storage), self.name, chosen, setup.report)
+        return self._written(found, winner, setup, where)
+
+    def _confirm(self, setup: _Setup, winner: Measured, trials: Trialist) -> Confirmation:
+        """Winner/baseline pairs, interleaved (:func:`._confirm.confirm`)."""
+        options = self.options
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         earlier = [*setup.systems, *recorded_runs(self.convergence)]
         with self._phase("confirmation"):
             found = confirm(
                 winner,
-                baseline,
+                setup.baseline,
                 trials,
                 options.confirm_pairs,
                 most=options.confirm_max_pairs,
@@ -310,15 +317,22 @@ class _Search:
             )
         if not found.winner or not found.baseline:
             raise SearchError("the confirmation runs failed; see the study's trials for why.")
-        chosen = next((e.trial for e in entries if e.run is winner), None)  # None: fp32 fallback
-        where = provenance(redact(options.storage), self.name, chosen, setup.report)
+        return found
+
+    def _written(
+        self, found: Confirmation, winner: Measured, setup: _Setup, where: Provenance
+    ) -> TunedConfig:
+        """What tuned.yaml says of the confirmation: the winner, or the baseline where the
+        pairs measured the winner slower (:meth:`~._confirm.Confirmation.lost`), with the
+        warnings the search gathered."""
+        baseline, report = setup.baseline, setup.report
         self._warn_if(early_target(found, baseline.target_loss))
         if same_config(winner.train, baseline.run.train):
             self._warn_if(_NOTHING_FASTER)
         elif found.lost():
             self._warn_if(_lost_text(found, winner))
-            return baseline_kept(found, baseline, setup.report, where, self.warnings)
-        return tuned_config(found, baseline, setup.report, where, self.warnings)
+            return baseline_kept(found, baseline, report, where, self.warnings)
+        return tuned_config(found, baseline, report, where, self.warnings)
 
     def _ranked(self, trials: Trialist, plan: ConvergencePlan) -> list[Entry]:
         """The trials that reached the target, fastest first, after the runoff among the

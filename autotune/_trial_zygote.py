@@ -42,7 +42,10 @@ __all__ = ["main"]
 # preempts one of its OpenMP threads, and the whole parallel region waits for it.
 _CHILD_POLL_S = 0.02
 _FORK_FAILED = 70  # a child's exit status when it could not become a worker (EX_SOFTWARE)
-_USAGE = "usage: python -m autotune._trial_zygote TASK.py"
+_USAGE = "usage: python -m autotune._trial_zygote [--no-task] TASK.py"
+# --no-task: fork before the task file's imports (each child imports them), for
+# benchmarks.fork_bench to tell what preloading them changes in a worker's samples/s.
+_NO_TASK = "--no-task"
 # What torch imports lazily inside every trial, so imported once here: torch.optim's
 # Optimizer.__init__ imports torch._dynamo, 2-2.5 s on 2 cores, which was 90% of a forked
 # cnn_digits trial's start-up (launch to its first step) before it was warmed.
@@ -51,7 +54,9 @@ LAZY_IMPORTS = ("torch._dynamo",)
 
 def main(argv: Sequence[str]) -> int:
     """Serve forks until stdin ends; the exit status is 2 for wrong arguments, else 0."""
-    if len(argv) != 1:
+    warm_task = _NO_TASK not in argv
+    paths = [arg for arg in argv if arg != _NO_TASK]
+    if len(paths) != 1 or len(argv) - len(paths) > 1:
         print(_USAGE, file=sys.stderr)
         return 2
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -60,7 +65,7 @@ def main(argv: Sequence[str]) -> int:
     # One thread until the fork: GNU OpenMP's thread pool does not survive fork(), and a
     # child of a process that ran a parallel region hangs in its first parallel op.
     torch.set_num_threads(1)
-    _warm(argv[0])
+    _warm(paths[0] if warm_task else None)
     if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         _send(reply, ready=False, reason="the task file initialised CUDA when imported")
         return 0
@@ -69,9 +74,10 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _warm(task_path: str) -> None:
-    """Import the task file once, so that what it imports is loaded before any fork, and
-    what torch itself imports on a trial's way to its first step (LAZY_IMPORTS).
+def _warm(task_path: str | None) -> None:
+    """Import the task file once (unless None), so that what it imports is loaded before
+    any fork, and what torch itself imports on a trial's way to its first step
+    (LAZY_IMPORTS).
 
     Failures are left for the children: each imports the file again and reports them as
     a trial's structured error, as a plain worker would.
@@ -80,6 +86,8 @@ def _warm(task_path: str) -> None:
 
     for name in LAZY_IMPORTS:  # none starts a thread or a parallel region: fork stays safe
         importlib.import_module(name)
+    if task_path is None:
+        return
     with contextlib.suppress(BaseException):
         load_task(task_path)
 

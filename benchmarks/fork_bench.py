@@ -1,13 +1,15 @@
 """Forked trial workers against fresh interpreters: start-up saved, throughput unchanged.
 
     python -m benchmarks.fork_bench [--task examples/tiny_gpt.py] [--tuned tuned.yaml]
-        [--rounds 4] [--steps 80] [--cli]
+        [--rounds 4] [--steps 80] [--cli] [--cold-fork]
 
 Runs one config (the tuned.yaml's, else the Task's baseline) as supervised trials,
 alternately forked from a :class:`~autotune.trial.ForkServer` and started as a fresh
 interpreter, ``--rounds`` times each, in rotating order (machine drift hits all alike);
 with ``--cli``, also as ``autotune run TASK [-c TUNED] --steps N --json F`` itself, the
-command a user reproduces a tuned.yaml with. Prints each launcher's start-up (launch to
+command a user reproduces a tuned.yaml with; with ``--cold-fork``, also forked from a
+server that did not import the task file (each child imports it): what preloading the
+task's imports (scikit-learn, numpy's BLAS) changes. Prints each launcher's start-up (launch to
 first step, less that step; not known for ``autotune run``) and samples/s, median and
 range. A forked worker must start sooner and measure the same samples/s: a throughput a
 trial records is one `autotune run` must reproduce.
@@ -29,7 +31,7 @@ from rich.table import Table
 from autotune.config import TrainConfig, load_tuned_config
 from autotune.search._measure import Trialist
 from autotune.task import load_task
-from autotune.trial import PLAIN, TrialResult
+from autotune.trial import PLAIN, ForkServer, TrialResult
 from benchmarks.reproduce import run_once
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +49,14 @@ def main() -> int:
         fresh.close()
         fresh.launcher = PLAIN
         launchers = {"forked": _trial(forked, config, args), "fresh": _trial(fresh, config, args)}
+        cold = Trialist(args.task, Path(scratch) / "cold", seed=0)
+        cold.close()
+        cold.launcher = ForkServer(args.task, Path(scratch) / "cold-server.log", warm_task=False)
+        if args.cold_fork:
+            launchers["forked, task not preloaded"] = _trial(cold, config, args)
         if args.cli:
             launchers["autotune run"] = _cli(args, Path(scratch))
-        with forked:
+        with forked, cold:
             runs = _interleaved(launchers, args.rounds)
     console.print(_table(runs))
     return 0
@@ -83,6 +90,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4, help="runs per launcher")
     parser.add_argument("--steps", type=int, default=80, help="optimizer steps per run")
     parser.add_argument("--cli", action="store_true", help="also run `autotune run` itself")
+    parser.add_argument(
+        "--cold-fork",
+        action="store_true",
+        help="also fork from a server that did not import the task file",
+    )
     return parser.parse_args()
 
 

@@ -217,3 +217,21 @@ def test_the_server_sleeps_while_its_worker_trains(
     woke = _context_switches(server.pid) - before
     assert result.status is TrialStatus.OK and result.wall_s > 2.0
     assert woke < 10, f"the server woke {woke} times during a {result.wall_s:.1f} s trial"
+
+
+@pytest.mark.parametrize("warm_task", [True, False])
+def test_a_server_told_not_to_warm_the_task_forks_before_its_imports(
+    write_task: WriteTask, tmp_path: Path, warm_task: bool
+) -> None:
+    """benchmarks.fork_bench's "forked, task not preloaded": the server imports torch but
+    not the task file, so its imports happen in each child, as in a fresh interpreter."""
+    task = write_task("print('TASK-IMPORTED', flush=True)\n" + TINY_TASK)
+    log = tmp_path / "server.log"
+    forks = ForkServer(task, log, warm_task=warm_task)
+    try:
+        result = run_trial(_spec(task), workdir=tmp_path / "trial", launcher=forks)
+    finally:
+        forks.close()
+    assert result.status is TrialStatus.OK and forks.fallback == "the fork server was closed"
+    assert "TASK-IMPORTED" in result.output_tail  # the child imports it either way
+    assert ("TASK-IMPORTED" in log.read_text()) is warm_task

@@ -96,8 +96,12 @@ class ForkServer(Launcher):
     trial once :attr:`fallback` is set, start as fresh interpreters (:data:`PLAIN`).
     """
 
-    def __init__(self, task_path: Path | str, log_path: Path | str) -> None:
+    def __init__(
+        self, task_path: Path | str, log_path: Path | str, *, warm_task: bool = True
+    ) -> None:
         self.task_path, self.log_path = str(task_path), Path(log_path)
+        # False: the server forks before the task's imports (benchmarks.fork_bench)
+        self.warm_task = warm_task
         self.fallback: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending = b""
@@ -139,7 +143,13 @@ class ForkServer(Launcher):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as server_log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MODULE, self.task_path],
+                [
+                    sys.executable,
+                    "-m",
+                    SERVER_MODULE,
+                    *([] if self.warm_task else ["--no-task"]),
+                    self.task_path,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=server_log,

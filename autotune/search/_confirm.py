@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -301,15 +302,11 @@ def tuned_config(
     # Every fresh process of the winner's step, not the confirmation's three alone: this
     # machine's speed drifts between two levels ~20% apart over minutes (tiny_gpt at batch 4:
     # ~120 or ~143 samples/s), and runs spread over the whole search sample both.
-    rates = found.rates
-    throughput = statistics.median(rates)
-    achieved = report.model.flops_per_sample * throughput
-    measured_section = MeasuredSection(
-        device=report.hardware.device,
-        throughput_samples_per_s=throughput,
-        throughput_spread=_spread(rates),
+    measured_section = _evidence(
+        report,
+        winner_cfg,
+        found.rates,
         peak_memory_bytes=found.peak_memory_bytes,
-        mfu=hardware.mfu(achieved, report.hardware, winner_cfg.precision),
         target_loss=baseline.target_loss,
         time_to_target_s=statistics.median(tt_w) if tt_w else None,
         time_to_target_spread=_spread(tt_w) if tt_w else None,
@@ -345,25 +342,24 @@ def baseline_kept(
     runs = [baseline.run, *found.baseline]
     rates = [run.samples_per_s for run in runs]
     times = [run.time_to_target_s for run in runs if run.time_to_target_s is not None]
-    throughput = statistics.median(rates)
-    achieved = report.model.flops_per_sample * throughput
     rejected = Rejected(
         train=found.winner[0].train if found.winner else train,
         trial=provenance.trial,
         speedup=_spread(found.speedups) if found.speedups else None,
     )
     time_to_target = statistics.median(times) if times else None
-    measured_section = MeasuredSection(
-        device=report.hardware.device,
-        throughput_samples_per_s=throughput,
-        throughput_spread=_spread(rates),
+    measured_section = _evidence(
+        report,
+        train,
+        rates,
         peak_memory_bytes=baseline.run.peak_memory_bytes,
-        mfu=hardware.mfu(achieved, report.hardware, train.precision),
         target_loss=baseline.target_loss,
         time_to_target_s=time_to_target,
         time_to_target_spread=_spread(times) if times else None,
         baseline=BaselineMeasured(
-            train=train, throughput_samples_per_s=throughput, time_to_target_s=time_to_target
+            train=train,
+            throughput_samples_per_s=statistics.median(rates),
+            time_to_target_s=time_to_target,
         ),
         rejected=rejected,
         warnings=list(warnings),
@@ -371,6 +367,22 @@ def baseline_kept(
     where = provenance.model_copy(update={"trial": None})
     return TunedConfig(
         task=report.task_file, train=train, measured=measured_section, provenance=where
+    )
+
+
+def _evidence(
+    report: ProbeReport, train: TrainConfig, rates: list[float], **fields: Any
+) -> MeasuredSection:
+    """The measured section of ``train`` run at ``rates`` samples/s on the probed device:
+    their median and spread, and the MFU at the median; ``fields`` the rest."""
+    throughput = statistics.median(rates)
+    achieved = report.model.flops_per_sample * throughput
+    return MeasuredSection(
+        device=report.hardware.device,
+        throughput_samples_per_s=throughput,
+        throughput_spread=_spread(rates),
+        mfu=hardware.mfu(achieved, report.hardware, train.precision),
+        **fields,
     )
 
 

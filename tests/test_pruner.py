@@ -11,7 +11,7 @@ from autotune.runtime import StepRecord
 from autotune.search._convergence import _pruning, completed_runs, stored_runs
 from autotune.search._pace import Pace
 from autotune.search._pruner import Curve, MedianRule
-from autotune.search._types import Measured
+from autotune.search._types import Measured, trial_run
 
 _MICRO_4 = TrainConfig(micro_batch_size=4, optimizer={"lr": 3e-4})
 
@@ -102,3 +102,17 @@ def test_the_median_weighs_the_runs_of_completed_trials_only() -> None:
     failed = study.ask()
     study.tell(failed, state=optuna.trial.TrialState.FAIL)  # no run recorded
     assert [run.train.optimizer.lr for run in completed_runs(stored_runs(study))] == [3e-4]
+
+
+def test_a_finished_trials_run_is_parsed_once_however_often_the_study_is_read() -> None:
+    study = optuna.create_study()  # a tell re-reads every run: pace, runoff, climbs
+    for lr in (1e-4, 2e-4, 3e-4):
+        trial = study.ask()
+        trial.set_user_attr("run", _run(_falling(4.0, 0.02), 0.1, lr=lr).model_dump_json())
+        study.tell(trial, 5.0)
+    trial_run.cache_clear()
+    first = stored_runs(study)
+    again = stored_runs(study)
+    assert trial_run.cache_info().misses == 3  # parsed on the first read only
+    assert [run for _, run in again] == [run for _, run in first]
+    assert all(a is b for (_, a), (_, b) in zip(first, again, strict=True))

@@ -42,6 +42,7 @@ from autotune.search._types import (
     Budget,
     Measured,
     small_batch_size,
+    trial_run,
 )
 
 __all__ = [
@@ -344,7 +345,7 @@ def batch_climbed(
 ) -> dict[str, Any] | None:
     """:func:`larger` from ``best`` (the study's fastest trial, :func:`_fastest`) as trial
     ``number`` (:func:`_climb`); None where :func:`larger` has none."""
-    run = Measured.model_validate_json(best.user_attrs["run"])
+    run = trial_run(best.user_attrs["run"])
     return _climb(study, best, number, first, functools.partial(larger, plan, top, (best, run)))
 
 
@@ -719,7 +720,7 @@ def winning_trials(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, 
         if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("reached")
     ]
     good.sort(key=lambda t: t.value if t.value is not None else math.inf)
-    return [(t, Measured.model_validate_json(t.user_attrs["run"])) for t in good]
+    return [(t, trial_run(t.user_attrs["run"])) for t in good]
 
 
 def runoff_entries(study: optuna.Study, pace: Pace, target: float) -> list[Entry]:
@@ -748,7 +749,7 @@ def recorded_runs(study: optuna.Study) -> list[Measured]:
 def stored_runs(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, Measured]]:
     """:func:`recorded_runs`, each with its trial."""
     return [
-        (t, Measured.model_validate_json(t.user_attrs["run"]))
+        (t, trial_run(t.user_attrs["run"]))
         for t in study.get_trials(deepcopy=False)
         if "run" in t.user_attrs
     ]

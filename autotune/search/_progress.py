@@ -15,7 +15,7 @@ import optuna
 from pydantic import BaseModel, ConfigDict
 
 from autotune.config import TrainConfig
-from autotune.search._types import Measured
+from autotune.search._types import trial_run
 
 __all__ = ["Standing", "TopConfig", "describe", "standing", "top_configs", "trial_line"]
 
@@ -100,7 +100,7 @@ def top_configs(study: optuna.Study, k: int = 5) -> list[TopConfig]:
 
 def _row(trial: optuna.trial.FrozenTrial) -> TopConfig:
     attrs = trial.user_attrs
-    run = Measured.model_validate_json(attrs["run"]) if "run" in attrs else None
+    run = trial_run(attrs["run"]) if "run" in attrs else None
     config = TrainConfig.model_validate_json(attrs["train"]) if "train" in attrs else None
     return TopConfig(
         trial=trial.number,

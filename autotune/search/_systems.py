@@ -22,7 +22,7 @@ from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport, VariantReport
 from autotune.runtime import StepRecord
 from autotune.search._measure import Trialist, measured, ok
-from autotune.search._types import Measured, same_kind, small_batch_size
+from autotune.search._types import Measured, same_kind, small_batch_size, trial_run
 from autotune.trial import TrialStatus
 
 __all__ = [
@@ -173,7 +173,7 @@ def measure_systems(
         if _key(spaces.encode_params(values)) not in recorded:
             _record(study, grid, values, None, {"status": "PRUNED", "reason": reason})
     runs = [
-        Measured.model_validate_json(t.user_attrs["run"])
+        trial_run(t.user_attrs["run"])
         for t in recorded.values()
         if t.state == optuna.trial.TrialState.COMPLETE
     ]

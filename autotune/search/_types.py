@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ __all__ = [
     "SearchOptions",
     "same_kind",
     "small_batch_size",
+    "trial_run",
 ]
 
 
@@ -119,6 +121,19 @@ class Measured(_Record):
     samples_per_s: float
     time_to_target_s: float | None = None
     peak_memory_bytes: int | None = None
+
+
+# Parsed trial runs kept: more than a search's trials (tens), so a search never parses a
+# finished trial's run twice; a bound, as one run holds a loss and a time per step.
+_PARSED_RUNS = 512
+
+
+@functools.lru_cache(maxsize=_PARSED_RUNS)
+def trial_run(stored: str) -> Measured:
+    """A trial's stored ``run`` user attribute, parsed. Every tell re-reads all the
+    study's runs (the pooled pace, the runoff's entries, the climbs), and a finished
+    trial's run never changes, so each is parsed once: shared, so never modified."""
+    return Measured.model_validate_json(stored)
 
 
 class BaselineRun(_Record):

@@ -26,6 +26,7 @@ from autotune import __version__, profiler
 from autotune._cli_support import OneLineErrors, stop_on_signals
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
+from autotune._recheck_view import pair_line, recheck_table
 from autotune._search_view import SearchView, result_table, top_table
 from autotune._tables import key_value_table
 from autotune._tuned_view import reproduction, tuned_tables
@@ -50,6 +51,7 @@ from autotune.search import (
     PATIENCE,
     RUNOFF_ROUNDS,
     SearchOptions,
+    recheck,
     redact,
     run_search,
 )
@@ -442,6 +444,53 @@ def show(
         tuned = load_tuned_config(config)
     for table in tuned_tables(tuned, str(config)):
         out.print(table)
+
+
+@app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="The tuned.yaml to check.")] = Path("tuned.yaml"),
+    task: Annotated[
+        Path | None, typer.Option(help="The task file (default: the one tuned.yaml names).")
+    ] = None,
+    pairs: Annotated[
+        int, typer.Option(min=CONFIRM_PAIRS, help="Tuned/baseline pairs that always run.")
+    ] = CONFIRM_PAIRS,
+    most: Annotated[
+        int,
+        typer.Option(min=CONFIRM_PAIRS, help="Most pairs, run while the numbers are unsettled."),
+    ] = CONFIRM_MAX_PAIRS,
+    seed: Annotated[int, typer.Option(help="Seed of every run; the search's default is 0.")] = 0,
+) -> None:
+    """Re-measure a tuned config on this machine: it and its baseline in interleaved pairs
+    to its target loss. Exit 0 when its time-to-target speed-up still holds, 1 when not,
+    2 when the file has nothing to check."""
+    with _user_errors(), _scratch_dirs():
+        tuned = load_tuned_config(config)
+        task_file = _task_of(tuned, task)
+        err.print(f"checking {escape(str(config))} on {escape(str(task_file))}", highlight=False)
+        with tempfile.TemporaryDirectory(prefix="autotune-check-") as workdir:
+            found = recheck(
+                tuned,
+                task_file,
+                Path(workdir),
+                pairs=pairs,
+                most=max(most, pairs),
+                seed=seed,
+                after_pair=lambda done: err.print(pair_line(done), highlight=False),
+            )
+    out.print(recheck_table(found, str(config)))
+    if not found.holds():
+        raise typer.Exit(1)
+
+
+def _task_of(tuned: TunedConfig, override: Path | None) -> Path:
+    """The task file to run: ``override``, else the one the tuned config names, loaded
+    once here so that a wrong one is one line, not a failed run per pair."""
+    if override is None and tuned.task is None:
+        raise ConfigError("the tuned config names no task file; pass it with --task model.py.")
+    path = override or Path(str(tuned.task))
+    load_task(path)
+    return path
 
 
 @app.command()

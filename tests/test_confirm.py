@@ -202,10 +202,9 @@ def _scripted_pairs(
 def _confirm(
     pairs: int, most: int, time_left: float = 1e9, earlier_rates: tuple[float, ...] = ()
 ) -> Any:
-    from autotune.search._confirm import confirm
+    from autotune.search._confirm import run_pairs
 
-    return confirm(
-        None,  # type: ignore[arg-type]
+    return run_pairs(
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         pairs,

@@ -57,6 +57,7 @@ from autotune.search._progress import (
     top_configs,
     trial_line,
 )
+from autotune.search._recheck import CHECK_TOLERANCE, Recheck, Remeasured, recheck
 from autotune.search._runoff import Entry, runoff
 from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
 from autotune.search._systems import measure_systems, predict_systems
@@ -75,10 +76,13 @@ from autotune.search._types import (
 from autotune.task import MIN_BASELINE_STEPS, Task, load_task
 
 __all__ = [
+    "CHECK_TOLERANCE",
     "CONFIRM_MAX_PAIRS",
     "CONFIRM_PAIRS",
     "PATIENCE",
     "RUNOFF_ROUNDS",
+    "Recheck",
+    "Remeasured",
     "SearchError",
     "SearchInterrupted",
     "SearchOptions",
@@ -88,6 +92,7 @@ __all__ = [
     "baseline_seconds",
     "describe",
     "early_target",
+    "recheck",
     "redact",
     "run_search",
     "study_summary",

@@ -33,12 +33,15 @@ __all__ = [
     "RATE_SETTLED_ERROR",
     "SETTLED_ERROR",
     "Confirmation",
+    "Pairing",
     "baseline_kept",
     "confirm",
     "known_reference",
     "reference_check",
+    "run_pairs",
     "same_step",
     "settled",
+    "spread_of",
     "stable_winner",
     "step_rates",
     "tuned_config",
@@ -113,6 +116,30 @@ def step_rates(runs: Sequence[Measured], train: TrainConfig) -> list[float]:
     return [run.samples_per_s for run in runs if same_step(run.train, train)]
 
 
+@dataclass(frozen=True)
+class Pairing:
+    """What each winner/baseline pair runs: the winner for at most ``winner_steps`` (its
+    first run whole, for its profiled peak memory; later ones stop at the target) and the
+    baseline for at most ``baseline_steps``, stopped at the target; each also at ``cap_s``."""
+
+    winner: TrainConfig
+    winner_steps: int
+    baseline: TrainConfig
+    baseline_steps: int
+    target: float
+    cap_s: float
+
+    @classmethod
+    def of(cls, winner: Measured, baseline: BaselineRun) -> Pairing:
+        """The search's pairs: up to _STEP_MARGIN x the winner's trial's steps, and a cap
+        of 1.5 x the baseline's run."""
+        steps = max(len(winner.losses), int(len(winner.losses) * _STEP_MARGIN))
+        cap = baseline.run.elapsed_s[-1] * 1.5
+        return cls(
+            winner.train, steps, baseline.run.train, baseline.steps, baseline.target_loss, cap
+        )
+
+
 def confirm(
     winner: Measured,
     baseline: BaselineRun,
@@ -123,13 +150,31 @@ def confirm(
     time_left: Callable[[], float] = lambda: 0.0,
     earlier_rates: Sequence[float] = (),
 ) -> Confirmation:
+    """:func:`run_pairs` of ``winner`` and ``baseline`` (:meth:`Pairing.of`)."""
+    pairing = Pairing.of(winner, baseline)
+    return run_pairs(
+        pairing, trials, pairs, most=most, time_left=time_left, earlier_rates=earlier_rates
+    )
+
+
+def run_pairs(
+    pairing: Pairing,
+    trials: Trialist,
+    pairs: int,
+    *,
+    most: int | None = None,
+    time_left: Callable[[], float] = lambda: 0.0,
+    earlier_rates: Sequence[float] = (),
+    after_pair: Callable[[Confirmation], None] | None = None,
+) -> Confirmation:
     """Run winner, baseline, winner, baseline, ...: machine drift hits both alike.
 
     ``pairs`` always run. Up to ``most`` in all run while the speed-up or the winner's
     samples/s (its runs here and ``earlier_rates``) is unsettled (:func:`settled`), and
     ``time_left()`` seconds hold the slowest pair so far with a margin: a search that
     stopped early spends its unused budget on tighter numbers, not on nothing (3 pairs of
-    one config measured 2.23x in one search and 2.79x in the next).
+    one config measured 2.23x in one search and 2.79x in the next). ``after_pair`` sees
+    the confirmation so far after each pair.
     """
     found = Confirmation(earlier_rates=list(earlier_rates))
     slowest = 0.0
@@ -138,8 +183,10 @@ def confirm(
         if not more:
             break
         started = time.perf_counter()
-        _run_pair(found, winner, baseline, trials, first=pair == 0)
+        _run_pair(found, pairing, trials, first=pair == 0)
         slowest = max(slowest, time.perf_counter() - started)
+        if after_pair is not None:
+            after_pair(found)
     return found
 
 
@@ -152,30 +199,25 @@ def settled(values: Sequence[float], error: float = SETTLED_ERROR) -> bool:
     return statistics.stdev(logs) / math.sqrt(len(logs)) <= error
 
 
-def _run_pair(
-    found: Confirmation, winner: Measured, baseline: BaselineRun, trials: Trialist, first: bool
-) -> None:
-    """One winner run and one baseline run to the target, appended to ``found``; the first
-    winner run goes whole, for its profiled peak memory (a stopped run has none)."""
+def _run_pair(found: Confirmation, pairing: Pairing, trials: Trialist, first: bool) -> None:
+    """One winner run and one baseline run (:class:`Pairing`), appended to ``found``."""
     found.pairs += 1
-    target = baseline.target_loss
-    cap = baseline.run.elapsed_s[-1] * 1.5
-    steps = max(len(winner.losses), int(len(winner.losses) * _STEP_MARGIN))
+    target, cap = pairing.target, pairing.cap_s
     result = trials.run(
-        winner.train,
-        steps,
+        pairing.winner,
+        pairing.winner_steps,
         watch=None if first else TargetWatch(target, cap),
         time_cap_s=cap,
         measure_memory=first,
     )
-    run = measured(result, winner.train, target) if ok(result) else None
+    run = measured(result, pairing.winner, target) if ok(result) else None
     if run is not None:
         found.winner.append(run)
         found.peak_memory_bytes = found.peak_memory_bytes or run.peak_memory_bytes
     result = trials.run(
-        baseline.run.train, baseline.steps, watch=TargetWatch(target, cap), time_cap_s=cap
+        pairing.baseline, pairing.baseline_steps, watch=TargetWatch(target, cap), time_cap_s=cap
     )
-    base = measured(result, baseline.run.train, target) if ok(result) else None
+    base = measured(result, pairing.baseline, target) if ok(result) else None
     if base is not None:
         found.baseline.append(base)
     if run and base and base.samples_per_s > 0:
@@ -280,7 +322,8 @@ def stable_winner(
     return None
 
 
-def _spread(values: list[float]) -> Spread:
+def spread_of(values: Sequence[float]) -> Spread:
+    """The median and range of ``values`` (at least one)."""
     return Spread(
         median=statistics.median(values), low=min(values), high=max(values), n=len(values)
     )
@@ -309,15 +352,15 @@ def tuned_config(
         peak_memory_bytes=found.peak_memory_bytes,
         target_loss=baseline.target_loss,
         time_to_target_s=statistics.median(tt_w) if tt_w else None,
-        time_to_target_spread=_spread(tt_w) if tt_w else None,
+        time_to_target_spread=spread_of(tt_w) if tt_w else None,
         baseline=BaselineMeasured(
             train=baseline.run.train,
             throughput_samples_per_s=statistics.median(rate_b),
             time_to_target_s=statistics.median(tt_b) if tt_b else None,
         ),
         speedup_vs_baseline=statistics.median(speedups) if speedups else None,
-        speedup_spread=_spread(speedups) if speedups else None,
-        throughput_speedup=_spread(rate_ratios) if rate_ratios else None,
+        speedup_spread=spread_of(speedups) if speedups else None,
+        throughput_speedup=spread_of(rate_ratios) if rate_ratios else None,
         warnings=list(warnings),
     )
     return TunedConfig(
@@ -345,7 +388,7 @@ def baseline_kept(
     rejected = Rejected(
         train=found.winner[0].train if found.winner else train,
         trial=provenance.trial,
-        speedup=_spread(found.speedups) if found.speedups else None,
+        speedup=spread_of(found.speedups) if found.speedups else None,
     )
     time_to_target = statistics.median(times) if times else None
     measured_section = _evidence(
@@ -355,7 +398,7 @@ def baseline_kept(
         peak_memory_bytes=baseline.run.peak_memory_bytes,
         target_loss=baseline.target_loss,
         time_to_target_s=time_to_target,
-        time_to_target_spread=_spread(times) if times else None,
+        time_to_target_spread=spread_of(times) if times else None,
         baseline=BaselineMeasured(
             train=train,
             throughput_samples_per_s=statistics.median(rates),
@@ -380,7 +423,7 @@ def _evidence(
     return MeasuredSection(
         device=report.hardware.device,
         throughput_samples_per_s=throughput,
-        throughput_spread=_spread(rates),
+        throughput_spread=spread_of(rates),
         mfu=hardware.mfu(achieved, report.hardware, train.precision),
         **fields,
     )

@@ -1,0 +1,76 @@
+"""Rich output of ``autotune check``: a line per pair, then tuned.yaml's numbers beside
+the re-measured ones (:class:`~autotune.search.Recheck`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.table import Table
+
+from autotune._units import format_bytes
+from autotune.search import CHECK_TOLERANCE, Recheck, Remeasured
+from autotune.search._confirm import Confirmation
+
+__all__ = ["pair_line", "recheck_table"]
+
+_NONE = "[dim]-[/]"
+
+
+def pair_line(found: Confirmation) -> str:
+    """What the latest pair measured: each side's time to the target, and the speed-up."""
+    tuned = found.winner[-1] if found.winner else None
+    base = found.baseline[-1] if found.baseline else None
+    speedup = f", {found.speedups[-1]:.2f}x" if found.speedups else ""
+    return (
+        f"pair {found.pairs}: tuned {_seconds(tuned.time_to_target_s if tuned else None)}, "
+        f"baseline {_seconds(base.time_to_target_s if base else None)} to the target{speedup}"
+    )
+
+
+def recheck_table(check: Recheck, source: str) -> Table:
+    """tuned.yaml's numbers against the re-measured medians, ranges and ratios."""
+    table = Table(title=f"autotune check {source}: now against tuned.yaml", title_justify="left")
+    for name in ("", "tuned.yaml", "now: median (range, n)", "ratio", "within 10%"):
+        table.add_column(name, style="bold" if not name else None)
+    for row in check.rows():
+        show = _FORMATS[row.unit]
+        what = f"{row.what} {row.unit}" if row.unit == "samples/s" else row.what
+        table.add_row(what, _value(row.recorded, show), *_now(row, show))
+    table.caption = f"{check.found.pairs} interleaved pairs; {check.verdict()}"
+    return table
+
+
+def _now(row: Remeasured, show: Callable[[float], str]) -> tuple[str, str, str]:
+    if row.now is None:
+        return _NONE, _NONE, _NONE
+    spread = row.now
+    measured = show(spread.median)
+    if spread.n > 1:
+        measured += f" ({show(spread.low)}-{show(spread.high)}, n={spread.n})"
+    ratio = row.ratio
+    within = row.within(CHECK_TOLERANCE)
+    verdict = _NONE if within is None else ("yes" if within else "[bold]no[/]")
+    return measured, _NONE if ratio is None else f"{ratio:.0%}", verdict
+
+
+def _value(value: float | None, show: Callable[[float], str]) -> str:
+    return _NONE if value is None else show(value)
+
+
+def _seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.2f} s"
+
+
+def _times(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+_FORMATS: dict[str, Callable[[float], str]] = {
+    "x": _times,
+    "samples/s": _rate,
+    "bytes": format_bytes,
+}

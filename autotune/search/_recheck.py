@@ -1,0 +1,224 @@
+"""Re-measuring a tuned.yaml here and now: does its speed-up over the baseline still hold?
+
+A tuned.yaml is evidence from one machine at one time. Its absolute samples/s moves with the
+machine (a 2-core VM here ran the same baseline at 9.4k samples/s during a search and at
+14k minutes later, by the same launcher), so a tuned config is judged the way the search
+confirmed it: interleaved pairs of it and the baseline to the recorded target loss, whose
+*ratios* are immune to the machine as a whole getting faster or slower. The absolute numbers
+are re-measured too, and the baseline's own change says how much of theirs is the machine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from autotune.config import Spread, TrainConfig, TunedConfig
+from autotune.errors import ConfigError
+from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
+from autotune.search._measure import Trialist
+
+__all__ = ["CHECK_TOLERANCE", "Recheck", "Remeasured", "pairing_of", "recheck"]
+
+# Issue 5's bound on re-measured throughput; the same config in fresh processes varies
+# 6-25% on a 2-core CPU, so a wider gap is a change, not noise.
+CHECK_TOLERANCE = 0.10
+# Each run's time cap and step bound, as a multiple of its recorded time to the target: a
+# machine 3x slower than the search's is another machine, and its run would say so anyway.
+_CAP_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class Remeasured:
+    """One number tuned.yaml records, beside its re-measured median and range."""
+
+    what: str
+    unit: Literal["x", "samples/s", "bytes"]
+    recorded: float | None
+    now: Spread | None
+
+    @property
+    def ratio(self) -> float | None:
+        """Re-measured median / recorded; None where either is missing."""
+        if self.recorded is None or self.now is None or self.recorded <= 0:
+            return None
+        return self.now.median / self.recorded
+
+    def within(self, tolerance: float = CHECK_TOLERANCE) -> bool | None:
+        """Whether the ratio is within ``tolerance`` of 1; None where there is none."""
+        ratio = self.ratio
+        return None if ratio is None else abs(ratio - 1.0) <= tolerance
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """The pairs run now, and what they say of the tuned.yaml's claims."""
+
+    tuned: TunedConfig
+    found: Confirmation
+
+    @property
+    def speedup(self) -> Remeasured:
+        """Time-to-target speed-up over the baseline, per pair: the claim."""
+        claimed = self.tuned.measured.speedup_vs_baseline if self.tuned.measured else None
+        return Remeasured("time-to-target speed-up", "x", claimed, _spread(self.found.speedups))
+
+    @property
+    def throughput_speedup(self) -> Remeasured:
+        measured = self.tuned.measured
+        claimed = measured.throughput_speedup if measured else None
+        recorded = claimed.median if claimed else None
+        return Remeasured("throughput speed-up", "x", recorded, _spread(self.found.rate_ratios))
+
+    @property
+    def samples_per_s(self) -> Remeasured:
+        recorded = self.tuned.measured.throughput_samples_per_s if self.tuned.measured else None
+        rates = [run.samples_per_s for run in self.found.winner]
+        return Remeasured("tuned", "samples/s", recorded, _spread(rates))
+
+    @property
+    def baseline_samples_per_s(self) -> Remeasured:
+        """The machine's own change: the baseline is the same config then and now."""
+        base = self.tuned.measured.baseline if self.tuned.measured else None
+        recorded = base.throughput_samples_per_s if base else None
+        rates = [run.samples_per_s for run in self.found.baseline]
+        return Remeasured("baseline", "samples/s", recorded, _spread(rates))
+
+    @property
+    def peak_memory(self) -> Remeasured:
+        recorded = self.tuned.measured.peak_memory_bytes if self.tuned.measured else None
+        peak = self.found.peak_memory_bytes
+        now = Spread(median=peak, low=peak, high=peak, n=1) if peak is not None else None
+        then = None if recorded is None else float(recorded)
+        return Remeasured("tuned peak memory", "bytes", then, now)
+
+    def rows(self) -> list[Remeasured]:
+        return [
+            self.speedup,
+            self.throughput_speedup,
+            self.samples_per_s,
+            self.baseline_samples_per_s,
+            self.peak_memory,
+        ]
+
+    def holds(self) -> bool:
+        """Whether the speed-up still holds: its re-measured median is no lower than the
+        lower of the recorded range's low end and the recorded median less
+        CHECK_TOLERANCE. Higher is no failure: the claim is "at least this much faster"."""
+        now = self.speedup.now
+        spread = self.tuned.measured.speedup_spread if self.tuned.measured else None
+        claimed = self.speedup.recorded
+        if now is None or claimed is None:
+            return False
+        floor = (1.0 - CHECK_TOLERANCE) * claimed
+        if spread is not None:
+            floor = min(floor, spread.low)
+        return now.median >= floor
+
+    def verdict(self) -> str:
+        """One sentence: whether the claim holds, and what moved if the numbers did."""
+        now = self.speedup.now
+        if now is None:
+            return (
+                "not checked: no pair had both runs at the target loss; see the runs above, "
+                "then run `autotune search` on this machine"
+            )
+        claimed = self.speedup.recorded or math.nan
+        said = f"{now.median:.2f}x now against {claimed:.2f}x recorded"
+        if not self.holds():
+            slower = " (slower than the baseline here)" if now.median < 1.0 else ""
+            return f"does not hold: {said}{slower}; run `autotune search` on this machine"
+        return f"holds: {said}{self._machine_note()}"
+
+    def _machine_note(self) -> str:
+        """Where the tuned samples/s missed tuned.yaml's: whether the baseline's moved
+        alike (the machine changed, not the config), or not."""
+        tuned, base = self.samples_per_s.ratio, self.baseline_samples_per_s.ratio
+        if tuned is None or base is None or self.samples_per_s.within() is not False:
+            return ""
+        if abs(tuned / base - 1.0) <= CHECK_TOLERANCE:
+            return (
+                f"; samples/s moved with the machine: the tuned config's is {tuned:.0%} of "
+                f"tuned.yaml's, the baseline's {base:.0%}"
+            )
+        return (
+            f"; but the tuned config's samples/s is {tuned:.0%} of tuned.yaml's while the "
+            f"baseline's is {base:.0%}"
+        )
+
+
+def pairing_of(tuned: TunedConfig) -> Pairing:
+    """The pairs to run for ``tuned``: its config and its baseline's, each to the recorded
+    target loss, bounded at _CAP_FACTOR x its recorded time to the target.
+
+    Raises:
+        ConfigError: the file has no evidence to re-measure (no target loss, no baseline
+            time to it, no speed-up), or it recommends the baseline itself.
+    """
+    measured = tuned.measured
+    base = measured.baseline if measured else None
+    if measured is None or measured.target_loss is None or measured.time_to_target_s is None:
+        raise ConfigError(
+            "the tuned config records no time to a target loss, so there is no speed-up to "
+            "check; write one with `autotune search`."
+        )
+    if base is None or base.time_to_target_s is None or measured.speedup_vs_baseline is None:
+        raise ConfigError(
+            "the tuned config records no baseline time to its target, so there is no "
+            "speed-up to check"
+            + (
+                " (the search measured its pick slower and kept the baseline: see `autotune show`)"
+                if measured.rejected is not None
+                else "; write one with `autotune search`."
+            )
+        )
+    # The schedule's length where it has one (the run as `autotune run` would train it), but
+    # never far past the target: the first run goes whole, for its peak memory.
+    steps = _steps(tuned.train, measured.time_to_target_s, measured.throughput_samples_per_s)
+    winner_steps = min(tuned.train.schedule.total_steps or steps, steps)
+    return Pairing(
+        winner=tuned.train,
+        winner_steps=winner_steps,
+        baseline=base.train,
+        baseline_steps=_steps(base.train, base.time_to_target_s, base.throughput_samples_per_s),
+        target=measured.target_loss,
+        cap_s=_CAP_FACTOR * max(base.time_to_target_s, measured.time_to_target_s),
+    )
+
+
+def recheck(
+    tuned: TunedConfig,
+    task_path: Path,
+    workdir: Path,
+    *,
+    pairs: int = 3,
+    most: int | None = None,
+    seed: int = 0,
+    after_pair: Callable[[Confirmation], None] | None = None,
+) -> Recheck:
+    """Run ``pairs`` interleaved pairs of ``tuned``'s config and its baseline to its target
+    loss (more, up to ``most``, while the speed-up or the samples/s is unsettled), as
+    supervised trials of ``task_path`` in ``workdir``, with ``seed`` (the search's:
+    its init and data order, so its time to the target).
+
+    Raises:
+        ConfigError: see :func:`pairing_of`.
+    """
+    pairing = pairing_of(tuned)
+    with Trialist(task_path, workdir, seed=seed) as trials:
+        found = run_pairs(
+            pairing, trials, pairs, most=most, time_left=lambda: math.inf, after_pair=after_pair
+        )
+    return Recheck(tuned=tuned, found=found)
+
+
+def _steps(train: TrainConfig, time_to_target_s: float, samples_per_s: float) -> int:
+    """_CAP_FACTOR x the steps ``train`` took to the target at the recorded pace."""
+    return max(1, math.ceil(_CAP_FACTOR * time_to_target_s * samples_per_s / train.global_batch))
+
+
+def _spread(values: list[float]) -> Spread | None:
+    return spread_of(values) if values else None

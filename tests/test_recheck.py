@@ -1,0 +1,166 @@
+"""`autotune check`: a tuned.yaml re-measured in interleaved pairs with its baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autotune import cli
+from autotune.cli import app
+from autotune.config import Rejected, Spread, TrainConfig, TunedConfig, save_tuned_config
+from autotune.errors import ConfigError
+from autotune.search import Recheck
+from autotune.search._confirm import Confirmation
+from autotune.search._recheck import pairing_of
+from autotune.search._types import Measured
+from tests._tuned import BASELINE, make_tuned
+from tests.test_show import row
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _run(train: TrainConfig, samples_per_s: float) -> Measured:
+    return Measured(train=train, losses=[1.0], elapsed_s=[0.1], samples_per_s=samples_per_s)
+
+
+def _found(speedups: list[float], tuned_rate: float = 812.5, base_rate: float = 400.0) -> Recheck:
+    tuned = make_tuned()
+    found = Confirmation(
+        winner=[_run(tuned.train, tuned_rate) for _ in speedups],
+        baseline=[_run(BASELINE, base_rate) for _ in speedups],
+        speedups=speedups,
+        rate_ratios=[tuned_rate / base_rate for _ in speedups],
+        pairs=max(3, len(speedups)),
+        peak_memory_bytes=123_456_789,
+    )
+    return Recheck(tuned=tuned, found=found)
+
+
+def test_the_pairs_run_both_configs_to_the_recorded_target_within_3x_their_times() -> None:
+    tuned = make_tuned()  # tuned: 4.2 s at 812.5 samples/s, global 64; baseline 9.1 s at 400
+    pairing = pairing_of(tuned)
+    assert (pairing.winner, pairing.baseline) == (tuned.train, BASELINE)
+    assert pairing.target == 0.4321
+    assert pairing.winner_steps == 160  # 3 x 4.2 s x 812.5 / 64, rounded up
+    assert pairing.baseline_steps == 683  # 3 x 9.1 s x 400 / 16
+    assert pairing.cap_s == pytest.approx(27.3)
+    scheduled = make_tuned(schedule={"name": "cosine", "total_steps": 90})
+    assert pairing_of(scheduled).winner_steps == 90  # the schedule's length, where shorter
+
+
+def test_a_file_without_a_speedup_to_check_is_refused_with_the_fix() -> None:
+    bare = TunedConfig(task="model.py", train=make_tuned().train)
+    with pytest.raises(ConfigError, match=r"no time to a target loss.*autotune search"):
+        pairing_of(bare)
+    tuned = make_tuned()
+    assert tuned.measured is not None
+    kept = tuned.model_copy(
+        update={
+            "measured": tuned.measured.model_copy(
+                update={"speedup_vs_baseline": None, "rejected": Rejected(train=BASELINE)}
+            )
+        }
+    )
+    with pytest.raises(ConfigError, match=r"kept the baseline: see `autotune show`"):
+        pairing_of(kept)
+
+
+def test_a_speedup_within_its_recorded_range_holds() -> None:
+    check = _found([2.0, 1.95, 2.2])  # recorded 2.17x, range 1.9-2.3
+    assert check.holds()
+    assert check.verdict() == "holds: 2.00x now against 2.17x recorded"
+    assert check.speedup.ratio == pytest.approx(2.0 / 2.17)
+    assert check.samples_per_s.within() is True
+
+
+def test_a_speedup_below_its_range_and_the_tolerance_does_not_hold() -> None:
+    check = _found([1.6, 1.7, 1.65])
+    assert not check.holds()
+    assert check.verdict().startswith("does not hold: 1.65x now against 2.17x recorded;")
+    slower = _found([0.8, 0.9, 0.85])
+    assert "slower than the baseline here" in slower.verdict()
+
+
+def test_no_pair_at_the_target_is_no_check() -> None:
+    check = _found([])
+    assert not check.holds()
+    assert check.verdict().startswith("not checked: no pair had both runs at the target")
+
+
+def test_samples_per_s_that_moved_with_the_baselines_are_put_down_to_the_machine() -> None:
+    machine = _found([2.1, 2.2, 2.0], tuned_rate=600.0, base_rate=300.0)  # 74% and 75%
+    assert machine.holds()
+    assert machine.verdict().endswith(
+        "samples/s moved with the machine: the tuned config's is 74% of tuned.yaml's, "
+        "the baseline's 75%"
+    )
+    config = _found([2.1, 2.2, 2.0], tuned_rate=600.0, base_rate=400.0)
+    assert "while the baseline's is 100%" in config.verdict()
+
+
+def test_the_table_shows_recorded_beside_remeasured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(make_tuned(task=str(ROOT / "examples" / "mlp_digits.py")), path)
+    monkeypatch.setattr(cli, "recheck", lambda *args, **kwargs: _found([1.6, 1.7, 1.65]))
+    result = runner.invoke(app, ["check", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output  # the speed-up does not hold
+    out = result.stdout
+    assert row(out, "time-to-target speed-up")[1:] == [
+        "2.17x", "1.65x (1.60x-1.70x, n=3)", "76%", "no",
+    ]  # fmt: skip
+    assert row(out, "baseline samples/s")[1:] == ["400", "400 (400-400, n=3)", "100%", "yes"]
+    assert row(out, "tuned peak memory")[1:] == ["117.7 MiB", "117.7 MiB", "100%", "yes"]
+    assert "does not hold" in out
+
+
+def test_a_task_file_is_needed(tmp_path: Path) -> None:
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(make_tuned(task=None), path)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2  # a file it cannot check; 1 is a claim that does not hold
+    assert "names no task file; pass it with --task model.py" in result.output
+
+
+def test_check_reruns_a_real_tuned_config_and_its_baseline(tmp_path: Path) -> None:
+    """Real pairs on mlp_digits to an easy target: a claim of 0.05x holds whatever the
+    machine does, so the exit code is 0 and every row is re-measured."""
+    tuned = make_tuned(
+        task=str(ROOT / "examples" / "mlp_digits.py"),
+        micro_batch_size=64,
+        grad_accum_steps=1,
+        precision="32-true",
+        activation_checkpointing="none",
+        optimizer={"name": "adamw", "lr": 1e-2},
+        schedule={"name": "constant"},
+        gradient_clip_val=None,
+    )
+    assert tuned.measured is not None
+    easy = tuned.measured.model_copy(
+        update={
+            "target_loss": 1.0,
+            "time_to_target_s": 2.0,
+            "speedup_vs_baseline": 0.05,
+            "speedup_spread": Spread(median=0.05, low=0.04, high=0.06, n=3),
+            "throughput_samples_per_s": 2000.0,
+            "baseline": tuned.measured.baseline.model_copy(  # type: ignore[union-attr]
+                update={"time_to_target_s": 5.0, "throughput_samples_per_s": 1000.0}
+            ),
+        }
+    )
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned.model_copy(update={"measured": easy}), path)
+    result = runner.invoke(
+        app, ["check", str(path), "--pairs", "3", "--most", "3"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("pair ")] == [
+        line for line in result.stderr.splitlines() if " to the target, " in line
+    ]
+    assert result.stderr.count(" to the target, ") == 3  # both sides reached it in each pair
+    assert row(result.stdout, "time-to-target speed-up")[1] == "0.05x"
+    assert "3 interleaved pairs; holds:" in " ".join(result.stdout.split())

@@ -22,6 +22,10 @@ _NONE = "[dim]-[/]"
 # Issue 5's bound on `autotune run -c tuned.yaml` against the recorded samples/s; the same
 # config in fresh processes varies 6-25% on a 2-core CPU, so a wider gap means a change.
 REPRODUCTION_TOLERANCE = 0.10
+_CHECK_HINT = (
+    "`autotune check` re-runs it beside the baseline: a machine that got slower slows both, "
+    "and the speed-up holds."
+)
 
 
 def tuned_tables(tuned: TunedConfig, source: str) -> list[Table]:
@@ -130,11 +134,12 @@ def reproduction(samples_per_s: float, measured: Measured) -> tuple[bool, str]:
     if spread is not None and spread.low <= samples_per_s <= spread.high:
         return False, (
             f"{text}: outside {REPRODUCTION_TOLERANCE:.0%}, inside the range the search's own "
-            f"runs spanned (this machine's speed drifts between runs)"
+            f"runs spanned (this machine's speed drifts between runs). {_CHECK_HINT}"
         )
     return False, (
         f"{text}: not reproduced. Is this machine busy, or another one (a VM may give one "
-        f"CPU name to hosts with and without fast bf16)? Run `autotune search` here."
+        f"CPU name to hosts with and without fast bf16)? {_CHECK_HINT} Run `autotune search` "
+        "here if the speed-up is gone."
     )
 
 

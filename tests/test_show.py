@@ -108,6 +108,8 @@ def test_reproduction_is_judged_against_the_recorded_rate_and_range() -> None:
     )
     inside, line = reproduction(725.0, wide)
     assert not inside and "inside the range the search's own runs spanned" in line
+    for miss in (line, reproduction(725.0, measured)[1]):  # either miss names the check
+        assert "`autotune check` re-runs it beside the baseline" in miss
 
 
 def test_a_rejected_pick_and_the_warnings_are_shown_with_the_evidence(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Re-measuring a tuned.yaml here and now: does its speed-up over the baseline still hold?
 
 A tuned.yaml is evidence from one machine at one time. Its absolute samples/s moves with the
-machine (a 2-core VM here ran the same baseline at 9.4k samples/s during a search and at
-14k minutes later, by the same launcher), so a tuned config is judged the way the search
+machine (a 2-core VM here ran the same baseline config at 6.3k-14.5k samples/s in nine
+fresh processes minutes apart), so a tuned config is judged the way the search
 confirmed it: interleaved pairs of it and the baseline to the recorded target loss, whose
 *ratios* are immune to the machine as a whole getting faster or slower. The absolute numbers
 are re-measured too, and the baseline's own change says how much of theirs is the machine.

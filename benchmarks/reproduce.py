@@ -11,10 +11,13 @@ seconds, so three runs can all land in one slow or fast spell. Compares:
 
 1. the tuned runs' median samples/s (the runtime's median after burn-in, as the search's
    confirmation measures it) with ``measured.throughput_samples_per_s``;
-2. the re-measured throughput speed-up over the baseline (per interleaved pair) with the
+2. the baseline's median samples/s with the one tuned.yaml records for it: the same config
+   then and now, so its ratio is the machine's own change since the search;
+3. the re-measured throughput speed-up over the baseline (per interleaved pair) with the
    one tuned.yaml records (``measured.throughput_speedup``): a ratio of two runs minutes
    apart, so it holds even when the machine as a whole got faster or slower since the
-   search, which (1) cannot tell from a regression.
+   search, which (1) cannot tell from a regression (``autotune check`` does the same for
+   the time-to-target speed-up).
 
 Goal (issue 5): within +-10%. Exit code 0 when (1) is met, 1 when it is not. Run it on a
 quiet machine: another process on the cores slows 2-thread torch by far more than 10%.
@@ -139,6 +142,15 @@ def _table(tuned: TunedConfig, found: Reproduced) -> Table:
         f"{rate / measured.throughput_samples_per_s:.0%}",
         _yes(within(rate, measured.throughput_samples_per_s)),
     )
+    if measured.baseline is not None:  # the same config then and now: the machine's change
+        base, then = statistics.median(found.baseline), measured.baseline.throughput_samples_per_s
+        table.add_row(
+            "baseline samples/s",
+            f"{then:,.1f}",
+            _spread(found.baseline, ",.1f"),
+            f"{base / then:.0%}",
+            _yes(within(base, then)),
+        )
     recorded = measured.throughput_speedup
     speedup = statistics.median(found.pair_speedups)
     table.add_row(

@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import reproduce
 from tests.conftest import TINY_TASK
+from tests.test_show import row
 
 
 def test_within_is_a_two_sided_relative_bound() -> None:
@@ -63,3 +64,17 @@ def test_a_failing_run_is_an_error_with_its_output(
     task = write_task("raise SystemExit('no task here')")
     with pytest.raises(RuntimeError, match="exited"):
         reproduce.run_once(task, [], 12, tmp_path / "out.json", tmp_path)
+
+
+def test_the_table_puts_the_baselines_own_change_beside_the_tuned_one() -> None:
+    from rich.console import Console
+
+    from tests._tuned import make_tuned
+
+    found = reproduce.Reproduced(tuned=[1000.0, 1100.0, 1050.0], baseline=[500.0, 520.0, 480.0])
+    console = Console(width=200, record=True)
+    console.print(reproduce._table(make_tuned(), found))  # records 812.5, baseline 400.0
+    text = console.export_text()
+    assert row(text, "samples/s")[1:4] == ["812.5", "1,050.0 (1,000.0-1,100.0, n=3)", "129%"]
+    # the same config then and now: the machine's own change, 500 / 400
+    assert row(text, "baseline samples/s")[1:4] == ["400.0", "500.0 (480.0-520.0, n=3)", "125%"]

@@ -66,7 +66,7 @@ def _times(value: float) -> str:
 
 
 def _rate(value: float) -> str:
-    return f"{value:,.0f}"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"  # 49.8, not 50
 
 
 _FORMATS: dict[str, Callable[[float], str]] = {

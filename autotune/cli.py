@@ -460,6 +460,9 @@ def check(
         typer.Option(min=CONFIRM_PAIRS, help="Most pairs, run while the numbers are unsettled."),
     ] = CONFIRM_MAX_PAIRS,
     seed: Annotated[int, typer.Option(help="Seed of every run; the search's default is 0.")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the verdict and numbers here.")
+    ] = None,
 ) -> None:
     """Re-measure a tuned config on this machine: it and its baseline in interleaved pairs
     to its target loss. Exit 0 when its time-to-target speed-up still holds, 1 when not,
@@ -478,6 +481,8 @@ def check(
                 seed=seed,
                 after_pair=lambda done: err.print(pair_line(done), highlight=False),
             )
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(found.summary(), indent=1) + "\n")
     out.print(recheck_table(found, str(config)))
     if not found.holds():
         raise typer.Exit(1)

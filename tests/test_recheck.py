@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -107,13 +108,23 @@ def test_the_table_shows_recorded_beside_remeasured(
     path = tmp_path / "tuned.yaml"
     save_tuned_config(make_tuned(task=str(ROOT / "examples" / "mlp_digits.py")), path)
     monkeypatch.setattr(cli, "recheck", lambda *args, **kwargs: _found([1.6, 1.7, 1.65]))
-    result = runner.invoke(app, ["check", str(path)], env={"COLUMNS": "200"})
+    saved = tmp_path / "check.json"
+    result = runner.invoke(app, ["check", str(path), "--json", str(saved)], env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output  # the speed-up does not hold
+    written = json.loads(saved.read_text())
+    assert written["holds"] is False and written["pairs"] == 3
+    assert written["verdict"].startswith("does not hold: 1.65x now against 2.17x recorded")
+    speedup = written["rows"][0]
+    assert (speedup["what"], speedup["recorded"], speedup["now"]["median"]) == (
+        "time-to-target speed-up", 2.17, 1.65,
+    )  # fmt: skip
     out = result.stdout
     assert row(out, "time-to-target speed-up")[1:] == [
         "2.17x", "1.65x (1.60x-1.70x, n=3)", "76%", "no",
     ]  # fmt: skip
-    assert row(out, "baseline samples/s")[1:] == ["400", "400 (400-400, n=3)", "100%", "yes"]
+    assert row(out, "baseline samples/s")[1:] == [
+        "400.0", "400.0 (400.0-400.0, n=3)", "100%", "yes",
+    ]  # fmt: skip
     assert row(out, "tuned peak memory")[1:] == ["117.7 MiB", "117.7 MiB", "100%", "yes"]
     assert "does not hold" in out
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from autotune.config import Spread, TrainConfig, TunedConfig
 from autotune.errors import ConfigError
@@ -103,6 +103,25 @@ class Recheck:
             self.baseline_samples_per_s,
             self.peak_memory,
         ]
+
+    def summary(self) -> dict[str, Any]:
+        """What ``autotune check --json`` writes: the verdict, and each row's numbers."""
+        rows = [
+            {
+                "what": row.what,
+                "unit": row.unit,
+                "recorded": row.recorded,
+                "now": None if row.now is None else row.now.model_dump(),
+                "ratio": row.ratio,
+            }
+            for row in self.rows()
+        ]
+        return {
+            "holds": self.holds(),
+            "verdict": self.verdict(),
+            "pairs": self.found.pairs,
+            "rows": rows,
+        }
 
     def holds(self) -> bool:
         """Whether the speed-up still holds: its re-measured median is no lower than the

@@ -1,5 +1,5 @@
-"""Rich output of ``autotune check``: a line per pair, then tuned.yaml's numbers beside
-the re-measured ones (:class:`~autotune.search.Recheck`)."""
+"""Rich output of ``autotune check``: tuned.yaml's numbers beside the re-measured ones
+(:class:`~autotune.search.Recheck`)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,10 @@ from rich.table import Table
 
 from autotune._units import format_bytes
 from autotune.search import CHECK_TOLERANCE, Recheck, Remeasured
-from autotune.search._confirm import Confirmation
 
-__all__ = ["pair_line", "recheck_table"]
+__all__ = ["recheck_table"]
 
 _NONE = "[dim]-[/]"
-
-
-def pair_line(found: Confirmation) -> str:
-    """What the latest pair measured: each side's time to the target, and the speed-up."""
-    tuned = found.winner[-1] if found.winner else None
-    base = found.baseline[-1] if found.baseline else None
-    speedup = f", {found.speedups[-1]:.2f}x" if found.speedups else ""
-    return (
-        f"pair {found.pairs}: tuned {_seconds(tuned.time_to_target_s if tuned else None)}, "
-        f"baseline {_seconds(base.time_to_target_s if base else None)} to the target{speedup}"
-    )
 
 
 def recheck_table(check: Recheck, source: str) -> Table:
@@ -55,10 +43,6 @@ def _now(row: Remeasured, show: Callable[[float], str]) -> tuple[str, str, str]:
 
 def _value(value: float | None, show: Callable[[float], str]) -> str:
     return _NONE if value is None else show(value)
-
-
-def _seconds(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.2f} s"
 
 
 def _times(value: float) -> str:

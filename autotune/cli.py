@@ -26,7 +26,7 @@ from autotune import __version__, profiler
 from autotune._cli_support import OneLineErrors, stop_on_signals
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
-from autotune._recheck_view import pair_line, recheck_table
+from autotune._recheck_view import recheck_table
 from autotune._search_view import SearchView, result_table, top_table
 from autotune._tables import key_value_table
 from autotune._tuned_view import reproduction, tuned_tables
@@ -479,7 +479,7 @@ def check(
                 pairs=pairs,
                 most=max(most, pairs),
                 seed=seed,
-                after_pair=lambda done: err.print(pair_line(done), highlight=False),
+                after_pair=lambda done: err.print(done.last_pair(), highlight=False),
             )
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(found.summary(), indent=1) + "\n")

@@ -177,7 +177,8 @@ def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
     monkeypatch.setattr(_confirm, "ok", lambda result: result is not None)
     monkeypatch.setattr(_confirm, "measured", lambda result, train, target: result)
     baseline = SimpleNamespace(run=_run("32-true"), steps=100, target_loss=1.5)
-    found = _confirm.confirm(_run("32-true"), baseline, trials, 3)  # type: ignore[arg-type]
+    pairing = _confirm.Pairing.of(_run("32-true"), baseline)  # type: ignore[arg-type]
+    found = _confirm.run_pairs(pairing, trials, 3)  # type: ignore[arg-type]
     assert found.pairs == 3 and len(found.winner) == 2 and len(found.baseline) == 3
     assert found.rate_ratios == pytest.approx([1.2, 1.3])  # in order: 1.2 and 130/80
     assert found.speedups == pytest.approx([1.0, 1.0])
@@ -313,3 +314,14 @@ def test_a_lost_confirmation_keeps_the_baseline_and_records_the_pick() -> None:
     assert measured.throughput_samples_per_s == 100.0 and measured.speedup_vs_baseline is None
     assert measured.warnings == ["a warning"]
     assert tuned.provenance is not None and tuned.provenance.trial is None  # no trial applies
+
+
+def test_the_last_pair_says_each_sides_time_and_the_speedup() -> None:
+    from autotune.search._confirm import Confirmation
+
+    both = _run("32-true").model_copy(update={"time_to_target_s": 0.5})
+    base = _run("32-true").model_copy(update={"time_to_target_s": 1.5})
+    found = Confirmation(winner=[both], baseline=[base], pairs=1, latest=(both, base))
+    assert found.last_pair() == "pair 1: tuned 0.50 s, baseline 1.50 s to the target, 3.00x"
+    found.pairs, found.latest = 2, (None, base)  # pair 2's winner run failed: not pair 1's
+    assert found.last_pair() == "pair 2: tuned not reached, baseline 1.50 s to the target"

@@ -30,9 +30,10 @@ from autotune.profiler import ProbeReport
 from autotune.runtime import StepRecord
 from autotune.search._confirm import (
     Confirmation,
+    Pairing,
     baseline_kept,
-    confirm,
     provenance,
+    run_pairs,
     stable_winner,
     step_rates,
     tuned_config,
@@ -300,19 +301,19 @@ class _Search:
         return self._written(found, winner, setup, where)
 
     def _confirm(self, setup: _Setup, winner: Measured, trials: Trialist) -> Confirmation:
-        """Winner/baseline pairs, interleaved (:func:`._confirm.confirm`)."""
+        """Winner/baseline pairs, interleaved (:func:`._confirm.run_pairs`), each said."""
         options = self.options
         self.say(f"confirming: {options.confirm_pairs} interleaved winner/baseline pairs")
         earlier = [*setup.systems, *recorded_runs(self.convergence)]
         with self._phase("confirmation"):
-            found = confirm(
-                winner,
-                setup.baseline,
+            found = run_pairs(
+                Pairing.of(winner, setup.baseline),
                 trials,
                 options.confirm_pairs,
                 most=options.confirm_max_pairs,
                 time_left=lambda: self.budget.left_s,
                 earlier_rates=step_rates(earlier, winner.train),
+                after_pair=lambda done: self.say(f"  {done.last_pair()}"),
             )
         if found.pairs > options.confirm_pairs:
             self.say(

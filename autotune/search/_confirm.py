@@ -35,7 +35,6 @@ __all__ = [
     "Confirmation",
     "Pairing",
     "baseline_kept",
-    "confirm",
     "known_reference",
     "reference_check",
     "run_pairs",
@@ -76,6 +75,8 @@ class Confirmation:
     # samples/s of the search's earlier fresh processes that ran the winner's step (its
     # trial, trials at other LRs, its systems measurement): see :func:`same_step`
     earlier_rates: list[float] = field(default_factory=list)
+    # the latest pair's winner and baseline runs; None for a run that failed
+    latest: tuple[Measured | None, Measured | None] = (None, None)
 
     @property
     def rates(self) -> list[float]:
@@ -96,12 +97,26 @@ class Confirmation:
         reached = any(run.time_to_target_s is not None for run in self.baseline)
         return reached and all(run.time_to_target_s is None for run in self.winner)
 
+    def last_pair(self) -> str:
+        """What the latest pair measured: each side's time to the target, and the speed-up
+        (the run of a side that failed or never got there says so)."""
+        won, base = (run.time_to_target_s if run else None for run in self.latest)
+        speedup = f", {base / won:.2f}x" if won and base else ""
+        return (
+            f"pair {self.pairs}: tuned {_seconds(won)}, baseline {_seconds(base)} "
+            f"to the target{speedup}"
+        )
+
     def winner_steps(self, target: float) -> int | None:
         """The median number of steps the winner's runs took to the target; None if none
         reached it."""
         steps = [stability.steps_to_target(run.losses, target) for run in self.winner]
         reached = [step + 1 for step in steps if step is not None]
         return int(statistics.median(reached)) if reached else None
+
+
+def _seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.2f} s"
 
 
 def same_step(a: TrainConfig, b: TrainConfig) -> bool:
@@ -138,23 +153,6 @@ class Pairing:
         return cls(
             winner.train, steps, baseline.run.train, baseline.steps, baseline.target_loss, cap
         )
-
-
-def confirm(
-    winner: Measured,
-    baseline: BaselineRun,
-    trials: Trialist,
-    pairs: int,
-    *,
-    most: int | None = None,
-    time_left: Callable[[], float] = lambda: 0.0,
-    earlier_rates: Sequence[float] = (),
-) -> Confirmation:
-    """:func:`run_pairs` of ``winner`` and ``baseline`` (:meth:`Pairing.of`)."""
-    pairing = Pairing.of(winner, baseline)
-    return run_pairs(
-        pairing, trials, pairs, most=most, time_left=time_left, earlier_rates=earlier_rates
-    )
 
 
 def run_pairs(
@@ -220,6 +218,7 @@ def _run_pair(found: Confirmation, pairing: Pairing, trials: Trialist, first: bo
     base = measured(result, pairing.baseline, target) if ok(result) else None
     if base is not None:
         found.baseline.append(base)
+    found.latest = (run, base)
     if run and base and base.samples_per_s > 0:
         found.rate_ratios.append(run.samples_per_s / base.samples_per_s)
     if run and base and run.time_to_target_s and base.time_to_target_s:

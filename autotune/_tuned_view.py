@@ -23,8 +23,8 @@ _NONE = "[dim]-[/]"
 # config in fresh processes varies 6-25% on a 2-core CPU, so a wider gap means a change.
 REPRODUCTION_TOLERANCE = 0.10
 _CHECK_HINT = (
-    "`autotune check` re-runs it beside the baseline: a machine that got slower slows both, "
-    "and the speed-up holds."
+    "`autotune check` re-runs it beside the baseline and says whether its speed-up still "
+    "holds here, and whether the baseline's samples/s moved too."
 )
 
 

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from autotune import cli
 from autotune.cli import app
 from autotune.config import Rejected, Spread, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import ConfigError
-from autotune.search import Recheck
+from autotune.search import Recheck, recheck
 from autotune.search._confirm import Confirmation
 from autotune.search._recheck import pairing_of
 from autotune.search._types import Measured
@@ -67,6 +68,18 @@ def test_a_file_without_a_speedup_to_check_is_refused_with_the_fix() -> None:
     )
     with pytest.raises(ConfigError, match=r"kept the baseline: see `autotune show`"):
         pairing_of(kept)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_config_measured_on_cuda_is_not_checked_without_it(tmp_path: Path) -> None:
+    tuned = make_tuned()
+    assert tuned.measured is not None
+    on_gpu = tuned.measured.device.model_copy(update={"kind": "cuda", "name": "NVIDIA H200"})
+    cuda = tuned.model_copy(
+        update={"measured": tuned.measured.model_copy(update={"device": on_gpu})}
+    )
+    with pytest.raises(ConfigError, match=r"measured on CUDA \(1 x NVIDIA H200\).*no CUDA"):
+        recheck(cuda, ROOT / "examples" / "mlp_digits.py", tmp_path)
 
 
 def test_a_speedup_within_its_recorded_range_holds() -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from autotune.config import Spread, TrainConfig, TunedConfig
 from autotune.errors import ConfigError
 from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
@@ -227,11 +229,30 @@ def recheck(
         ConfigError: see :func:`pairing_of`.
     """
     pairing = pairing_of(tuned)
-    with Trialist(task_path, workdir, seed=seed) as trials:
+    device = _device_of(tuned)
+    with Trialist(task_path, workdir, seed=seed, device=device) as trials:
         found = run_pairs(
             pairing, trials, pairs, most=most, time_left=lambda: math.inf, after_pair=after_pair
         )
     return Recheck(tuned=tuned, found=found)
+
+
+def _device_of(tuned: TunedConfig) -> str:
+    """The device kind tuned.yaml was measured on, which the pairs must run on too: a CPU
+    config on a machine with a GPU would otherwise be checked on the GPU.
+
+    Raises:
+        ConfigError: it was measured on CUDA, and this machine has none.
+    """
+    device = tuned.measured.device if tuned.measured else None
+    if device is None:
+        return "auto"
+    if device.kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"the tuned config was measured on CUDA ({device.count} x {device.name}), and this "
+            "machine has no CUDA device; check it on the machine it was tuned on."
+        )
+    return device.kind
 
 
 def _steps(train: TrainConfig, time_to_target_s: float, samples_per_s: float) -> int:

@@ -24,7 +24,8 @@ def recheck_table(check: Recheck, source: str) -> Table:
         show = _FORMATS[row.unit]
         what = f"{row.what} {row.unit}" if row.unit == "samples/s" else row.what
         table.add_row(what, _value(row.recorded, show), *_now(row, show))
-    table.caption = f"{check.found.pairs} interleaved pairs; {check.verdict()}"
+    changed = "; ".join(check.changed()) or "the same torch and autotune versions"
+    table.caption = f"{check.found.pairs} interleaved pairs ({changed}); {check.verdict()}"
     return table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,23 @@ def test_a_config_measured_on_cuda_is_not_checked_without_it(tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match=r"measured on CUDA \(1 x NVIDIA H200\).*no CUDA"):
         recheck(cuda, ROOT / "examples" / "mlp_digits.py", tmp_path)
+
+
+def test_the_versions_that_changed_since_the_search_are_named() -> None:
+    check = _found([2.0, 2.1, 2.2])  # tests._tuned: autotune 0.1.0, torch 2.13.0
+    changed = check.changed()
+    assert ("torch 2.13.0 -> " in " ".join(changed)) == (torch.__version__ != "2.13.0")
+    assert all(line.startswith(("torch ", "autotune ")) for line in changed)
+    upgraded = check.tuned.model_copy(
+        update={
+            "provenance": check.tuned.provenance.model_copy(  # type: ignore[union-attr]
+                update={"torch_version": "2.12.1"}
+            )
+        }
+    )
+    again = Recheck(tuned=upgraded, found=check.found)
+    assert f"torch 2.12.1 -> {torch.__version__}" in again.changed()
+    assert again.summary()["changed"] == again.changed()
 
 
 def test_a_speedup_within_its_recorded_range_holds() -> None:
@@ -187,4 +205,5 @@ def test_check_reruns_a_real_tuned_config_and_its_baseline(tmp_path: Path) -> No
     ]
     assert result.stderr.count(" to the target, ") == 3  # both sides reached it in each pair
     assert row(result.stdout, "time-to-target speed-up")[1] == "0.05x"
-    assert "3 interleaved pairs; holds:" in " ".join(result.stdout.split())
+    said = " ".join(result.stdout.split())
+    assert re.search(r"3 interleaved pairs \((the same torch|torch |autotune ).*\); holds:", said)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from autotune import __version__
 from autotune.config import Spread, TrainConfig, TunedConfig
 from autotune.errors import ConfigError
 from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
@@ -106,6 +107,16 @@ class Recheck:
             self.peak_memory,
         ]
 
+    def changed(self) -> list[str]:
+        """What differs from when tuned.yaml was measured, of what it records: the torch
+        and autotune versions (a library upgrade is the usual reason to check)."""
+        then = self.tuned.provenance
+        if then is None:
+            return []
+        now = {"torch": torch.__version__, "autotune": __version__}
+        was = {"torch": then.torch_version, "autotune": then.autotune_version}
+        return [f"{name} {was[name]} -> {now[name]}" for name in now if was[name] != now[name]]
+
     def summary(self) -> dict[str, Any]:
         """What ``autotune check --json`` writes: the verdict, and each row's numbers."""
         rows = [
@@ -122,6 +133,7 @@ class Recheck:
             "holds": self.holds(),
             "verdict": self.verdict(),
             "pairs": self.found.pairs,
+            "changed": self.changed(),
             "rows": rows,
         }
 

@@ -18,6 +18,7 @@ trial records is one `autotune run` must reproduce.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import statistics
 import sys
@@ -49,14 +50,12 @@ def main() -> int:
         fresh.close()
         fresh.launcher = PLAIN
         launchers = {"forked": _trial(forked, config, args), "fresh": _trial(fresh, config, args)}
-        cold = Trialist(args.task, Path(scratch) / "cold", seed=0)
-        cold.close()
-        cold.launcher = ForkServer(args.task, Path(scratch) / "cold-server.log", warm_task=False)
-        if args.cold_fork:
+        cold = _cold(args.task, Path(scratch)) if args.cold_fork else None
+        if cold is not None:
             launchers["forked, task not preloaded"] = _trial(cold, config, args)
         if args.cli:
             launchers["autotune run"] = _cli(args, Path(scratch))
-        with forked, cold:
+        with forked, cold or contextlib.nullcontext():
             runs = _interleaved(launchers, args.rounds)
     console.print(_table(runs))
     return 0
@@ -81,6 +80,14 @@ def _cli(args: argparse.Namespace, scratch: Path) -> Callable[[], Sample]:
         return None, run_once(args.task, config, args.steps, out, scratch)
 
     return run
+
+
+def _cold(task: Path, scratch: Path) -> Trialist:
+    """Trials forked from a server that did not import the task file (``--cold-fork``)."""
+    cold = Trialist(task, scratch / "cold", seed=0)
+    cold.close()
+    cold.launcher = ForkServer(task, scratch / "cold-server.log", warm_task=False)
+    return cold
 
 
 def _arguments() -> argparse.Namespace:

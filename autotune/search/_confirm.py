@@ -321,8 +321,10 @@ def stable_winner(
     return None
 
 
-def spread_of(values: Sequence[float]) -> Spread:
-    """The median and range of ``values`` (at least one)."""
+def spread_of(values: Sequence[float]) -> Spread | None:
+    """The median and range of ``values``; None where there are none."""
+    if not values:
+        return None
     return Spread(
         median=statistics.median(values), low=min(values), high=max(values), n=len(values)
     )
@@ -351,15 +353,15 @@ def tuned_config(
         peak_memory_bytes=found.peak_memory_bytes,
         target_loss=baseline.target_loss,
         time_to_target_s=statistics.median(tt_w) if tt_w else None,
-        time_to_target_spread=spread_of(tt_w) if tt_w else None,
+        time_to_target_spread=spread_of(tt_w),
         baseline=BaselineMeasured(
             train=baseline.run.train,
             throughput_samples_per_s=statistics.median(rate_b),
             time_to_target_s=statistics.median(tt_b) if tt_b else None,
         ),
         speedup_vs_baseline=statistics.median(speedups) if speedups else None,
-        speedup_spread=spread_of(speedups) if speedups else None,
-        throughput_speedup=spread_of(rate_ratios) if rate_ratios else None,
+        speedup_spread=spread_of(speedups),
+        throughput_speedup=spread_of(rate_ratios),
         warnings=list(warnings),
     )
     return TunedConfig(
@@ -387,7 +389,7 @@ def baseline_kept(
     rejected = Rejected(
         train=found.winner[0].train if found.winner else train,
         trial=provenance.trial,
-        speedup=spread_of(found.speedups) if found.speedups else None,
+        speedup=spread_of(found.speedups),
     )
     time_to_target = statistics.median(times) if times else None
     measured_section = _evidence(
@@ -397,7 +399,7 @@ def baseline_kept(
         peak_memory_bytes=baseline.run.peak_memory_bytes,
         target_loss=baseline.target_loss,
         time_to_target_s=time_to_target,
-        time_to_target_spread=spread_of(times) if times else None,
+        time_to_target_spread=spread_of(times),
         baseline=BaselineMeasured(
             train=train,
             throughput_samples_per_s=statistics.median(rates),

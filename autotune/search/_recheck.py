@@ -14,11 +14,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
 from autotune import __version__
+from autotune.config import Measured as MeasuredSection
 from autotune.config import Spread, TrainConfig, TunedConfig
 from autotune.errors import ConfigError
 from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
@@ -63,36 +64,44 @@ class Recheck:
     tuned: TunedConfig
     found: Confirmation
 
+    def __post_init__(self) -> None:
+        if self.tuned.measured is None:  # pairing_of refuses such a file before any run
+            raise ValueError("a recheck needs a tuned config with its measured evidence")
+
+    @property
+    def measured(self) -> MeasuredSection:
+        """tuned.yaml's evidence (present: see ``__post_init__``)."""
+        return cast(MeasuredSection, self.tuned.measured)
+
     @property
     def speedup(self) -> Remeasured:
         """Time-to-target speed-up over the baseline, per pair: the claim."""
-        claimed = self.tuned.measured.speedup_vs_baseline if self.tuned.measured else None
-        return Remeasured("time-to-target speed-up", "x", claimed, _spread(self.found.speedups))
+        claimed = self.measured.speedup_vs_baseline
+        return Remeasured("time-to-target speed-up", "x", claimed, spread_of(self.found.speedups))
 
     @property
     def throughput_speedup(self) -> Remeasured:
-        measured = self.tuned.measured
-        claimed = measured.throughput_speedup if measured else None
+        claimed = self.measured.throughput_speedup
         recorded = claimed.median if claimed else None
-        return Remeasured("throughput speed-up", "x", recorded, _spread(self.found.rate_ratios))
+        return Remeasured("throughput speed-up", "x", recorded, spread_of(self.found.rate_ratios))
 
     @property
     def samples_per_s(self) -> Remeasured:
-        recorded = self.tuned.measured.throughput_samples_per_s if self.tuned.measured else None
+        recorded = self.measured.throughput_samples_per_s
         rates = [run.samples_per_s for run in self.found.winner]
-        return Remeasured("tuned", "samples/s", recorded, _spread(rates))
+        return Remeasured("tuned", "samples/s", recorded, spread_of(rates))
 
     @property
     def baseline_samples_per_s(self) -> Remeasured:
         """The machine's own change: the baseline is the same config then and now."""
-        base = self.tuned.measured.baseline if self.tuned.measured else None
+        base = self.measured.baseline
         recorded = base.throughput_samples_per_s if base else None
         rates = [run.samples_per_s for run in self.found.baseline]
-        return Remeasured("baseline", "samples/s", recorded, _spread(rates))
+        return Remeasured("baseline", "samples/s", recorded, spread_of(rates))
 
     @property
     def peak_memory(self) -> Remeasured:
-        recorded = self.tuned.measured.peak_memory_bytes if self.tuned.measured else None
+        recorded = self.measured.peak_memory_bytes
         peak = self.found.peak_memory_bytes
         now = Spread(median=peak, low=peak, high=peak, n=1) if peak is not None else None
         then = None if recorded is None else float(recorded)
@@ -142,7 +151,7 @@ class Recheck:
         lower of the recorded range's low end and the recorded median less
         CHECK_TOLERANCE. Higher is no failure: the claim is "at least this much faster"."""
         now = self.speedup.now
-        spread = self.tuned.measured.speedup_spread if self.tuned.measured else None
+        spread = self.measured.speedup_spread
         claimed = self.speedup.recorded
         if now is None or claimed is None:
             return False
@@ -270,7 +279,3 @@ def _device_of(tuned: TunedConfig) -> str:
 def _steps(train: TrainConfig, time_to_target_s: float, samples_per_s: float) -> int:
     """_CAP_FACTOR x the steps ``train`` took to the target at the recorded pace."""
     return max(1, math.ceil(_CAP_FACTOR * time_to_target_s * samples_per_s / train.global_batch))
-
-
-def _spread(values: list[float]) -> Spread | None:
-    return spread_of(values) if values else None

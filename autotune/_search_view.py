@@ -16,6 +16,7 @@ from rich.text import Text
 from autotune._tables import key_value_table
 from autotune._units import format_bytes
 from autotune.config import Rejected
+from autotune.explain import explain
 from autotune.search import SearchOutcome, Standing, TopConfig, describe
 
 __all__ = ["SearchView", "phase_line", "rejected_line", "result_table", "top_table"]
@@ -89,6 +90,9 @@ def result_table(outcome: SearchOutcome, output: str) -> Table:
     table.add_row("samples/s", f"{measured.throughput_samples_per_s:,.1f}")
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
     table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else "-")
+    why = explain(tuned)
+    if why is not None:
+        table.add_row("why", escape(f"{why.headline()}. {why.source()}"))
     if measured.rejected is not None:
         table.add_row("[bold yellow]rejected pick[/]", rejected_line(measured.rejected))
     for warning in measured.warnings:

@@ -14,9 +14,10 @@ from autotune._search_view import rejected_line
 from autotune._tables import key_value_table
 from autotune._units import format_bytes
 from autotune.config import EveryK, Measured, Spread, TrainConfig, TunedConfig
+from autotune.explain import Explanation, Lever, explain
 from autotune.search import CHECK_TOLERANCE, redact
 
-__all__ = ["REPRODUCTION_TOLERANCE", "reproduction", "tuned_tables"]
+__all__ = ["REPRODUCTION_TOLERANCE", "reproduction", "tuned_tables", "why_table"]
 
 _NONE = "[dim]-[/]"
 # Issue 5's bound on `autotune run -c tuned.yaml` against the recorded samples/s: the one
@@ -29,10 +30,14 @@ _CHECK_HINT = (
 
 
 def tuned_tables(tuned: TunedConfig, source: str) -> list[Table]:
-    """The recommendation, the evidence (when measured) and the provenance, in that order."""
+    """The recommendation, the evidence (when measured), why it is faster (when the file
+    can say) and the provenance, in that order."""
     tables = [_recommendation(tuned, source)]
     if tuned.measured is not None:
         tables.append(_evidence(tuned.measured))
+    why = explain(tuned)
+    if why is not None:
+        tables.append(why_table(why))
     tables.append(_provenance(tuned))
     return tables
 
@@ -116,6 +121,29 @@ def _evidence(measured: Measured) -> Table:
     for warning in measured.warnings:
         table.add_row("[bold yellow]warning[/]", escape(warning))
     return table
+
+
+def why_table(why: Explanation) -> Table:
+    """The speed-up split into samples/s and samples to the target, with the settings
+    behind each factor (:mod:`autotune.explain`)."""
+    table = key_value_table("Why it is faster (both factors measured)")
+    table.add_row("in short", escape(why.headline()))
+    table.add_row("where from", escape(why.source()))
+    table.add_row(f"samples/s {why.throughput:.2f}x", _levers(why.systems))
+    table.add_row(
+        f"samples to target {why.samples:.2f}x fewer"
+        if why.samples >= 1.0
+        else f"samples to target {1 / why.samples:.2f}x more",
+        escape(why.step_line()) + "\n" + _levers(why.optimisation),
+    )
+    table.caption = "which setting within a factor did most is not measured"
+    return table
+
+
+def _levers(levers: tuple[Lever, ...]) -> str:
+    if not levers:
+        return "[dim]none of its settings changed[/]"
+    return "\n".join(escape(lever.line()) for lever in levers)
 
 
 def reproduction(samples_per_s: float, measured: Measured) -> tuple[bool, str]:

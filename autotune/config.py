@@ -191,6 +191,12 @@ class Measured(_Closed):
     rejected: Rejected | None = Field(
         None, description="The search's pick, measured slower than the baseline: not applied."
     )
+    gradient_noise_scale: float | None = Field(
+        None,
+        gt=0,
+        description="The probe's simple gradient noise scale B_simple, in samples, measured "
+        "at init: a lower bound (it grows as the loss falls). None: not measured, or degenerate.",
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="What makes these numbers weaker than they look, each with its fix.",

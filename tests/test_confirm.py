@@ -114,7 +114,8 @@ def test_after_a_disagreement_only_a_lower_lr_of_that_precision_is_checked() -> 
 
 
 def _report() -> Any:
-    """A probe report with what the tuned config reads: the device, a peak and FLOPs."""
+    """A probe report with what the tuned config reads: the device, a peak, FLOPs and the
+    gradient noise scale."""
     from types import SimpleNamespace
 
     from autotune.hardware import DeviceInfo, HardwareInfo, peak_key
@@ -123,7 +124,10 @@ def _report() -> Any:
     peaks = {peak_key(precision, "cpu"): 1e12 for precision in ("32-true", "bf16-mixed")}
     info = HardwareInfo.model_construct(device=device, peak_flops=peaks)
     return SimpleNamespace(
-        model=SimpleNamespace(flops_per_sample=1e6), hardware=info, task_file="m.py"
+        model=SimpleNamespace(flops_per_sample=1e6),
+        hardware=info,
+        task_file="m.py",
+        noise_scale=SimpleNamespace(b_simple=12.5),
     )
 
 
@@ -158,6 +162,7 @@ def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step(
     assert tuned.measured.throughput_spread.n == 5
     speedup = tuned.measured.throughput_speedup
     assert speedup is not None and speedup.median == pytest.approx(1.22)  # pairs only
+    assert tuned.measured.gradient_noise_scale == 12.5  # the probe's, for `autotune show`'s why
 
 
 def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(

@@ -257,6 +257,10 @@ def test_report_is_self_contained_and_has_every_section(page: Path) -> None:
         assert heading in html
     assert html.count('class="plotly-graph-div"') == 4  # history, pareto, importance, status
     assert "optuna-dashboard sqlite:///" in html
+    assert (
+        "<b>Why:</b> 2.00x sooner to loss 0.3110 = 2.09x the samples/s x 1.04x more samples "
+        "to get there. All of it comes from faster steps" in html
+    )
 
 
 def test_study_and_config_strings_are_escaped(page: Path) -> None:
@@ -290,6 +294,9 @@ def test_report_reads_what_the_search_stored(stored: Stored) -> None:
     assert set(data.importances.values) == set(CONVERGENCE_SPACE)
     assert data.comparison.speedup == 2.0 and data.comparison.tuned is not None
     assert data.comparison.tuned.peak_memory_bytes == 3_262_664
+    why = data.comparison.why  # no paired throughput ratio here: its two recorded rates
+    assert why is not None and why.throughput == pytest.approx(2400.0 / 1150.0)
+    assert why.optimisation[0].line().startswith("global batch 16 -> 128")
     assert data.tuned_yaml is not None and "micro_batch_size: 128" in data.tuned_yaml
 
 

@@ -131,3 +131,35 @@ def test_a_rejected_pick_and_the_warnings_are_shown_with_the_evidence(tmp_path: 
     assert "micro=32" in pick and "0.57x (range 0.42-0.83, 8 pairs)" in pick
     assert "the baseline is kept" in out
     assert row(out, "warning")[1] == "the baseline ran 30 steps"
+
+
+def test_why_it_is_faster_splits_the_speedup_into_its_two_measured_factors(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(make_tuned(), path)  # 2.17x to the target at 2.03x the samples/s
+    out = show(path).stdout
+    assert "Why it is faster (both factors measured)" in out
+    assert row(out, "in short")[1] == (
+        "2.17x sooner to loss 0.4321 = 2.03x the samples/s x 1.07x fewer samples to get there"
+    )
+    assert row(out, "where from")[1].startswith("91% of it (on a log scale)")
+    assert row(out, "samples/s 2.03x")[1].startswith("precision 32-true -> bf16-mixed")
+    assert row(out, "samples to target 1.07x fewer")[1] == (
+        "4.28x fewer optimizer steps (of 64 samples, not 16)"
+    )
+    assert "which setting within a factor did most is not measured" in out
+
+
+def test_the_search_result_says_why_in_one_row() -> None:
+    from rich.console import Console
+
+    from autotune._search_view import result_table
+    from autotune.search import SearchOutcome
+
+    outcome = SearchOutcome(make_tuned(), [], None, [], {})  # type: ignore[arg-type]
+    console = Console(width=400, record=True)
+    console.print(result_table(outcome, "tuned.yaml"))
+    why = row(console.export_text(), "why")[1]
+    assert why.startswith("2.17x sooner to loss 0.4321 = 2.03x the samples/s")
+    assert why.endswith("from fewer samples to the target.")

@@ -27,6 +27,7 @@ from autotune.config import (
     load_tuned_config,
 )
 from autotune.errors import ConfigError
+from autotune.explain import Explanation, explain
 from autotune.search import redact
 from autotune.search._study import open_storage
 
@@ -96,6 +97,7 @@ class Comparison:
     throughput_speedup: float | None = None  # samples/s: tuned / baseline
     # tuned.yaml's measured.rejected (as one line) and measured.warnings: what weakens it
     warnings: list[str] = field(default_factory=list)
+    why: Explanation | None = None  # the speed-up's two measured factors (autotune.explain)
 
 
 @dataclass(frozen=True)
@@ -353,12 +355,12 @@ def _comparison(
 ) -> Comparison:
     measured = tuned.measured if tuned is not None else None
     if tuned is not None and measured is not None and measured.baseline is not None:
-        return _from_tuned(tuned.train, measured, measured.baseline, source)
+        return _from_tuned(tuned, measured, measured.baseline, source)
     return _from_study(baseline, trials)
 
 
 def _from_tuned(
-    train: TrainConfig, measured: Measured, base: BaselineMeasured, source: str
+    tuned: TunedConfig, measured: Measured, base: BaselineMeasured, source: str
 ) -> Comparison:
     spread = measured.time_to_target_spread
     pairs = f"medians over {spread.n} interleaved runs each" if spread else "confirmation runs"
@@ -369,7 +371,7 @@ def _from_tuned(
         ),
         tuned=Side(
             "tuned",
-            train,
+            tuned.train,
             measured.throughput_samples_per_s,
             measured.time_to_target_s,
             measured.peak_memory_bytes,
@@ -379,6 +381,7 @@ def _from_tuned(
         if measured.throughput_speedup
         else None,
         warnings=_rejected(measured) + list(measured.warnings),
+        why=explain(tuned),
     )
 
 

@@ -14,6 +14,7 @@ import plotly.offline  # type: ignore[import-untyped]
 from autotune import __version__
 from autotune._units import format_bytes
 from autotune.config import TrainConfig
+from autotune.explain import Explanation, Lever
 from autotune.report import _figures
 from autotune.report._data import Comparison, ReportData, Side
 
@@ -200,7 +201,27 @@ def _comparison(comparison: Comparison) -> str:
     warnings = "".join(
         f"<p class='note'><b>Warning:</b> {escape(text)}</p>" for text in comparison.warnings
     )
-    return f"{note}\n{table}\n{_speedups(comparison)}{warnings}"
+    return f"{note}\n{table}\n{_speedups(comparison)}{_why(comparison.why)}{warnings}"
+
+
+def _why(why: Explanation | None) -> str:
+    """The speed-up's two measured factors and the settings behind each, as a list."""
+    if why is None:
+        return ""
+    factors = [
+        f"samples/s {why.throughput:.2f}x: " + _lever_list(why.systems),
+        f"samples to the target: {why.step_line()}; " + _lever_list(why.optimisation),
+    ]
+    items = "".join(f"<li>{escape(text)}</li>" for text in factors)
+    return (
+        f"<p><b>Why:</b> {escape(why.headline())}. {escape(why.source())}</p>\n"
+        f"<ul>{items}</ul>\n<p class='note'>Both factors are measured; which setting within "
+        "a factor did most is not.</p>\n"
+    )
+
+
+def _lever_list(levers: tuple[Lever, ...]) -> str:
+    return "; ".join(lever.line() for lever in levers) or "none of its settings changed"
 
 
 def _speedups(comparison: Comparison) -> str:

@@ -418,7 +418,8 @@ def _evidence(
     report: ProbeReport, train: TrainConfig, rates: list[float], **fields: Any
 ) -> MeasuredSection:
     """The measured section of ``train`` run at ``rates`` samples/s on the probed device:
-    their median and spread, and the MFU at the median; ``fields`` the rest."""
+    their median and spread, the MFU at the median and the probe's gradient noise scale;
+    ``fields`` the rest."""
     throughput = statistics.median(rates)
     achieved = report.model.flops_per_sample * throughput
     return MeasuredSection(
@@ -426,6 +427,7 @@ def _evidence(
         throughput_samples_per_s=throughput,
         throughput_spread=spread_of(rates),
         mfu=hardware.mfu(achieved, report.hardware, train.precision),
+        gradient_noise_scale=report.noise_scale.b_simple,
         **fields,
     )
 

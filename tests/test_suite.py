@@ -185,6 +185,28 @@ def test_page_has_a_table_per_workload_with_ratios_and_verdicts() -> None:
     assert "2 cores" in page and "torch 2.13.0" in page
 
 
+def test_each_row_splits_its_speedup_into_throughput_and_fewer_samples_to_target() -> None:
+    """Lightning's pick computes samples 4x as fast as the baseline but needs 3x as many."""
+
+    def cells(page: str, name: str) -> list[str]:
+        line = next(x for x in page.splitlines() if x.startswith(f"| {name} |"))
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    result = _result([15.0, 16.0, 14.0])
+    result["rows"][3]["samples_per_s"] = [400.0, 440.0, 420.0]
+    page = render([result], "cmd")
+    assert "fewer samples to target" in page and "**Why:**" in page
+    # autotune: the baseline's samples/s in half its time: 20/10, 21/10, 19/10 per round
+    assert cells(page, "autotune")[4] == "**2.00x** (1.90-2.10, n=3)"
+    # lightning: (20 x 100) / (15 x 400) = 0.333, then 0.328, 0.339
+    assert cells(page, "lightning")[4] == "**0.33x** (0.33-0.34, n=3)"
+    result["rows"][3] = _row("lightning", [None, None, None], wall=30.0)
+    result["rows"][2]["samples_per_s"] = [100.0, 110.0]  # a failed run: rounds cannot pair
+    page = render([result], "cmd")
+    assert cells(page, "lightning")[4] == "never reached"
+    assert cells(page, "grid")[4] == "-"
+
+
 def test_the_page_opens_with_one_row_per_section_and_autotunes_standing() -> None:
     """The summary sits above the findings and the sections, one row per (workload,
     host), with each contender's median speed-up and autotune's verdicts."""

@@ -233,11 +233,24 @@ def _global_batch(before: int, after: int, noise_scale: float | None) -> Lever:
             "less noisy gradient"
         )
     if noise_scale is not None:
-        effect += (
-            f" (the probe measured a noise scale of {noise_scale:.3g} samples at init; it "
-            "grows as the loss falls)"
-        )
+        effect += f"; {_noise_note(before, after, noise_scale)}"
     return Lever("global batch", str(before), str(after), effect)
+
+
+def _noise_note(before: int, after: int, noise_scale: float) -> str:
+    """Where the two batches sit against the probe's noise scale, read through its model
+    (McCandlish et al. 2018): far below it, the samples to a loss hardly depend on the
+    batch and the steps fall as it grows; far above it, the steps hardly depend on it and
+    the samples grow with it."""
+    scale = (
+        f"the probe's gradient noise scale ({noise_scale:.3g} samples at init; it grows as "
+        "the loss falls)"
+    )
+    if max(before, after) <= noise_scale:
+        return f"both are below {scale}, where a batch's size moves the steps more than the samples"
+    if min(before, after) >= noise_scale:
+        return f"both are above {scale}, where a batch's size moves the samples more than the steps"
+    return f"{scale} lies between them"
 
 
 def _schedule(name: str) -> str:

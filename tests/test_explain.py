@@ -151,8 +151,13 @@ def test_the_global_batch_lever_cites_the_probes_noise_scale() -> None:
     measured = tuned.measured.model_copy(update={"gradient_noise_scale": 3.21})
     why = explain(tuned.model_copy(update={"measured": measured}))
     assert why is not None
+    scale = "the probe's gradient noise scale (3.21 samples at init; it grows as the loss falls)"
     assert why.optimisation[0].effect.endswith(
-        "(the probe measured a noise scale of 3.21 samples at init; it grows as the loss falls)"
+        f"; both are above {scale}, where a batch's size moves the samples more than the steps"
     )
+    for noise, note in ((128.0, "both are below"), (8.0, "lies between them")):
+        update = {"gradient_noise_scale": noise}
+        said = explain(tuned.model_copy(update={"measured": measured.model_copy(update=update)}))
+        assert said is not None and note in said.optimisation[0].effect
     unmeasured = explain(tuned)
     assert unmeasured is not None and "noise scale of" not in unmeasured.optimisation[0].effect

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from autotune.config import EveryK, Measured, TrainConfig, TunedConfig
 
-__all__ = ["Explanation", "Lever", "explain"]
+__all__ = ["Explanation", "Lever", "explain", "sample_ratio"]
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,10 @@ def explain(tuned: TunedConfig) -> Explanation | None:
         return None
     speedup = _median_speedup(measured)
     throughput = _throughput_ratio(measured)
-    if speedup is None or throughput is None:
+    samples = sample_ratio(measured)
+    if speedup is None or throughput is None or samples is None:
         return None
     base = measured.baseline.train
-    samples = speedup / throughput
     return Explanation(
         speedup=speedup,
         throughput=throughput,
@@ -120,6 +120,16 @@ def explain(tuned: TunedConfig) -> Explanation | None:
         systems=tuple(_systems_levers(base, tuned.train)),
         optimisation=tuple(_optimisation_levers(base, tuned.train, measured.gradient_noise_scale)),
     )
+
+
+def sample_ratio(measured: Measured) -> float | None:
+    """The baseline's samples to the target over the tuned config's, as tuned.yaml records
+    it: the median time-to-target speed-up over the median throughput speed-up; None where
+    either is missing."""
+    speedup, throughput = _median_speedup(measured), _throughput_ratio(measured)
+    if speedup is None or throughput is None:
+        return None
+    return speedup / throughput
 
 
 def _median_speedup(measured: Measured) -> float | None:

@@ -187,6 +187,8 @@ def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
     assert found.pairs == 3 and len(found.winner) == 2 and len(found.baseline) == 3
     assert found.rate_ratios == pytest.approx([1.2, 1.3])  # in order: 1.2 and 130/80
     assert found.speedups == pytest.approx([1.0, 1.0])
+    # each pair's speed-up over its own rate ratio: the same time, 1.2x and 1.3x the samples
+    assert found.sample_ratios == pytest.approx([100 / 120, 100 / 130])
 
 
 def _scripted_pairs(

@@ -36,6 +36,7 @@ def _found(speedups: list[float], tuned_rate: float = 812.5, base_rate: float = 
         baseline=[_run(BASELINE, base_rate) for _ in speedups],
         speedups=speedups,
         rate_ratios=[tuned_rate / base_rate for _ in speedups],
+        sample_ratios=[speedup * base_rate / tuned_rate for speedup in speedups],
         pairs=max(3, len(speedups)),
         peak_memory_bytes=123_456_789,
     )
@@ -111,9 +112,31 @@ def test_a_speedup_within_its_recorded_range_holds() -> None:
 def test_a_speedup_below_its_range_and_the_tolerance_does_not_hold() -> None:
     check = _found([1.6, 1.7, 1.65])
     assert not check.holds()
-    assert check.verdict().startswith("does not hold: 1.65x now against 2.17x recorded;")
+    assert check.verdict().startswith("does not hold: 1.65x now against 2.17x recorded (")
+    assert check.verdict().endswith("; run `autotune search` on this machine")
     slower = _found([0.8, 0.9, 0.85])
     assert "slower than the baseline here" in slower.verdict()
+
+
+def test_a_speedup_that_no_longer_holds_says_which_factor_lost_it() -> None:
+    """tests._tuned records 2.17x to the target at 2.03x the samples/s: 1.07x fewer samples."""
+    check = _found([1.6, 1.7, 1.65])  # the same samples/s edge, more samples to the target
+    assert check.sample_ratio.recorded == pytest.approx(2.17 / 2.03)
+    assert check.sample_ratio.now is not None and check.sample_ratio.now.n == 3
+    assert (
+        "(fewer samples to target 76% of tuned.yaml's, throughput speed-up 100%: the "
+        "training itself changed (a kernel's numerics, the data or the seed))" in check.verdict()
+    )
+    rate = _found([1.5, 1.5, 1.5], tuned_rate=560.0)  # 1.4x the samples/s, 1.07x fewer samples
+    assert (
+        "(throughput speed-up 69% of tuned.yaml's, fewer samples to target 100%: this "
+        "machine or torch runs the tuned settings differently)" in rate.verdict()
+    )
+    both = _found([1.0, 1.0, 1.0], tuned_rate=560.0)
+    assert (
+        "(throughput speed-up 69% of tuned.yaml's, fewer samples to target 67% of "
+        "tuned.yaml's)" in both.verdict()
+    )
 
 
 def test_no_pair_at_the_target_is_no_check() -> None:
@@ -152,6 +175,9 @@ def test_the_table_shows_recorded_beside_remeasured(
     out = result.stdout
     assert row(out, "time-to-target speed-up")[1:] == [
         "2.17x", "1.65x (1.60x-1.70x, n=3)", "76%", "no",
+    ]  # fmt: skip
+    assert row(out, "fewer samples to target")[1:] == [
+        "1.07x", "0.81x (0.79x-0.84x, n=3)", "76%", "no",
     ]  # fmt: skip
     assert row(out, "baseline samples/s")[1:] == [
         "400.0", "400.0 (400.0-400.0, n=3)", "100%", "yes",

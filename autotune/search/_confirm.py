@@ -70,6 +70,9 @@ class Confirmation:
     # winner samples/s / baseline samples/s of each pair in which both ran: a pair's two
     # runs share the machine's state, so a failed run never pairs runs of different pairs
     rate_ratios: list[float] = field(default_factory=list)
+    # baseline samples to the target / winner's (time to it x samples/s), per pair in which
+    # both reached it: the speed-up over the throughput ratio, pair by pair
+    sample_ratios: list[float] = field(default_factory=list)
     pairs: int = 0  # pairs run
     peak_memory_bytes: int | None = None
     # samples/s of the search's earlier fresh processes that ran the winner's step (its
@@ -223,6 +226,9 @@ def _run_pair(found: Confirmation, pairing: Pairing, trials: Trialist, first: bo
         found.rate_ratios.append(run.samples_per_s / base.samples_per_s)
     if run and base and run.time_to_target_s and base.time_to_target_s:
         found.speedups.append(base.time_to_target_s / run.time_to_target_s)
+        if base.samples_per_s > 0 and run.samples_per_s > 0:
+            samples = base.time_to_target_s * base.samples_per_s
+            found.sample_ratios.append(samples / (run.time_to_target_s * run.samples_per_s))
 
 
 def known_reference(

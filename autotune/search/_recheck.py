@@ -22,6 +22,7 @@ from autotune import __version__
 from autotune.config import Measured as MeasuredSection
 from autotune.config import Spread, TrainConfig, TunedConfig
 from autotune.errors import ConfigError
+from autotune.explain import sample_ratio
 from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
 from autotune.search._measure import Trialist
 
@@ -86,6 +87,14 @@ class Recheck:
         return Remeasured("throughput speed-up", "x", recorded, spread_of(self.found.rate_ratios))
 
     @property
+    def sample_ratio(self) -> Remeasured:
+        """The baseline's samples to the target over the tuned config's, per pair: the
+        speed-up's other factor (:mod:`autotune.explain`)."""
+        recorded = sample_ratio(self.measured)
+        now = spread_of(self.found.sample_ratios)
+        return Remeasured("fewer samples to target", "x", recorded, now)
+
+    @property
     def samples_per_s(self) -> Remeasured:
         recorded = self.measured.throughput_samples_per_s
         rates = [run.samples_per_s for run in self.found.winner]
@@ -111,6 +120,7 @@ class Recheck:
         return [
             self.speedup,
             self.throughput_speedup,
+            self.sample_ratio,
             self.samples_per_s,
             self.baseline_samples_per_s,
             self.peak_memory,
@@ -172,8 +182,32 @@ class Recheck:
         said = f"{now.median:.2f}x now against {claimed:.2f}x recorded"
         if not self.holds():
             slower = " (slower than the baseline here)" if now.median < 1.0 else ""
-            return f"does not hold: {said}{slower}; run `autotune search` on this machine"
+            return (
+                f"does not hold: {said}{slower}{self._which_factor()}; run `autotune search` "
+                "on this machine"
+            )
         return f"holds: {said}{self._machine_note()}"
+
+    def _which_factor(self) -> str:
+        """Of a speed-up that no longer holds, which factor lost it: the samples/s edge
+        (how this machine or torch runs the tuned settings) or the samples to the target
+        (the training itself: a kernel's numerics, the data, the seed)."""
+        rate, samples = self.throughput_speedup, self.sample_ratio
+        rate_ok, samples_ok = rate.within(), samples.within()
+        if rate_ok is None or samples_ok is None or rate_ok == samples_ok:
+            moved = [r for r in (rate, samples) if r.ratio is not None]
+            parts = [f"{r.what} {r.ratio:.0%} of tuned.yaml's" for r in moved]
+            return f" ({', '.join(parts)})" if parts else ""
+        lost, kept = (samples, rate) if rate_ok else (rate, samples)
+        cause = (
+            "the training itself changed (a kernel's numerics, the data or the seed)"
+            if lost is samples
+            else "this machine or torch runs the tuned settings differently"
+        )
+        return (
+            f" ({lost.what} {lost.ratio:.0%} of tuned.yaml's, {kept.what} {kept.ratio:.0%}: "
+            f"{cause})"
+        )
 
     def _machine_note(self) -> str:
         """Where the tuned samples/s missed tuned.yaml's: whether the baseline's moved

@@ -47,14 +47,14 @@ class Explanation:
     behind each. ``samples`` is ``speedup / throughput``: the quotient of the two measured
     medians (tuned.yaml keeps no per-pair samples to target)."""
 
-    speedup: float
-    throughput: float
-    samples: float
-    steps: float
-    batches: tuple[int, int]
+    speedup: float  # time to the target: the baseline's over the tuned config's
+    throughput: float  # samples/s: the tuned config's over the baseline's
+    samples: float  # samples to the target: the baseline's over the tuned config's
+    steps: float  # optimizer steps to the target: the baseline's over the tuned config's
+    batches: tuple[int, int]  # global batch: the baseline's, the tuned config's
     target_loss: float | None
-    systems: tuple[Lever, ...]
-    optimisation: tuple[Lever, ...]
+    systems: tuple[Lever, ...]  # the settings behind ``throughput``
+    optimisation: tuple[Lever, ...]  # the settings behind ``samples``
 
     def headline(self) -> str:
         """``2.62x sooner to loss 2.9703 = 0.76x the samples/s x 3.45x fewer samples``."""
@@ -76,7 +76,8 @@ class Explanation:
             )
         if self.samples < 1.0 <= self.throughput:
             return (
-                f"All of it comes from faster steps: the tuned config needs "
+                f"All of it comes from more samples per second (the systems settings): the "
+                f"tuned config needs "
                 f"{1 / self.samples:.2f}x the samples but computes them "
                 f"{self.throughput:.2f}x as fast."
             )

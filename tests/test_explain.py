@@ -71,8 +71,8 @@ def test_faster_steps_alone_are_told_apart_from_fewer_samples() -> None:
     assert why is not None
     assert "x 1.27x more samples to get there" in why.headline()
     assert why.source() == (
-        "All of it comes from faster steps: the tuned config needs 1.27x the samples but "
-        "computes them 3.37x as fast."
+        "All of it comes from more samples per second (the systems settings): the tuned config "
+        "needs 1.27x the samples but computes them 3.37x as fast."
     )
     assert why.systems[0].line().startswith("micro-batch 16 -> 128: more samples per kernel")
 

@@ -259,7 +259,7 @@ def test_report_is_self_contained_and_has_every_section(page: Path) -> None:
     assert "optuna-dashboard sqlite:///" in html
     assert (
         "<b>Why:</b> 2.00x sooner to loss 0.3110 = 2.09x the samples/s x 1.04x more samples "
-        "to get there. All of it comes from faster steps" in html
+        "to get there. All of it comes from more samples per second" in html
     )
 
 

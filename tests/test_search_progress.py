@@ -479,6 +479,28 @@ def test_the_small_batch_seed_runs_second_only_where_its_steps_are_cheap() -> No
     assert mlp_order == [(0, "constant"), (0, "cosine"), (2, "constant")]
 
 
+def test_no_smaller_batch_is_seeded_where_the_noise_scale_is_well_above_the_baselines() -> None:
+    """The probe's noise scale at init: mlp_digits 128 and cnn_digits 95 samples against a
+    baseline batch of 16 (their micro-4 seeds never won); tiny_gpt 1.02 (micro 4 wins)."""
+    import dataclasses
+
+    from autotune.search._convergence import _seeds
+
+    top = [_measured(16, 218.6), _measured(128, 246.5), _measured(4, 152.4)]
+    plan = _plan_with_baseline_at(20.0)  # baseline: micro 16
+    order = {}
+    for noise in (None, 1.02, 31.9, 32.0, 128.0):
+        noisy = dataclasses.replace(plan, noise_scale=noise)
+        order[noise] = [(s["systems"], s["schedule"]) for s in _seeds(noisy, top)]
+    kept = [(0, "constant"), (2, "constant"), (0, "cosine")]
+    assert order[None] == order[1.02] == order[31.9] == kept
+    assert order[32.0] == order[128.0] == [(0, "constant"), (0, "cosine")]
+    said = dataclasses.replace(plan, noise_scale=128.0).no_smaller_batch()
+    assert said is not None and said.startswith("no smaller-batch seed: the probe's gradient")
+    assert "128 samples at init (where it is lowest), is 8.0x the baseline's batch of 16" in said
+    assert dataclasses.replace(plan, noise_scale=31.9).no_smaller_batch() is None
+
+
 def test_the_baseline_run_is_the_trial_of_a_config_that_repeats_it() -> None:
     """Same seed and data order: the seed that is the baseline's own config (fp32 where the
     probe ruled bf16 out) takes the baseline's run instead of re-running it."""

@@ -239,7 +239,7 @@ class _Search:
     def plan(self, setup: _Setup, trials: Trialist) -> ConvergencePlan:
         """What every convergence trial shares, and what the confirmation holds back."""
         options = self.options
-        return ConvergencePlan(
+        plan = ConvergencePlan(
             setup.space,
             setup.base,
             setup.systems,
@@ -250,7 +250,12 @@ class _Search:
             options.patience,
             trials.startup_s,
             options.runoff_rounds,
+            setup.report.noise_scale.b_simple,
         )
+        ruled_out = plan.no_smaller_batch()
+        if ruled_out is not None:
+            self.say(ruled_out)
+        return plan
 
     def converge(self, plan: ConvergencePlan, trials: Trialist) -> None:
         """The convergence phase, reporting the standing after every trial."""

@@ -134,6 +134,12 @@ _CLIMBS = 2  # doublings in a row at most: each costs a trial, and 4x is a decay
 # it went on from micro 64 to micro 256 (3.58x over the baseline, 107% of the grid's best).
 _BATCH_CLIMBS = 2
 _SAFETY_S = 15.0  # budget never planned: the confirmation's runs vary by 10-25% each
+# No smaller-batch seed where the probe's noise scale at init is this many times the
+# baseline's batch: mlp_digits (128 samples) and cnn_digits (95) against 16, whose searches'
+# micro-4 seed was pruned or diverged in every committed search (`searches/*_avx2_*_q*`,
+# `_r*`), a trial spent (3.4 s of cnn_digits' search); tiny_gpt, hf_gpt2 and lstm_text
+# (0.5-1.1), whose searches win at micro 4, keep it.
+_SMALLER_NOISE_FACTOR = 2.0
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -159,6 +165,22 @@ class ConvergencePlan:
     patience: int | None = None  # None: spend the whole budget (always with max_trials)
     startup_s: float = STARTUP_PRIOR_S  # per trial, on top of its training: Trialist.startup_s
     runoff_rounds: int = 0  # repeats of each close candidate the trials leave budget for
+    noise_scale: float | None = None  # the probe's gradient noise scale at init, in samples
+
+    def no_smaller_batch(self) -> str | None:
+        """Why no batch below the baseline's can win, when the probe's gradient noise
+        scale says so; else None. Measured at init, where it is lowest (it grows as the
+        loss falls), it is already _SMALLER_NOISE_FACTOR x the baseline's global batch or
+        more. Below the noise scale a smaller batch needs about as many samples to a loss
+        (McCandlish et al. 2018), in more steps that each run fewer samples per second."""
+        batch, noise = self.base.global_batch, self.noise_scale
+        if noise is None or noise < _SMALLER_NOISE_FACTOR * batch:
+            return None
+        return (
+            f"no smaller-batch seed: the probe's gradient noise scale, {noise:.3g} samples "
+            f"at init (where it is lowest), is {noise / batch:.1f}x the baseline's batch of "
+            f"{batch}: a smaller batch would need as many samples, in slower steps"
+        )
 
     def reserve_now(self, best_s: float | None, check_free: bool = False) -> float:
         """Budget the fp32 check and the confirmation need, once a trial has reached the
@@ -267,12 +289,14 @@ def _seeds(plan: ConvergencePlan, top: list[Measured]) -> list[dict[str, Any]]:
     """The study's first trials: the scaling rules' guess on ``top[0]`` (the systems config
     at the baseline's micro-batch), then that guess with a decayed higher LR
     (:func:`decayed`) when the space has a cosine schedule and room above the LR, and a
-    smaller batch (:func:`smaller`) when one was measured; the smaller batch goes before
+    smaller batch (:func:`smaller`) when one was measured and the noise scale does not rule
+    it out (:meth:`ConvergencePlan.no_smaller_batch`); the smaller batch goes before
     the decayed LR when its steps are cheap (:func:`small_batch_first`)."""
     steps = 100  # only sets the warmup fraction of the seed
     rule = spaces.convergence_seed(plan.space, plan.base, systems_values(top[0].train), 1, steps)
     first = {**rule, "systems": 0}
-    high, small = decayed(plan.space, first), smaller(plan, top, steps)
+    high = decayed(plan.space, first)
+    small = None if plan.no_smaller_batch() else smaller(plan, top, steps)
     more = [small, high] if small is not None and small_batch_first(top, small) else [high, small]
     return [first, *(seed for seed in more if seed is not None)]
 

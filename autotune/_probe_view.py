@@ -6,14 +6,17 @@ from rich.table import Table
 
 from autotune._tables import key_value_table
 from autotune._units import format_bytes
+from autotune.explain import batch_against_noise
 from autotune.profiler import ProbeReport, VariantReport
 
 __all__ = ["probe_tables"]
 
 
-def probe_tables(report: ProbeReport) -> list[Table]:
-    """Hardware, model, variant and verdict tables, in reading order."""
-    return [_hardware(report), _model(report), _variants(report), _verdicts(report)]
+def probe_tables(report: ProbeReport, baseline_batch: int | None = None) -> list[Table]:
+    """Hardware, model, variant and verdict tables, in reading order; the model table
+    places the Task's ``baseline_batch`` (when given) against the gradient noise scale."""
+    model = _model(report, baseline_batch)
+    return [_hardware(report), model, _variants(report), _verdicts(report)]
 
 
 def _flops(value: float) -> str:
@@ -33,7 +36,7 @@ def _hardware(report: ProbeReport) -> Table:
     return table
 
 
-def _model(report: ProbeReport) -> Table:
+def _model(report: ProbeReport, baseline_batch: int | None) -> Table:
     model, noise = report.model, report.noise_scale
     table = key_value_table(f"Model: {report.task}")
     table.add_row("parameters", f"{model.trainable_params:,} trainable of {model.total_params:,}")
@@ -48,6 +51,8 @@ def _model(report: ProbeReport) -> Table:
     table.add_row("checkpoint blocks", f"{len(model.blocks)}: {blocks}" if blocks else "none found")
     noise_text = f"{noise.b_simple:,.3g} samples" if noise.b_simple is not None else "n/a"
     table.add_row("gradient noise scale", f"{noise_text} ({noise.reason})")
+    if noise.b_simple is not None and baseline_batch is not None:
+        table.add_row("baseline batch", batch_against_noise(baseline_batch, noise.b_simple))
     budget = report.memory_budget
     table.add_row("memory budget", f"{format_bytes(budget.budget_bytes)} ({budget.source})")
     table.add_row("probe time", f"{report.probe_seconds:.1f} s")

@@ -31,7 +31,7 @@ from autotune._search_view import SearchView, result_table, top_table
 from autotune._tables import key_value_table
 from autotune._tuned_view import reproduction, tuned_tables
 from autotune._units import format_bytes, parse_bytes, parse_duration
-from autotune.config import TrainConfig, TunedConfig, load_tuned_config
+from autotune.config import TrainConfig, TunedConfig, load_tuned_config, train_config_from_baseline
 from autotune.errors import AutotuneError, ConfigError
 from autotune.export import EXPORTERS, ExportContext, StepLogger, write_study_summaries
 from autotune.export import export as export_config
@@ -293,9 +293,10 @@ def probe(
                 progress.update(bar, completed=update.done, total=update.total, what=update.message)
 
             report = profiler.probe(task, memory_limit_bytes=limit, on_progress=show)
+        baseline_batch = train_config_from_baseline(task).global_batch
     if json_out is not None:
         write_text_atomic(json_out, report.model_dump_json(indent=1) + "\n")
-    for table in probe_tables(report):
+    for table in probe_tables(report, baseline_batch):
         out.print(table)
 
 

@@ -25,7 +25,10 @@ from dataclasses import dataclass
 
 from autotune.config import EveryK, Measured, TrainConfig, TunedConfig
 
-__all__ = ["Explanation", "Lever", "explain", "sample_ratio"]
+__all__ = ["Explanation", "Lever", "batch_against_noise", "explain", "sample_ratio"]
+
+# A batch this many times below (or above) the noise scale is "below" (or "above") it.
+_SMALLER_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -272,3 +275,23 @@ def _schedule(name: str) -> str:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def batch_against_noise(batch: int, noise_scale: float) -> str:
+    """Where the baseline's global ``batch`` sits against the probe's gradient noise scale
+    (measured at init, where it is lowest), and what the noise-scale model expects of a
+    batch change from there: what ``autotune probe`` prints before any search."""
+    if noise_scale >= _SMALLER_FACTOR * batch:
+        return (
+            f"the baseline's batch of {batch} is {noise_scale / batch:.1f}x below it: a larger "
+            "batch should need about as many samples, in fewer steps"
+        )
+    if batch >= _SMALLER_FACTOR * noise_scale:
+        return (
+            f"the baseline's batch of {batch} is {batch / noise_scale:.1f}x above it at init: "
+            "a smaller batch should need fewer samples, in more steps, at least early on"
+        )
+    return (
+        f"the baseline's batch of {batch} is near it: a batch change moves both the steps "
+        "and the samples to a loss"
+    )

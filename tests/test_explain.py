@@ -161,3 +161,13 @@ def test_the_global_batch_lever_cites_the_probes_noise_scale() -> None:
         assert said is not None and note in said.optimisation[0].effect
     unmeasured = explain(tuned)
     assert unmeasured is not None and "noise scale of" not in unmeasured.optimisation[0].effect
+
+
+def test_the_baseline_batch_is_placed_against_the_noise_scale() -> None:
+    from autotune.explain import batch_against_noise
+
+    assert batch_against_noise(16, 128.0).startswith("the baseline's batch of 16 is 8.0x below")
+    above = batch_against_noise(16, 1.02)  # tiny_gpt's noise scale at init
+    assert above.startswith("the baseline's batch of 16 is 15.7x above it at init")
+    assert "a smaller batch should need fewer samples" in above
+    assert "is near it" in batch_against_noise(16, 20.0)

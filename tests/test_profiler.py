@@ -572,3 +572,24 @@ def test_gpu_run_at_the_predicted_largest_batch_fits(small_gpt: Task) -> None:
     fresh = measure_batch(small_gpt, config, run_options(hardware, seed=0), hardware, 0.0)
     assert fresh.peak_memory_bytes <= budget * 1.05
     assert abs(fresh.peak_memory_bytes - variant.predict_peak_bytes(largest)) <= 0.1 * budget
+
+
+def test_the_probes_model_table_places_the_baseline_batch_against_the_noise_scale(
+    tiny_report: tuple[ProbeReport, list[ProbeProgress]],
+) -> None:
+    from rich.console import Console
+
+    from autotune._probe_view import probe_tables
+
+    report, _ = tiny_report
+    noise = report.noise_scale.model_copy(update={"b_simple": 128.0})  # mlp_digits' at init
+    shown = report.model_copy(update={"noise_scale": noise})
+
+    def text(baseline_batch: int | None) -> str:
+        console = Console(width=300, record=True)
+        for table in probe_tables(shown, baseline_batch):
+            console.print(table)
+        return console.export_text()
+
+    assert "the baseline's batch of 16 is 8.0x below it: a larger batch should need" in text(16)
+    assert "baseline batch" not in text(None)

@@ -13,8 +13,8 @@ from rich.table import Table
 from autotune._search_view import rejected_line
 from autotune._tables import key_value_table
 from autotune._units import format_bytes
-from autotune.config import EveryK, Measured, Spread, TrainConfig, TunedConfig
-from autotune.explain import Explanation, Lever, explain
+from autotune.config import Measured, Spread, TrainConfig, TunedConfig, checkpointing_label
+from autotune.explain import Explanation, Lever, explain, fewer_or_more
 from autotune.search import CHECK_TOLERANCE, redact
 
 __all__ = ["REPRODUCTION_TOLERANCE", "reproduction", "tuned_tables", "why_table"]
@@ -66,7 +66,6 @@ def _recommendation(tuned: TunedConfig, source: str) -> Table:
 
 def _dimensions(train: TrainConfig) -> dict[str, str]:
     opt, sched = train.optimizer, train.schedule
-    mode = train.activation_checkpointing
     optimizer = f"{opt.name} lr {opt.lr:.3g}"
     if opt.weight_decay:
         optimizer += f", weight decay {opt.weight_decay:g}"
@@ -83,9 +82,7 @@ def _dimensions(train: TrainConfig) -> dict[str, str]:
         "grad accumulation": str(train.grad_accum_steps),
         "global batch": str(train.global_batch),
         "world size": str(train.world_size),
-        "activation checkpointing": f"every {mode.every_k} blocks"
-        if isinstance(mode, EveryK)
-        else mode,
+        "activation checkpointing": checkpointing_label(train.activation_checkpointing),
         "compile": "yes" if train.compile else "no",
         "optimizer": optimizer,
         "schedule": schedule,
@@ -131,9 +128,7 @@ def why_table(why: Explanation) -> Table:
     table.add_row("where from", escape(why.source()))
     table.add_row(f"samples/s {why.throughput:.2f}x", _levers(why.systems))
     table.add_row(
-        f"samples to target {why.samples:.2f}x fewer"
-        if why.samples >= 1.0
-        else f"samples to target {1 / why.samples:.2f}x more",
+        f"samples to target {fewer_or_more(why.samples)}",
         escape(why.step_line()) + "\n" + _levers(why.optimisation),
     )
     table.caption = "which setting within a factor did most is not measured"

@@ -60,6 +60,11 @@ class EveryK(_Closed):
 ActivationCheckpointing = Literal["none", "full"] | EveryK
 
 
+def checkpointing_label(mode: ActivationCheckpointing) -> str:
+    """``none``, ``full`` or ``every k blocks``: how tables name a checkpointing mode."""
+    return f"every {mode.every_k} blocks" if isinstance(mode, EveryK) else mode
+
+
 class OptimizerConfig(_Closed):
     """The optimizer and its base learning rate (the peak of the schedule)."""
 

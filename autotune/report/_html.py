@@ -13,7 +13,7 @@ import plotly.offline  # type: ignore[import-untyped]
 
 from autotune import __version__
 from autotune._units import format_bytes
-from autotune.config import TrainConfig
+from autotune.config import checkpointing_label
 from autotune.explain import Explanation, Lever
 from autotune.report import _figures
 from autotune.report._data import Comparison, ReportData, Side
@@ -237,11 +237,6 @@ def _num(value: float | None, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
-def _checkpointing(train: TrainConfig) -> str:
-    ckpt = train.activation_checkpointing
-    return ckpt if isinstance(ckpt, str) else f"every {ckpt.every_k} blocks"
-
-
 _ROWS: tuple[tuple[str, Callable[[Side], str]], ...] = (
     ("samples/s", lambda s: _num(s.samples_per_s, ",.1f")),
     ("time to target (s)", lambda s: _num(s.time_to_target_s, ".2f")),
@@ -254,7 +249,7 @@ _ROWS: tuple[tuple[str, Callable[[Side], str]], ...] = (
         ),
     ),
     ("precision", lambda s: s.train.precision),
-    ("activation checkpointing", lambda s: _checkpointing(s.train)),
+    ("activation checkpointing", lambda s: checkpointing_label(s.train.activation_checkpointing)),
     ("compile", lambda s: "yes" if s.train.compile else "no"),
     ("optimizer", lambda s: f"{s.train.optimizer.name}, lr {s.train.optimizer.lr:.3g}"),
     (

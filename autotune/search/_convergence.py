@@ -27,6 +27,7 @@ import optuna
 from autotune import space as spaces
 from autotune import stability
 from autotune.config import TrainConfig
+from autotune.explain import far_below_noise
 from autotune.runtime import StepRecord
 from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
@@ -134,12 +135,6 @@ _CLIMBS = 2  # doublings in a row at most: each costs a trial, and 4x is a decay
 # it went on from micro 64 to micro 256 (3.58x over the baseline, 107% of the grid's best).
 _BATCH_CLIMBS = 2
 _SAFETY_S = 15.0  # budget never planned: the confirmation's runs vary by 10-25% each
-# No smaller-batch seed where the probe's noise scale at init is this many times the
-# baseline's batch: mlp_digits (128 samples) and cnn_digits (95) against 16, whose searches'
-# micro-4 seed was pruned or diverged in every committed search (`searches/*_avx2_*_q*`,
-# `_r*`), a trial spent (3.4 s of cnn_digits' search); tiny_gpt, hf_gpt2 and lstm_text
-# (0.5-1.1), whose searches win at micro 4, keep it.
-_SMALLER_NOISE_FACTOR = 2.0
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -170,11 +165,15 @@ class ConvergencePlan:
     def no_smaller_batch(self) -> str | None:
         """Why no batch below the baseline's can win, when the probe's gradient noise
         scale says so; else None. Measured at init, where it is lowest (it grows as the
-        loss falls), it is already _SMALLER_NOISE_FACTOR x the baseline's global batch or
-        more. Below the noise scale a smaller batch needs about as many samples to a loss
-        (McCandlish et al. 2018), in more steps that each run fewer samples per second."""
+        loss falls), the baseline's global batch is already far below it
+        (:func:`~autotune.explain.far_below_noise`). Below the noise scale a smaller batch
+        needs about as many samples to a loss (McCandlish et al. 2018), in more steps that
+        each run fewer samples per second. mlp_digits and cnn_digits, whose micro-4 seed was
+        pruned or diverged in every committed search (`searches/*_avx2_*_q*`, `_r*`), a
+        trial spent (3.4 s of cnn_digits' search); the language models keep it and win
+        with it."""
         batch, noise = self.base.global_batch, self.noise_scale
-        if noise is None or noise < _SMALLER_NOISE_FACTOR * batch:
+        if noise is None or not far_below_noise(batch, noise):
             return None
         return (
             f"no smaller-batch seed: the probe's gradient noise scale, {noise:.3g} samples "

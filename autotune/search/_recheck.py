@@ -22,7 +22,7 @@ from autotune import __version__
 from autotune.config import Measured as MeasuredSection
 from autotune.config import Spread, TrainConfig, TunedConfig
 from autotune.errors import ConfigError
-from autotune.explain import sample_ratio
+from autotune.explain import sample_ratio as recorded_sample_ratio
 from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
 from autotune.search._measure import Trialist
 
@@ -90,7 +90,7 @@ class Recheck:
     def sample_ratio(self) -> Remeasured:
         """The baseline's samples to the target over the tuned config's, per pair: the
         speed-up's other factor (:mod:`autotune.explain`)."""
-        recorded = sample_ratio(self.measured)
+        recorded = recorded_sample_ratio(self.measured)
         now = spread_of(self.found.sample_ratios)
         return Remeasured("fewer samples to target", "x", recorded, now)
 

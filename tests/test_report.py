@@ -489,7 +489,12 @@ def test_the_synthetic_study_has_the_shape_of_a_real_search(
         assert set(fake_done.params) == set(done[0].params)
         assert set(fake_done.user_attrs) <= set(done[0].user_attrs)
     data = write_report(storage, tmp_path / "r.html", "model", tmp_path / "tuned.yaml")
-    assert data.comparison.speedup is not None or data.comparison.throughput_speedup is not None
+    comparison = data.comparison
+    assert "the confirmation of the search" in comparison.source, comparison.source
+    # one confirming pair on a busy 2-core machine may reject the pick (the baseline is kept):
+    # the report must then say so instead of showing a speed-up
+    kept = any("the baseline is kept" in w for w in comparison.warnings)
+    assert kept or comparison.speedup is not None or comparison.throughput_speedup is not None
     assert all(t.train is not None for t in data.convergence if t.outcome.startswith("OK"))
     assert all(t.samples_per_s for t in data.systems if t.outcome == "OK")
 

@@ -1,11 +1,13 @@
 """Chaos: ``autotune search`` killed with SIGKILL at random moments, restarted each time.
 
-    python benchmarks/chaos.py [--kills 20] [--trials 14] [--seed 0] [--task model.py]
+    python benchmarks/chaos.py [--kills 20] [--trials 30] [--seed 0] [--task model.py]
 
 Each cycle starts the search (same SQLite storage, same command) and kills it - half the
 time a random 1-8 s after it started, half the time a random 0-3 s after it printed a
 progress line it had never printed before (a new phase, a new trial; so every other kill
-lands after real progress and the search cannot be kept from finishing). After each kill:
+lands after real progress and the search cannot be kept from finishing). No cycle runs
+past its second new progress line, so the search cannot finish before the last kill
+while it has more than ``2 * kills`` milestones: about ``--trials`` plus 12. After each kill:
 
 - every trial that had finished (both phases) is still there, unchanged: state, params,
   value, status - else it counts as *lost*;
@@ -317,20 +319,30 @@ class Checker:
 
 
 def _one_cycle(setup: Setup, rng: random.Random, seen: set[str]) -> Search | None:
-    """Start the search and kill it at a random moment; None if it finished first."""
+    """Start the search and kill it at a random moment; None if it finished first.
+
+    Whatever the moment drawn, the kill comes no later than the second progress line never
+    printed before: one cycle advances the search by at most two milestones, so ``kills``
+    cycles cannot run a search of more than twice as many milestones to its end (trials
+    that take a third of a second once finished six of them, and the search, inside one
+    0-3 s window)."""
     search = Search(setup)
     by_time = rng.random() < 0.5
-    delay = rng.uniform(1.0, 8.0) if by_time else None
-    while True:
-        left = _STARTUP_TIMEOUT_S if delay is None else delay - (time.monotonic() - search.started)
-        if delay is not None and left <= 0:
-            break
+    deadline = search.started + rng.uniform(1.0, 8.0) if by_time else None
+    new = 0
+    while deadline is None or time.monotonic() < deadline:
+        left = _STARTUP_TIMEOUT_S if deadline is None else deadline - time.monotonic()
         line = search.next_line(timeout_s=max(0.01, left))
-        if search.ended or (line is None and delay is None):  # exited, or silent too long
+        if search.ended or (line is None and deadline is None):  # exited, or silent too long
             return None if search.wait(30) == 0 else search
-        if line is not None and delay is None and _milestone(line) not in seen:
-            seen.add(_milestone(line))
-            delay = time.monotonic() - search.started + rng.uniform(0.0, 3.0)
+        if line is None or _milestone(line) in seen:
+            continue
+        seen.add(_milestone(line))
+        new += 1
+        if new == 2:
+            break
+        if deadline is None:
+            deadline = time.monotonic() + rng.uniform(0.0, 3.0)
     search.kill()
     return search
 
@@ -369,7 +381,7 @@ def run_chaos(setup: Setup, kills: int, seed: int = 0) -> ChaosReport:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--trials", type=int, default=14)
+    parser.add_argument("--trials", type=int, default=30)  # > 2 * kills - 12
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task", type=Path, help="task file (default: a tiny MLP)")
     args = parser.parse_args()

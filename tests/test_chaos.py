@@ -28,11 +28,11 @@ def _setup(tmp_path: Path, trials: int) -> Setup:
 
 
 def test_sigkill_at_ten_random_moments_loses_nothing(tmp_path: Path) -> None:
-    setup = _setup(tmp_path, trials=6)  # enough progress lines for ten kills
+    setup = _setup(tmp_path, trials=12)  # ~24 milestones > 2 per kill: ten kills fit
     report = run_chaos(setup, kills=10, seed=1)
     assert report.problems == []
     assert report.injected == 10 and report.recorded == 10 and report.lost == 0
-    assert report.final_exit == 0 and report.counted == 6
+    assert report.final_exit == 0 and report.counted == 12
 
 
 def _running_trial(setup: Setup, search: Search, timeout_s: float) -> optuna.trial.FrozenTrial:

@@ -25,7 +25,10 @@ start=$(date +%s)
 "$root/.venv/bin/autotune" search "$task" --storage "sqlite:///$work/s.db" -o "$tuned" \
   2>&1 | tee "$out/${workload}_${host}_search_${letter}.txt"
 echo "search wall clock: $(($(date +%s) - start)) s" | tee -a "$out/${workload}_${host}_search_${letter}.txt"
+# A reproduction outside +-10% exits 1; the check still runs, and this script exits 1.
+reproduced=0
 (cd "$root" && "$py" -m benchmarks.reproduce "$task" "$tuned") \
-  2>&1 | tee "$out/${workload}_${host}_reproduce_${letter}.txt"
+  2>&1 | tee "$out/${workload}_${host}_reproduce_${letter}.txt" || reproduced=$?
 "$root/.venv/bin/autotune" check "$tuned" --task "$task" \
   2>&1 | tee "$out/${workload}_${host}_check_${letter}.txt"
+exit "$reproduced"

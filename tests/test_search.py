@@ -173,6 +173,45 @@ def test_sizes_the_spread_skipped_are_measured_too_where_a_measurement_is_cheap(
     assert [c.config.micro_batch_size for c in slow] == [512, 16, 64, 128, 4]
 
 
+def test_other_precisions_of_a_chosen_size_are_measured_where_that_is_cheap() -> None:
+    """mlp_digits (AVX512-BF16 host): the probe's fit over batches 8-32 ranked fp32 first
+    at every size, and bf16 ran micro 256 at 1.18x fp32's samples/s: the grid's best. Each
+    chosen size's other precisions are measured too, on a model whose steps are cheap."""
+    from autotune.config import TrainConfig
+    from autotune.search._systems import Candidate, precision_twins
+
+    def candidate(micro: int, precision: str, rate: float, ckpt: str = "none") -> Candidate:
+        config = TrainConfig.model_validate(
+            {
+                "micro_batch_size": micro,
+                "precision": precision,
+                "activation_checkpointing": ckpt,
+                "optimizer": {"lr": 1e-3},
+            }
+        )
+        return Candidate(config, {}, rate, None)
+
+    def ranked(scale: float) -> list[Candidate]:
+        found = [
+            candidate(256, "32-true", 900.0),
+            candidate(256, "bf16-mixed", 800.0),
+            candidate(256, "bf16-mixed", 700.0, ckpt="full"),
+            candidate(64, "32-true", 500.0),
+            candidate(64, "bf16-mixed", 400.0),
+            candidate(16, "32-true", 100.0),
+        ]
+        return [Candidate(c.config, {}, c.samples_per_s * scale, None) for c in found]
+
+    fast = ranked(100.0)  # micro 256 at 80k samples/s: 3 ms a step
+    chosen = [fast[0], fast[5]]
+    twins = precision_twins(fast, chosen)
+    assert [(c.config.micro_batch_size, c.config.precision) for c in twins] == [(256, "bf16-mixed")]
+    assert twins[0].config.activation_checkpointing == "none"  # the chosen one's, not "full"
+    assert precision_twins(fast, [fast[0], fast[1]]) == []  # already chosen
+    slow = ranked(0.2)  # micro 256 at 160 samples/s: 1.6 s a step
+    assert precision_twins(slow, [slow[0], slow[5]]) == []
+
+
 def test_systems_measurement_always_includes_the_baseline_batch_size() -> None:
     from autotune.config import TrainConfig
     from autotune.search._systems import Candidate, _diverse

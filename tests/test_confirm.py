@@ -82,9 +82,9 @@ def test_a_disagreeing_winner_falls_back_to_its_fp32_run_that_reached_the_target
     found = stable_winner([_run("bf16-mixed")], trials, 1.5, notes.append)  # type: ignore[arg-type]
     assert found is not None and found.train.precision == "32-true", notes
     assert found.time_to_target_s is not None
-    assert trials.asked == [150]  # at most 1.5x the winner's 100 steps ...
+    assert trials.asked[0] == 150  # at most 1.5x the winner's 100 steps ...
     assert 100 <= len(found.losses) < 150  # ... stopped once covered and at the target
-    assert any("falling back to fp32" in note for note in notes), notes
+    assert any("falling back to 32-true" in note for note in notes), notes
 
 
 class _GapGrowsWithLr:
@@ -109,8 +109,11 @@ def test_after_a_disagreement_only_a_lower_lr_of_that_precision_is_checked() -> 
     trials, notes = _GapGrowsWithLr(), []  # type: ignore[var-annotated]
     high, higher, low = (_run("bf16-mixed", lr=lr) for lr in (1.6e-2, 2e-2, 6e-3))
     found = stable_winner([high, higher, low], trials, 1.5, notes.append)  # type: ignore[arg-type]
-    assert found is low, notes
-    assert trials.lrs == [1.6e-2, 6e-3]  # 2e-2 is not checked: a higher LR than a failure
+    assert found is low, notes  # its time is unknown here, so no alternative can beat it
+    # 1.6e-2 fails; its retry at half the LR and the retry's fp32 check; 2e-2 is not
+    # checked (a higher LR than a failure); 6e-3 is, and passes
+    assert trials.lrs == [1.6e-2, 8e-3, 8e-3, 6e-3]
+    assert any("lr=8.00e-03" in note and "(at a lower LR): " in note for note in notes), notes
 
 
 class _Fp32SixPercentBehind:
@@ -124,23 +127,41 @@ class _Fp32SixPercentBehind:
         return _followed(losses, kwargs.get("watch"), lr)
 
 
-@pytest.mark.parametrize(("runner_up_s", "fp32_wins"), [(12.0, True), (5.0, False)])
-def test_the_fp32_run_of_a_failed_candidate_wins_where_it_reached_the_target_sooner(
-    runner_up_s: float, fp32_wins: bool
+@pytest.mark.parametrize(("runner_up_s", "retry_wins"), [(12.0, True), (5.0, False)])
+def test_a_failed_candidates_retry_at_half_its_lr_wins_where_it_reached_the_target_sooner(
+    runner_up_s: float, retry_wins: bool
 ) -> None:
     """cnn_digits: bf16 micro 64 at 1.6e-2 was 5.46% from fp32 (tolerance 5%), and the
-    search took the next candidate, micro 16 at 0.55 s (2.47x), over that fp32 run."""
+    search took the next candidate, micro 16 at 0.55 s (2.47x); the grid's best was bf16
+    micro 64 at 8e-3."""
     trials, notes = _Fp32SixPercentBehind(), []  # type: ignore[var-annotated]
     high = _run("bf16-mixed", lr=1.6e-2)
     low = _run("bf16-mixed", lr=6e-3).model_copy(update={"time_to_target_s": runner_up_s})
     found = stable_winner([high, low], trials, 1.5, notes.append)  # type: ignore[arg-type]
     assert found is not None
-    if fp32_wins:  # the fp32 run of `high` reaches 1.5 at step 80: about 8 s
-        assert (found.train.precision, found.train.optimizer.lr) == ("32-true", 1.6e-2), notes
+    if retry_wins:  # bf16 at 8e-3 reaches 1.5 at step 75 (about 8 s), its fp32 run agrees
+        assert (found.train.precision, found.train.optimizer.lr) == ("bf16-mixed", 8e-3), notes
         assert found.time_to_target_s is not None and found.time_to_target_s < runner_up_s
-        assert any("taking the fp32 run" in note for note in notes), notes
+        assert any("taking bf16-mixed" in note for note in notes), notes
     else:
         assert found is low, notes
+
+
+def test_the_fp32_run_of_a_failed_candidate_wins_where_its_retry_fails_too() -> None:
+    """Both the candidate and its retry at half the LR disagree with fp32: the fp32 run
+    that reached the target soonest is the winner (fp32 is the reference)."""
+
+    class _AlwaysBehind(_Fp32SixPercentBehind):
+        def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
+            scale = 1.06 if config.precision == "32-true" else 1.0
+            losses = [scale * (3.0 - 0.02 * k) for k in range(steps)]
+            return _followed(losses, kwargs.get("watch"), config.optimizer.lr)
+
+    notes: list[str] = []
+    found = stable_winner([_run("bf16-mixed", lr=1.6e-2)], _AlwaysBehind(), 1.5, notes.append)  # type: ignore[arg-type]
+    assert found is not None and found.train.precision == "32-true", notes
+    assert found.train.optimizer.lr in (1.6e-2, 8e-3)
+    assert any("falling back to 32-true" in note for note in notes), notes
 
 
 def _report() -> Any:

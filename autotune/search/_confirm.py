@@ -47,6 +47,10 @@ __all__ = [
 ]
 
 _STABILITY_TRIES = 4  # fp32 checks before giving up: each is one run of the candidate's length
+# A failed candidate's retry LR: the gap to fp32 grows with the LR (cnn_digits, bf16 micro 64,
+# cosine: 5.5-9.3% at 1.6e-2, 2.9% at 1.08e-2), and the grid's best was that config at 8e-3.
+_DERATE = 0.5
+_DERATE_STEPS = 3  # the retry's most steps and seconds, x the failed run's: a lower LR needs more
 _STEP_MARGIN = 1.5  # the winner's confirmation runs may take this many times its trial's steps
 # More pairs stop once the mean log speed-up's standard error is this small: the reported
 # median is then within about +-10% (two errors) of where further pairs would move it.
@@ -299,13 +303,17 @@ def stable_winner(
     with fp32, or any curve diverging), only candidates in its precision at a lower LR:
     both grow with the LR, the gap to fp32 too
     (cnn_digits, bf16 micro 64 on a cosine schedule: 9.3% off at lr 1.6e-2, 2.9% at
-    1.08e-2), and each check costs a run. If none passes, the fastest fp32 reference run
-    that reached the target wins: fp32 is the reference, so its own curve only needs to be
-    finite and decreasing; it also wins over a candidate that passes where it reached the
-    target sooner (:func:`_sooner`). ``known``: fp32 runs already measured (the baseline),
-    reused as references where they match. None: no candidate, and no fallback."""
+    1.08e-2), and each check costs a run.
+
+    A failure also leaves alternatives (:func:`_alternatives`): its fp32 reference run,
+    which only needs to be finite and decreasing (fp32 is the reference), and, at the
+    first failure in each precision, the same config at _DERATE x its LR, checked in turn.
+    A passing candidate wins unless an alternative reached the target sooner
+    (:func:`_sooner`); if none passes, the fastest alternative wins. ``known``: fp32 runs
+    already measured (the baseline), reused as references where they match. None: no
+    candidate, and no alternative."""
     failed_at: dict[str, float] = {}  # precision -> the lowest LR at which it failed
-    fallbacks: list[Measured] = []
+    alternatives: list[Measured] = []
     tries = 0
     for candidate in candidates:
         if tries >= _STABILITY_TRIES:
@@ -317,43 +325,76 @@ def stable_winner(
         verdict, reference = reference_check(candidate, trials, target, known)
         say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
         if verdict.stable:
-            return _sooner(candidate, _fallback(fallbacks), say)
+            return _sooner(candidate, _soonest(alternatives), say)
+        derate = precision not in failed_at
         failed_at[precision] = lr
-        if reference is not None and reference.time_to_target_s is not None:
-            fallbacks.append(reference)
-    fallback = _fallback(fallbacks)
+        alternatives += _alternatives(candidate, reference, derate, trials, target, say)
+    fallback = _soonest(alternatives)
     if fallback is not None:
-        say(f"falling back to fp32: {describe(fallback.train)}")
+        say(f"falling back to {describe(fallback.train)}: no candidate passed")
     return fallback
 
 
-def _fallback(references: list[Measured]) -> Measured | None:
-    """The fp32 reference run that reached the target soonest and passes the check on its
-    own (finite, decreasing); None when none does."""
-    for reference in sorted(references, key=lambda r: r.time_to_target_s or 0.0):
-        if stability.verdict(reference.losses).stable:
-            return reference
-    return None
+def _alternatives(
+    failed: Measured,
+    reference: Measured | None,
+    derate: bool,
+    trials: Trialist,
+    target: float,
+    say: Callable[[str], None],
+) -> list[Measured]:
+    """What a ``failed`` candidate leaves to choose from: its fp32 ``reference`` where that
+    reached the target and passes on its own, and, if ``derate``, the candidate's config at
+    _DERATE x its LR where that reaches the target and passes its own check."""
+    found = []
+    reached = reference is not None and reference.time_to_target_s is not None
+    if reference is not None and reached and stability.verdict(reference.losses).stable:
+        found.append(reference)
+    if derate:
+        lower = _derated(failed, trials, target)
+        if lower is not None:
+            verdict, _ = reference_check(lower, trials, target)
+            reasons = "; ".join(verdict.reasons)
+            say(f"stability of {describe(lower.train)} (at a lower LR): {reasons}")
+            if verdict.stable:
+                found.append(lower)
+    return found
 
 
-def _sooner(candidate: Measured, fallback: Measured | None, say: Callable[[str], None]) -> Measured:
-    """``candidate`` (it passed the check), or ``fallback``, the fp32 run of a faster
-    candidate that failed it, where that reached the target sooner: cnn_digits (AVX512-BF16
-    CPU), bf16 micro 64 at lr 1.6e-2 was 5.46% from fp32 (tolerance 5%), and the search
-    took the next candidate, micro 16 at 0.55 s (2.47x over the baseline), over that fp32
-    run, which needs about the bf16 run's 65 steps at 0.8x its samples/s; the search before
-    had picked the same bf16 config, at 4.36x."""
-    ours, theirs = (
-        candidate.time_to_target_s,
-        None if fallback is None else fallback.time_to_target_s,
+def _derated(failed: Measured, trials: Trialist, target: float) -> Measured | None:
+    """``failed``'s config at _DERATE x its LR, run to the target (up to _DERATE_STEPS x its
+    steps, and as many times its run's seconds); None where it did not get there."""
+    optimizer = failed.train.optimizer
+    config = failed.train.model_copy(
+        update={"optimizer": optimizer.model_copy(update={"lr": optimizer.lr * _DERATE})}
     )
-    if fallback is None or ours is None or theirs is None or theirs >= ours:
+    cap = _DERATE_STEPS * max(failed.elapsed_s[-1], 1e-3)
+    steps = _DERATE_STEPS * len(failed.losses)
+    result = trials.run(config, steps, watch=TargetWatch(target, cap), time_cap_s=cap)
+    run = measured(result, config, target) if ok(result) else None
+    return run if run is not None and run.time_to_target_s is not None else None
+
+
+def _soonest(runs: list[Measured]) -> Measured | None:
+    """The run of ``runs`` that reached the target soonest; None when there is none."""
+    return min(runs, key=lambda r: r.time_to_target_s or math.inf, default=None)
+
+
+def _sooner(candidate: Measured, other: Measured | None, say: Callable[[str], None]) -> Measured:
+    """``candidate`` (it passed the check), or ``other``, an alternative a faster candidate
+    left when it failed, where that reached the target sooner: cnn_digits (AVX512-BF16
+    CPU), bf16 micro 64 at lr 1.6e-2 was 5.46% from fp32 (tolerance 5%), and the search
+    took the next candidate, micro 16 at 0.55 s (2.47x over the baseline); the search
+    before had picked the same bf16 config, at 4.36x, and the grid's best is it at 8e-3."""
+    ours = candidate.time_to_target_s
+    theirs = None if other is None else other.time_to_target_s
+    if other is None or ours is None or theirs is None or theirs >= ours:
         return candidate
     say(
-        f"taking the fp32 run {describe(fallback.train)} instead: it reached the target in "
-        f"{theirs:.2f} s, before this candidate's {ours:.2f} s"
+        f"taking {describe(other.train)} instead: it reached the target in {theirs:.2f} s, "
+        f"before this candidate's {ours:.2f} s"
     )
-    return fallback
+    return other
 
 
 def spread_of(values: Sequence[float]) -> Spread | None:

@@ -47,20 +47,32 @@ def test_search_writes_a_confirmed_tuned_config(
     assert measured is not None and measured.baseline is not None
     # 2 confirmation pairs, plus the winner's trial and any other run of its step
     assert measured.throughput_spread is not None and measured.throughput_spread.n >= 3
-    # 2 pairs always; more (up to the default 8) only while the speed-up is unsettled
-    pairs = measured.throughput_speedup.n if measured.throughput_speedup else 0
-    assert 2 <= pairs <= 8
-    assert (pairs > 2) == any(line.startswith(f"confirmed with {pairs} pairs") for line in lines)
+    # A target reached in 0.02 s cannot rank two configs on a busy machine (CI's 2 cores
+    # under the test suite): a pick measured slower than the baseline is then rejected and
+    # the baseline kept, and tuned.yaml must say so.
+    kept = measured.rejected is not None
+    if kept:
+        assert tuned.train == measured.baseline.train
+        assert any("keeps the baseline" in warning for warning in measured.warnings), lines
+    else:  # 2 pairs always; more (up to the default 8) only while the speed-up is unsettled
+        pairs = measured.throughput_speedup.n if measured.throughput_speedup else 0
+        assert 2 <= pairs <= 8, (lines, tuned.model_dump_json())
+        confirmed = any(line.startswith(f"confirmed with {pairs} pairs") for line in lines)
+        assert (pairs > 2) == confirmed
     assert measured.target_loss is not None and measured.time_to_target_s is not None
     assert tuned.train.precision != "16-mixed"  # fp16 is ruled out on CPU by the probe
     study = optuna.load_study(study_name="model", storage=storage)
     finished = [t for t in study.trials if t.state.is_finished()]
     assert 1 <= len(finished) <= 4
     assert any("target loss 0.5000 (user)" in line for line in lines)
-    # The winner cited is the runoff's first (its lines: "  trial N ..."), else the fastest.
+    # The winner cited is the runoff's first (its lines: "  trial N ..."), else the fastest;
+    # none where the baseline is kept, or the winner is a run no trial made (a failed
+    # candidate's fp32 run or its half-LR retry).
     runoff = [line.split()[1] for line in lines if line.startswith("  trial ")]
     assert tuned.provenance is not None
-    assert tuned.provenance.trial == (int(runoff[0]) if runoff else study.best_trial.number)
+    untried = any(line.startswith(("taking ", "falling back to ")) for line in lines)
+    cited = int(runoff[0]) if runoff else study.best_trial.number
+    assert tuned.provenance.trial == (None if kept or untried else cited), lines
     # Run again: the same study resumes; the probe and the baseline are not paid twice.
     again = run_search(
         SearchOptions(**{**options.__dict__, "trials": len(finished) + 1}), lines.append

@@ -347,8 +347,11 @@ def _alternatives(
     reached the target and passes on its own, and, if ``derate``, the candidate's config at
     _DERATE x its LR where that reaches the target and passes its own check."""
     found = []
-    reached = reference is not None and reference.time_to_target_s is not None
-    if reference is not None and reached and stability.verdict(reference.losses).stable:
+    if (
+        reference is not None
+        and reference.time_to_target_s is not None
+        and stability.verdict(reference.losses).stable
+    ):
         found.append(reference)
     if derate:
         lower = _derated(failed, trials, target)

@@ -87,6 +87,30 @@ def test_a_disagreeing_winner_falls_back_to_its_fp32_run_that_reached_the_target
     assert any("falling back to 32-true" in note for note in notes), notes
 
 
+class _OnTheCurve:
+    """A Trialist whose runs all follow ``_CURVE``, for as long as they are asked to."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
+        self.asked.append(steps)
+        return _followed(_CURVE[:steps], kwargs.get("watch"), config.optimizer.lr)
+
+
+def test_a_curve_that_agrees_with_fp32_up_to_the_target_passes_though_its_tail_drifts() -> None:
+    """cnn_digits' bf16 micro 64 at 1.4-1.6e-2 tracked fp32 within 0.8-2.8% up to the
+    target and drifted 3.5-10% apart in the 15 steps its trial ran on; it failed the check
+    in three searches of six. Its time to target rests on the steps before the target."""
+    winner = _run("bf16-mixed")  # its zero-lag smoothed curve is at 1.5 by step 76
+    drifting = [loss * (0.8 if k > 76 else 1.0) for k, loss in enumerate(winner.losses)]
+    winner = winner.model_copy(update={"losses": drifting})
+    trials, notes = _OnTheCurve(), []  # type: ignore[var-annotated]
+    found = stable_winner([winner], trials, 1.5, notes.append)  # type: ignore[arg-type]
+    assert found is winner, notes
+    assert any("up to where it reached the target 1.5" in note for note in notes), notes
+
+
 class _GapGrowsWithLr:
     """A Trialist whose fp32 run follows ``_CURVE`` at an LR under 1e-2 and runs 20% above
     it at 1e-2 and over, as a bf16 curve drifts from fp32 at a high LR."""

@@ -235,6 +235,30 @@ def test_reduced_precision_against_fp32() -> None:
     assert broken.reasons == ["the fp32 reference curve is not finite: cannot compare"]
 
 
+def test_fp32_agreement_is_judged_up_to_where_the_curve_reached_the_target() -> None:
+    """Past the target two runs' curves are batch noise at a loss the baseline never
+    reached: cnn_digits' bf16 tracked fp32 within 1-3% to its crossing and then drifted
+    3.5-10% apart, ahead as often as behind. The verdict rests on the steps before."""
+    fp32 = decay(120, start=2.3, end=0.0, rate=0.05)
+    target = 0.1  # the smoothed curve gets there at step ~63
+    reached = steps_to_target(fp32, target)
+    assert reached is not None and 55 < reached < 70
+    apart = [x * (1.01 if k <= reached else 1.3) for k, x in enumerate(fp32)]
+    assert not verdict(apart, reference=fp32).stable  # over its 120 steps: >5% apart
+    judged = verdict(apart, reference=fp32, target=target)
+    assert judged.stable
+    compared = next(r for r in judged.reasons if r.startswith("agrees with fp32"))
+    assert compared.endswith("up to where it reached the target 0.1 (tolerance 5%)")
+    behind = [x * 1.12 for x in fp32]  # 12% behind all the way: it crosses later, and fails
+    assert not verdict(behind, reference=fp32, target=target).stable
+    short = apart[: reached - 5]  # never reached the target: all its steps are compared
+    unreached = verdict(short, reference=fp32, target=target)
+    assert unreached.stable
+    assert unreached.reasons[-1].endswith(
+        f"over steps {(reached - 5) // 2}-{reached - 6} (tolerance 5%)"
+    )
+
+
 def test_fp16_overflow_rate() -> None:
     calibrating = verdict(CLEAN, overflow_steps=OVERFLOW_CALIBRATION_STEPS)
     assert calibrating.stable

@@ -246,12 +246,18 @@ def known_reference(
     if candidate.train.precision == "32-true":
         return None
     fp32 = candidate.train.model_copy(update={"precision": "32-true"})
-    reached = stability.steps_to_target(candidate.losses, target)
-    needed = len(candidate.losses) if reached is None else reached + 1
+    needed = _compared(candidate, target)
     for run in known:
         if run.train == fp32 and len(run.losses) >= needed:
             return run
     return None
+
+
+def _compared(candidate: Measured, target: float) -> int:
+    """The steps of ``candidate`` its fp32 check compares: up to where it reached the
+    target, or all where it did not (:func:`autotune.stability.verdict`)."""
+    reached = stability.steps_to_target(candidate.losses, target)
+    return len(candidate.losses) if reached is None else reached + 1
 
 
 class _CoverWatch:
@@ -273,8 +279,9 @@ class _CoverWatch:
 def reference_check(
     winner: Measured, trials: Trialist, target: float, known: Sequence[Measured] = ()
 ) -> tuple[stability.StabilityVerdict, Measured | None]:
-    """For reduced precision: the same config in fp32 over the same steps must agree.
-    The fp32 run is taken from ``known`` when one matches (:func:`known_reference`), else run.
+    """For reduced precision: the same config in fp32 must agree over the steps up to
+    where ``winner`` reached the target (all its steps where it did not). The fp32 run
+    is taken from ``known`` when one matches (:func:`known_reference`), else run.
 
     Returns the verdict and the fp32 run (None for an fp32 winner, or when it failed).
     """
@@ -283,12 +290,11 @@ def reference_check(
     reference = known_reference(winner, known, target)
     if reference is None:
         fp32 = winner.train.model_copy(update={"precision": "32-true"})
-        steps = len(winner.losses)
-        watch = _CoverWatch(target, steps)
-        result = trials.run(fp32, int(steps * _STEP_MARGIN), watch=watch)
+        watch = _CoverWatch(target, _compared(winner, target))
+        result = trials.run(fp32, int(len(winner.losses) * _STEP_MARGIN), watch=watch)
         reference = measured(result, fp32, target) if ok(result) else None
     losses = reference.losses if reference else None
-    return stability.verdict(winner.losses, reference=losses), reference
+    return stability.verdict(winner.losses, reference=losses, target=target), reference
 
 
 def stable_winner(

@@ -171,6 +171,25 @@ def test_a_failed_candidates_retry_at_half_its_lr_wins_where_it_reached_the_targ
         assert found is low, notes
 
 
+@pytest.mark.parametrize(("spare_s", "retried"), [(59.0, False), (61.0, True)])
+def test_a_failed_candidate_is_retried_only_where_the_budget_has_room(
+    spare_s: float, retried: bool
+) -> None:
+    """The retry and its fp32 run are not reserved for: they may take 2 x 3 x the failed
+    run's 10 s here, so they run only where the budget has 60 s to spare."""
+    trials, notes = _GapGrowsWithLr(), []  # type: ignore[var-annotated]
+    high, low = _run("bf16-mixed", lr=1.6e-2), _run("bf16-mixed", lr=6e-3)
+    found = stable_winner([high, low], trials, 1.5, notes.append, spare=lambda _: spare_s)  # type: ignore[arg-type]
+    assert found is low, notes
+    assert trials.lrs == ([1.6e-2, 8e-3, 8e-3, 6e-3] if retried else [1.6e-2, 6e-3])
+    refused = [note for note in notes if note.startswith("no retry of bf16-mixed")]
+    assert bool(refused) is not retried, notes
+    if refused:
+        assert refused[0].endswith(
+            "may take 60.0 s, and the budget has 59.0 s beyond the confirmation"
+        )
+
+
 def test_the_fp32_run_of_a_failed_candidate_wins_where_its_retry_fails_too() -> None:
     """Both the candidate and its retry at half the LR disagree with fp32: the fp32 run
     that reached the target soonest is the winner (fp32 is the reference)."""

@@ -299,11 +299,22 @@ class _Search:
         entries = self._ranked(trials, plan)
         candidates = [entry.run for entry in entries]
         with self._phase("stability"):
-            winner = _stable_winner(candidates, trials, setup.baseline, self.say)
+            spare = self._spare(plan, trials)
+            winner = _stable_winner(candidates, trials, setup.baseline, self.say, spare)
         found = self._confirm(setup, winner, trials)
         chosen = next((e.trial for e in entries if e.run is winner), None)  # None: fp32 fallback
         where = provenance(redact(self.options.storage), self.name, chosen, setup.report)
         return self._written(found, winner, setup, where)
+
+    def _spare(self, plan: ConvergencePlan, trials: Trialist) -> Callable[[Measured], float]:
+        """Training seconds the budget has for two more runs (a failed candidate's retry
+        and its fp32 run) beyond the confirmation's reserve for that candidate."""
+
+        def spare(candidate: Measured) -> float:
+            kept = plan.reserve_now(candidate.time_to_target_s)
+            return self.budget.left_s - kept - 2 * trials.startup_s
+
+        return spare
 
     def _confirm(self, setup: _Setup, winner: Measured, trials: Trialist) -> Confirmation:
         """Winner/baseline pairs, interleaved (:func:`._confirm.run_pairs`), each said."""
@@ -601,13 +612,17 @@ def _lost_text(found: Confirmation, winner: Measured) -> str:
 
 
 def _stable_winner(
-    candidates: list[Measured], trials: Trialist, baseline: BaselineRun, say: Events
+    candidates: list[Measured],
+    trials: Trialist,
+    baseline: BaselineRun,
+    say: Events,
+    spare: Callable[[Measured], float],
 ) -> Measured:
     if not candidates:
         raise SearchError(
             "no trial reached the target loss; give a larger --budget or a higher --target-loss."
         )
-    winner = stable_winner(candidates, trials, baseline.target_loss, say, [baseline.run])
+    winner = stable_winner(candidates, trials, baseline.target_loss, say, [baseline.run], spare)
     if winner is None:
         raise SearchError(
             "no candidate agreed with its fp32 run; see the stability notes above, or "

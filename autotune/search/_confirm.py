@@ -303,6 +303,7 @@ def stable_winner(
     target: float,
     say: Callable[[str], None],
     known: Sequence[Measured] = (),
+    spare: Callable[[Measured], float] | None = None,
 ) -> Measured | None:
     """The fastest candidate that passes the stability check, trying at most
     ``_STABILITY_TRIES`` and, after a candidate fails (a reduced precision disagreeing
@@ -316,8 +317,9 @@ def stable_winner(
     first failure in each precision, the same config at _DERATE x its LR, checked in turn.
     A passing candidate wins unless an alternative reached the target sooner
     (:func:`_sooner`); if none passes, the fastest alternative wins. ``known``: fp32 runs
-    already measured (the baseline), reused as references where they match. None: no
-    candidate, and no alternative."""
+    already measured (the baseline), reused as references where they match. ``spare``:
+    the training seconds the budget has beyond the confirmation of a given candidate; the
+    retry runs only where it fits (None: always). None: no candidate, and no alternative."""
     failed_at: dict[str, float] = {}  # precision -> the lowest LR at which it failed
     alternatives: list[Measured] = []
     tries = 0
@@ -332,13 +334,37 @@ def stable_winner(
         say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
         if verdict.stable:
             return _sooner(candidate, _soonest(alternatives), say)
-        derate = precision not in failed_at
+        derate = precision not in failed_at and _fits(candidate, spare, say)
         failed_at[precision] = lr
         alternatives += _alternatives(candidate, reference, derate, trials, target, say)
     fallback = _soonest(alternatives)
     if fallback is not None:
         say(f"falling back to {describe(fallback.train)}: no candidate passed")
     return fallback
+
+
+def _fits(
+    failed: Measured, spare: Callable[[Measured], float] | None, say: Callable[[str], None]
+) -> bool:
+    """Whether ``failed``'s retry at a lower LR and its fp32 run fit in the budget's
+    ``spare`` seconds: the search reserves budget for one fp32 check and the confirmation,
+    not for these (hf_gpt2's runs take seconds each, not tenths)."""
+    if spare is None:
+        return True
+    needed, left = _retry_s(failed), spare(failed)
+    if needed <= left:
+        return True
+    say(
+        f"no retry of {describe(failed.train)} at a lower LR: it and its fp32 run may take "
+        f"{needed:.1f} s, and the budget has {max(left, 0.0):.1f} s beyond the confirmation"
+    )
+    return False
+
+
+def _retry_s(failed: Measured) -> float:
+    """The most training seconds a retry and its fp32 run take: the retry is capped at
+    _DERATE_STEPS x the failed run's seconds (:func:`_derated`), its fp32 run covers it."""
+    return 2 * _DERATE_STEPS * max(failed.elapsed_s[-1], 1e-3)
 
 
 def _alternatives(

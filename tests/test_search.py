@@ -351,7 +351,9 @@ def _search_with_pick(
     at ``lr_factor`` x its LR, whatever the trials found."""
     import autotune.search as search
 
-    def pick(candidates: list[Measured], trials: object, baseline: BaselineRun, say: object):
+    def pick(
+        candidates: list[Measured], trials: object, baseline: BaselineRun, *_: object
+    ) -> Measured:
         train = baseline.run.train
         lr = train.optimizer.model_copy(update={"lr": train.optimizer.lr * lr_factor})
         return baseline.run.model_copy(update={"train": train.model_copy(update={"optimizer": lr})})

@@ -32,6 +32,7 @@ __all__ = [
     "StabilityVerdict",
     "agrees_with_reference",
     "baseline_target",
+    "compared_steps",
     "diverged",
     "is_decreasing",
     "is_finite",
@@ -403,12 +404,19 @@ def _decrease_check(losses: Sequence[float]) -> _Check:
     return False, f"not decreasing: {trend}; needs a drop of at least {MIN_RELATIVE_DECREASE:.0%}"
 
 
-def _compared_steps(losses: Sequence[float], target: float | None) -> tuple[int, str]:
-    """How many of ``losses`` the fp32 comparison covers, and why that many."""
+def compared_steps(losses: Sequence[float], target: float | None) -> int:
+    """How many of ``losses`` the fp32 comparison covers: up to where they reached
+    ``target``, or all of them where they did not (or no target is given)."""
     reached = None if target is None else steps_to_target(losses, target)
-    if reached is None:
-        return len(losses), ""
-    return reached + 1, f", up to where it reached the target {target:.4g}"
+    return len(losses) if reached is None else reached + 1
+
+
+def _compared_steps(losses: Sequence[float], target: float | None) -> tuple[int, str]:
+    """:func:`compared_steps`, and why that many."""
+    steps = compared_steps(losses, target)
+    return steps, "" if steps == len(
+        losses
+    ) else f", up to where it reached the target {target:.4g}"
 
 
 def _reference_check(

@@ -256,8 +256,7 @@ def known_reference(
 def _compared(candidate: Measured, target: float) -> int:
     """The steps of ``candidate`` its fp32 check compares: up to where it reached the
     target, or all where it did not (:func:`autotune.stability.verdict`)."""
-    reached = stability.steps_to_target(candidate.losses, target)
-    return len(candidate.losses) if reached is None else reached + 1
+    return stability.compared_steps(candidate.losses, target)
 
 
 class _CoverWatch:

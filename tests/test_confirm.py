@@ -49,13 +49,15 @@ def test_a_winner_checked_against_the_baseline_runs_no_fp32_trial() -> None:
     assert any("agrees with fp32" in note for note in notes), notes
 
 
-def _followed(losses: list[float], watch: Any, lr: float) -> TrialResult:
-    """A finished trial of ``losses``, stopped where ``watch`` says, like the runner."""
+def _followed(losses: list[float], watch: Any, lr: float, step_s: float = 0.1) -> TrialResult:
+    """A finished trial of ``losses`` (``step_s`` seconds a step), stopped where ``watch``
+    says, like the runner."""
     records: list[StepRecord] = []
     for k, loss in enumerate(losses):
-        step = dict(step=k + 1, loss=loss, elapsed_s=0.1 * (k + 1), lr=lr)
+        step = dict(step=k + 1, loss=loss, elapsed_s=step_s * (k + 1), lr=lr)
+        rate = 16 / step_s
         records.append(
-            StepRecord(**step, samples=16 * (k + 1), step_time_s=0.1, samples_per_s=160.0)
+            StepRecord(**step, samples=16 * (k + 1), step_time_s=step_s, samples_per_s=rate)
         )
         if watch is not None and watch(records[-1]):
             break
@@ -113,17 +115,20 @@ def test_a_curve_that_agrees_with_fp32_up_to_the_target_passes_though_its_tail_d
 
 class _GapGrowsWithLr:
     """A Trialist whose fp32 run follows ``_CURVE`` at an LR under 1e-2 and runs 20% above
-    it at 1e-2 and over, as a bf16 curve drifts from fp32 at a high LR."""
+    it at 1e-2 and over, as a bf16 curve drifts from fp32 at a high LR; its fp32 steps
+    take ``fp32_step_s``, its others 0.1 s."""
 
-    def __init__(self) -> None:
+    def __init__(self, fp32_step_s: float = 0.1) -> None:
         self.lrs: list[float] = []
+        self.fp32_step_s = fp32_step_s
 
     def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
         lr = config.optimizer.lr
         self.lrs.append(lr)
         scale = 1.2 if lr >= 1e-2 else 1.0
         losses = [scale * loss for loss in _CURVE]
-        return _followed(losses[:steps], kwargs.get("watch"), lr)
+        step_s = self.fp32_step_s if config.precision == "32-true" else 0.1
+        return _followed(losses[:steps], kwargs.get("watch"), lr, step_s)
 
 
 def test_after_a_disagreement_only_a_lower_lr_of_that_precision_is_checked() -> None:
@@ -171,13 +176,18 @@ def test_a_failed_candidates_retry_at_half_its_lr_wins_where_it_reached_the_targ
         assert found is low, notes
 
 
-@pytest.mark.parametrize(("spare_s", "retried"), [(59.0, False), (61.0, True)])
+@pytest.mark.parametrize(
+    ("fp32_step_s", "spare_s", "retried"),
+    [(0.1, 74.0, False), (0.1, 76.0, True), (0.3, 76.0, False), (0.3, 166.0, True)],
+)
 def test_a_failed_candidate_is_retried_only_where_the_budget_has_room(
-    spare_s: float, retried: bool
+    fp32_step_s: float, spare_s: float, retried: bool
 ) -> None:
-    """The retry and its fp32 run are not reserved for: they may take 2 x 3 x the failed
-    run's 10 s here, so they run only where the budget has 60 s to spare."""
-    trials, notes = _GapGrowsWithLr(), []  # type: ignore[var-annotated]
+    """The retry and its fp32 run are not reserved for. The failed run took 100 steps in
+    10 s: the retry may take 3 x that (30 s, 300 steps), its fp32 run 1.5 x the retry's
+    steps at the failed candidate's fp32 step time: 450 x 0.1 s (75 s in all) or, where
+    fp32 steps are 3x slower, 450 x 0.3 s (165 s), which the retry's own cap never bounds."""
+    trials, notes = _GapGrowsWithLr(fp32_step_s), []  # type: ignore[var-annotated]
     high, low = _run("bf16-mixed", lr=1.6e-2), _run("bf16-mixed", lr=6e-3)
     found = stable_winner([high, low], trials, 1.5, notes.append, spare=lambda _: spare_s)  # type: ignore[arg-type]
     assert found is low, notes
@@ -185,8 +195,9 @@ def test_a_failed_candidate_is_retried_only_where_the_budget_has_room(
     refused = [note for note in notes if note.startswith("no retry of bf16-mixed")]
     assert bool(refused) is not retried, notes
     if refused:
+        needed = 30.0 + 450 * fp32_step_s
         assert refused[0].endswith(
-            "may take 60.0 s, and the budget has 59.0 s beyond the confirmation"
+            f"may take {needed:.1f} s, and the budget has {spare_s:.1f} s beyond the confirmation"
         )
 
 

@@ -333,7 +333,7 @@ def stable_winner(
         say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
         if verdict.stable:
             return _sooner(candidate, _soonest(alternatives), say)
-        derate = precision not in failed_at and _fits(candidate, spare, say)
+        derate = precision not in failed_at and _fits(candidate, reference, spare, say)
         failed_at[precision] = lr
         alternatives += _alternatives(candidate, reference, derate, trials, target, say)
     fallback = _soonest(alternatives)
@@ -343,14 +343,17 @@ def stable_winner(
 
 
 def _fits(
-    failed: Measured, spare: Callable[[Measured], float] | None, say: Callable[[str], None]
+    failed: Measured,
+    reference: Measured | None,
+    spare: Callable[[Measured], float] | None,
+    say: Callable[[str], None],
 ) -> bool:
     """Whether ``failed``'s retry at a lower LR and its fp32 run fit in the budget's
     ``spare`` seconds: the search reserves budget for one fp32 check and the confirmation,
     not for these (hf_gpt2's runs take seconds each, not tenths)."""
     if spare is None:
         return True
-    needed, left = _retry_s(failed), spare(failed)
+    needed, left = _retry_s(failed, reference), spare(failed)
     if needed <= left:
         return True
     say(
@@ -360,10 +363,27 @@ def _fits(
     return False
 
 
-def _retry_s(failed: Measured) -> float:
-    """The most training seconds a retry and its fp32 run take: the retry is capped at
-    _DERATE_STEPS x the failed run's seconds (:func:`_derated`), its fp32 run covers it."""
-    return 2 * _DERATE_STEPS * max(failed.elapsed_s[-1], 1e-3)
+def _retry_s(failed: Measured, reference: Measured | None) -> float:
+    """The most training seconds a retry and its fp32 run take. The retry is capped at
+    _DERATE_STEPS x the failed run's seconds and steps (:func:`_derated`); its fp32 run at
+    _STEP_MARGIN x the retry's steps (:func:`reference_check`), each at the step time of
+    ``failed``'s fp32 ``reference`` (the same batch): an fp32 step can take several times a
+    bf16 one (tiny_gpt on an AVX512-BF16 CPU: 3.8x), so the retry's own cap does not
+    bound it. Where no fp32 run was measured, at ``failed``'s own step time, the only one
+    known."""
+    steps = _DERATE_STEPS * len(failed.losses)
+    fp32 = reference if reference is not None and reference.losses else failed
+    return _DERATE_STEPS * _trained_s(failed) + _STEP_MARGIN * steps * _step_s(fp32)
+
+
+def _trained_s(run: Measured) -> float:
+    """``run``'s training clock at its last step (never 0: a cap and a rate divide by it)."""
+    return max(run.elapsed_s[-1], 1e-3)
+
+
+def _step_s(run: Measured) -> float:
+    """Seconds per step of ``run`` (its training clock over its steps)."""
+    return _trained_s(run) / len(run.losses)
 
 
 def _alternatives(
@@ -402,7 +422,7 @@ def _derated(failed: Measured, trials: Trialist, target: float) -> Measured | No
     config = failed.train.model_copy(
         update={"optimizer": optimizer.model_copy(update={"lr": optimizer.lr * _DERATE})}
     )
-    cap = _DERATE_STEPS * max(failed.elapsed_s[-1], 1e-3)
+    cap = _DERATE_STEPS * _trained_s(failed)
     steps = _DERATE_STEPS * len(failed.losses)
     result = trials.run(config, steps, watch=TargetWatch(target, cap), time_cap_s=cap)
     run = measured(result, config, target) if ok(result) else None

@@ -31,8 +31,9 @@ import torch
 from autotune._io import write_text_atomic
 from autotune.errors import AutotuneError, ConfigError, TaskError
 from autotune.runtime import RunOptions, RunResult, StepRecord, train
+from autotune.stability import TargetCrossing
 from autotune.task import load_task
-from autotune.trial import TrialSpec, WorkerError
+from autotune.trial import TargetStop, TrialSpec, WorkerError
 from autotune.trial._process import PARENT_ENV
 
 __all__ = ["classify", "main"]
@@ -58,6 +59,8 @@ def main(argv: Sequence[str]) -> int:
     spec_path, result_path, progress_path = (Path(arg) for arg in argv)
     try:
         result = _run(spec_path, progress_path)
+    except _TargetReached:
+        return 0  # its streamed steps are the record: the supervisor stops the run there
     except BaseException as exc:  # every ending becomes a record; nothing escapes unrecorded
         # The record first: printing a traceback allocates, and memory may be short.
         write_text_atomic(result_path, json.dumps(classify(exc).model_dump()) + "\n")
@@ -112,15 +115,34 @@ def _run(spec_path: Path, progress_path: Path) -> RunResult:
         device=spec.device,
     )
     with open(progress_path, "w", encoding="utf-8") as progress:
-        return train(task, spec.train, options, _streamer(progress))
+        return train(task, spec.train, options, _streamer(progress, spec.stop_at))
 
 
-def _streamer(progress: IO[str]) -> Callable[[StepRecord], None]:
+class _TargetReached(Exception):
+    """Raised by the step callback at the spec's :class:`~autotune.trial.TargetStop`: it
+    unwinds the training loop (and, with ranks, stops them) straight to :func:`main`."""
+
+
+def _streamer(progress: IO[str], stop: TargetStop | None) -> Callable[[StepRecord], None]:
+    """Append each record to the progress file, flushed; then end the run if ``stop`` is
+    met at it (the record is written first: the supervisor stops the run at it)."""
+    reached = _reached_at(stop)
+
     def send(record: StepRecord) -> None:
         progress.write(json.dumps(record.model_dump()) + "\n")
         progress.flush()
+        if reached(record.loss):
+            raise _TargetReached
 
     return send
+
+
+def _reached_at(stop: TargetStop | None) -> Callable[[float], bool]:
+    """Whether the run has met ``stop``, asked at each next loss (never, without one)."""
+    if stop is None:
+        return lambda loss: False
+    crossing = TargetCrossing(stop.loss)
+    return lambda loss: crossing.update(loss) and len(crossing.losses) >= stop.min_steps
 
 
 def _limit_memory(spec: TrialSpec) -> None:

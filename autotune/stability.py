@@ -30,6 +30,7 @@ __all__ = [
     "TARGET_BAND",
     "RunningEMA",
     "StabilityVerdict",
+    "TargetCrossing",
     "agrees_with_reference",
     "baseline_target",
     "compared_steps",
@@ -299,6 +300,42 @@ def steps_to_target(
         if value <= target:
             return k if len(losses) - 1 - k >= support else None
     return None
+
+
+class TargetCrossing:
+    """:func:`steps_to_target` on a curve that grows one loss at a time, cheaply.
+
+    :meth:`update` appends a loss and says whether the curve so far has reached the target
+    (its zero-lag smoothed loss at it, with TARGET_SUPPORT_STEPS after the crossing). That
+    smoothing costs a pass over every loss, so it is only evaluated where it can have
+    crossed: while the forward EMA (which must have been at the target somewhere after the
+    crossing) was at the target in the last ``NEAR_STEPS`` steps, and every ``NEAR_STEPS``
+    steps otherwise once it ever was. The search's watch and the trial worker both run one,
+    so a worker that ends its own run at the target ends it where the search would stop it.
+    """
+
+    NEAR_STEPS = 2 * TARGET_SUPPORT_STEPS
+
+    def __init__(self, target: float) -> None:
+        self.target = target
+        self.losses: list[float] = []
+        self.smoothed = math.nan  # the forward EMA at the latest loss
+        self._ema = RunningEMA()
+        self._last_below: int | None = None  # the latest step the forward EMA was at the target
+
+    def update(self, loss: float) -> bool:
+        """Append ``loss``; True where the curve so far has reached the target."""
+        self.losses.append(loss)
+        self.smoothed = self._ema.update(loss)
+        if self.smoothed <= self.target:
+            self._last_below = len(self.losses)
+        return self._worth_checking() and steps_to_target(self.losses, self.target) is not None
+
+    def _worth_checking(self) -> bool:
+        if self._last_below is None:
+            return False
+        since = len(self.losses) - self._last_below
+        return since <= self.NEAR_STEPS or since % self.NEAR_STEPS == 0
 
 
 def baseline_target(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> float:

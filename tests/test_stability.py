@@ -12,6 +12,7 @@ from autotune.stability import (
     OVERFLOW_CALIBRATION_STEPS,
     REFERENCE_TOLERANCE,
     TARGET_SUPPORT_STEPS,
+    TargetCrossing,
     agrees_with_reference,
     diverged,
     is_decreasing,
@@ -291,3 +292,17 @@ def test_late_gain_tells_a_bent_curve_from_a_line() -> None:
     assert late_gain(bent) < 0.2  # 6 time constants of an exponential
     assert late_gain([1.0] * 20 + [1.0 - 0.02 * k for k in range(20)]) > 1.0  # a late start
     assert late_gain([1.0] * 30) == math.inf  # gained nothing early
+
+
+def test_the_incremental_crossing_stops_where_steps_to_target_first_holds() -> None:
+    """TargetCrossing, which the search's watch and the trial worker both run, says
+    "reached" at the first step where the curve so far has reached the target (the support
+    included), never before it, and skips the full smoothing pass while it cannot have."""
+    noise = [0.05 * math.sin(1.7 * k) for k in range(200)]
+    curve = [2.0 * 0.97**k + n * 0.97**k for k, n in enumerate(noise)]
+    crossing = TargetCrossing(0.3)
+    said = [crossing.update(loss) for loss in curve]
+    held = [steps_to_target(curve[: k + 1], 0.3) is not None for k in range(200)]
+    assert said.index(True) == held.index(True)
+    assert not any(s and not h for s, h in zip(said, held, strict=True))
+    assert crossing.smoothed == smooth(curve)[-1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -18,14 +19,18 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from autotune import stability
 from autotune._trial_worker import classify
 from autotune.config import TrainConfig
 from autotune.errors import TaskError, TrainingError
 from autotune.runtime import StepRecord
+from autotune.search._measure import TargetWatch
+from autotune.stability import TARGET_SUPPORT_STEPS
 from autotune.trial import (
     PLAIN,
     ForkServer,
     Launcher,
+    TargetStop,
     TrialResult,
     TrialSpec,
     TrialStatus,
@@ -240,6 +245,32 @@ def test_on_step_true_prunes_at_that_step(
     assert result.reason.startswith("pruned at step 3 (loss ") and result.reason.endswith(
         ") by on_step"
     )
+
+
+def test_a_worker_told_the_target_ends_its_run_there_itself(
+    write_task: WriteTask, tmp_path: Path, launcher: Launcher
+) -> None:
+    """The supervisor looks at the progress every POLL_S (0.25 s): a small model's run
+    would go on that long past its target, and be killed. Told the target, the worker ends
+    the run at the step where the watch stops it, and exits 0."""
+    spec = _spec(write_task(TINY_TASK), steps=10_000, stop_at=TargetStop(loss=0.4))
+    watch = TargetWatch(0.4, math.inf)
+    result = run_trial(spec, workdir=tmp_path, on_step=watch, launcher=launcher)
+    _assert_gone(result)
+    assert result.status is TrialStatus.PRUNED, result.reason
+    assert result.exit_code == 0 and result.signal is None  # not the supervisor's SIGTERM
+    reached = stability.steps_to_target([r.loss for r in result.steps], 0.4)
+    assert reached is not None and len(result.steps) == reached + 1 + TARGET_SUPPORT_STEPS
+
+
+def test_a_worker_that_ends_at_its_target_unwatched_is_pruned_there_not_a_crash(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    spec = _spec(write_task(TINY_TASK), steps=10_000, stop_at=TargetStop(loss=0.4, min_steps=60))
+    result = run_trial(spec, workdir=tmp_path)
+    assert result.status is TrialStatus.PRUNED and result.exit_code == 0, result.reason
+    assert len(result.steps) == 60
+    assert result.reason == "ended by the worker at step 60, at its target 0.4"
 
 
 def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(

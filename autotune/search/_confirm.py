@@ -28,6 +28,7 @@ from autotune.runtime import StepRecord
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
 from autotune.search._types import BaselineRun, Measured, same_kind
+from autotune.trial import TargetStop
 
 __all__ = [
     "RATE_SETTLED_ERROR",
@@ -269,6 +270,10 @@ class _CoverWatch:
     def __init__(self, target: float, steps: int) -> None:
         self.steps = steps
         self.watch = TargetWatch(target, math.inf)  # True once at the target (or not finite)
+
+    @property
+    def stop_at(self) -> TargetStop:
+        return TargetStop(loss=self.watch.target, min_steps=self.steps)
 
     def __call__(self, record: StepRecord) -> bool:
         stop = self.watch(record)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, runtime_checkable
 
 from autotune import stability
 from autotune.config import TrainConfig
@@ -18,13 +19,21 @@ from autotune.trial import (
     PLAIN,
     ForkServer,
     Launcher,
+    TargetStop,
     TrialResult,
     TrialSpec,
     TrialStatus,
     run_trial,
 )
 
-__all__ = ["FORK_SERVER_ENV", "STARTUP_PRIOR_S", "TargetWatch", "Trialist", "time_to_target"]
+__all__ = [
+    "FORK_SERVER_ENV",
+    "STARTUP_PRIOR_S",
+    "StopsAtTarget",
+    "TargetWatch",
+    "Trialist",
+    "time_to_target",
+]
 
 FORK_SERVER_ENV = "AUTOTUNE_FORK_SERVER"
 """Set to ``0`` to start every trial as a fresh interpreter (to compare, or to debug)."""
@@ -41,18 +50,22 @@ def time_to_target(losses: list[float], elapsed: list[float], target: float) -> 
     return None if step is None else elapsed[step]
 
 
+@runtime_checkable
+class StopsAtTarget(Protocol):
+    """A watch that stops its run at a target the worker can see too (:attr:`stop_at`):
+    :meth:`Trialist.run` hands it to the worker, which ends the run there itself."""
+
+    @property
+    def stop_at(self) -> TargetStop: ...
+
+
 class TargetWatch:
     """Follows a trial's steps: stops it once :func:`time_to_target` sees the crossing (the
-    smoothed loss at the target, with the support after it that steps_to_target asks),
-    when ``give_up`` says so, or when it runs out of time.
-
-    The zero-lag smoothing costs a pass over every loss, so it is only evaluated where it
-    can have crossed: while the forward EMA (which must have been at the target somewhere
-    after the crossing) was at the target in the last ``_NEAR_STEPS`` steps, and every
-    ``_NEAR_STEPS`` steps otherwise once it ever was.
+    smoothed loss at the target, with the support after it that steps_to_target asks,
+    :class:`~autotune.stability.TargetCrossing`), at a non-finite loss, when ``give_up``
+    says so, or when it runs out of time. The worker is told the crossing too
+    (:attr:`stop_at`), and ends the run there itself, where this watch would stop it.
     """
-
-    _NEAR_STEPS = 2 * stability.TARGET_SUPPORT_STEPS
 
     def __init__(
         self,
@@ -61,33 +74,25 @@ class TargetWatch:
         give_up: Callable[[StepRecord, float], bool] | None = None,
     ) -> None:
         self.target, self.time_cap_s, self.give_up = target, time_cap_s, give_up
-        self.losses: list[float] = []
-        self.ema = stability.RunningEMA()
-        self.last_below: int | None = None  # the latest step the forward EMA was at the target
+        self.crossing = stability.TargetCrossing(target)
         self.gave_up = False
 
+    @property
+    def losses(self) -> list[float]:
+        return self.crossing.losses
+
+    @property
+    def stop_at(self) -> TargetStop:
+        return TargetStop(loss=self.target)
+
     def __call__(self, record: StepRecord) -> bool:
-        self.losses.append(record.loss)
-        if not math.isfinite(record.loss):
+        reached = self.crossing.update(record.loss)
+        if reached or not math.isfinite(record.loss):
             return True
-        smoothed = self.ema.update(record.loss)
-        if smoothed <= self.target:
-            self.last_below = len(self.losses)
-        if self._worth_checking() and self._reached():
-            return True
-        if self.give_up is not None and self.give_up(record, smoothed):
+        if self.give_up is not None and self.give_up(record, self.crossing.smoothed):
             self.gave_up = True
             return True
         return record.elapsed_s > self.time_cap_s
-
-    def _reached(self) -> bool:
-        return stability.steps_to_target(self.losses, self.target) is not None
-
-    def _worth_checking(self) -> bool:
-        if self.last_below is None:
-            return False
-        since = len(self.losses) - self.last_below
-        return since <= self._NEAR_STEPS or since % self._NEAR_STEPS == 0
 
 
 @dataclass
@@ -146,7 +151,8 @@ class Trialist:
         measure_memory: bool = False,
         warmup_steps: int | None = None,
     ) -> TrialResult:
-        """One supervised run; never raises for what the trial does."""
+        """One supervised run; never raises for what the trial does. A ``watch`` that
+        :class:`StopsAtTarget` has the worker end the run at its target itself."""
         self.count += 1
         spec = TrialSpec(
             task_path=self.task_path,
@@ -157,6 +163,7 @@ class Trialist:
             timeout_s=(time_cap_s or 600.0) + _START_ALLOWANCE_S,
             measure_memory=measure_memory,
             warmup_steps=warmup_steps,
+            stop_at=watch.stop_at if isinstance(watch, StopsAtTarget) else None,
         )
         workdir = self.workdir / f"run{self.count:04d}"
         result = run_trial(spec, workdir=workdir, on_step=watch, launcher=self.launcher)

@@ -10,7 +10,14 @@ status or signal, never from the text of its output.
 
 from autotune.trial._launchers import PLAIN, ForkServer, Launcher
 from autotune.trial._run import StepJudge, run_trial
-from autotune.trial._schema import ErrorKind, TrialResult, TrialSpec, TrialStatus, WorkerError
+from autotune.trial._schema import (
+    ErrorKind,
+    TargetStop,
+    TrialResult,
+    TrialSpec,
+    TrialStatus,
+    WorkerError,
+)
 
 __all__ = [
     "PLAIN",
@@ -18,6 +25,7 @@ __all__ = [
     "ForkServer",
     "Launcher",
     "StepJudge",
+    "TargetStop",
     "TrialResult",
     "TrialSpec",
     "TrialStatus",

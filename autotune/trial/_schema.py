@@ -13,13 +13,26 @@ from pydantic import BaseModel, ConfigDict, Field
 from autotune.config import TrainConfig
 from autotune.runtime import RunSummary, StepRecord
 
-__all__ = ["ErrorKind", "TrialResult", "TrialSpec", "TrialStatus", "WorkerError"]
+__all__ = ["ErrorKind", "TargetStop", "TrialResult", "TrialSpec", "TrialStatus", "WorkerError"]
 
 ErrorKind = Literal["oom", "task", "config", "exception", "exit"]
 
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetStop(_Closed):
+    """Where a worker ends its own run: once its smoothed loss has reached ``loss``
+    (:class:`~autotune.stability.TargetCrossing`, the support after the crossing included)
+    and ``min_steps`` have run. The supervisor's ``on_step`` would stop the run at that
+    step anyway, but only when it next looks (``POLL_S``), which can be longer than a small
+    model's whole run; ended by the worker, the run costs no step past it. The worker
+    writes no result file then: its streamed steps are the record, as for a pruned run.
+    """
+
+    loss: float = Field(description="The target loss (the smoothed curve's).")
+    min_steps: int = Field(0, ge=0, description="Steps to run at least, target or not.")
 
 
 class TrialSpec(_Closed):
@@ -55,6 +68,10 @@ class TrialSpec(_Closed):
         None,  # None: the runtime's own burn-in rule, as `autotune run` uses
         ge=0,
         description="Steps excluded from the throughput median.",
+    )
+    stop_at: TargetStop | None = Field(
+        None,  # None: run all ``steps`` unless the supervisor stops it
+        description="End the run at this target; only where on_step would stop it there too.",
     )
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from autotune.runtime import RunResult, RunSummary, StepRecord
-from autotune.trial._schema import TrialSpec, TrialStatus, WorkerError
+from autotune.trial._schema import TargetStop, TrialSpec, TrialStatus, WorkerError
 
 __all__ = ["Ending", "Verdict", "decide", "read_outcome"]
 
@@ -64,6 +64,8 @@ def decide(ending: Ending, spec: TrialSpec) -> Verdict:
         return _failed(outcome, spec)
     if isinstance(outcome, str):
         return Verdict(TrialStatus.CRASH, outcome)
+    if ending.returncode == 0 and spec.stop_at is not None:
+        return _ended_at_target(ending, spec.stop_at)
     if ending.stopped == "timeout":
         return Verdict(
             TrialStatus.TIMEOUT,
@@ -78,6 +80,14 @@ def _pruned(ending: Ending, outcome: Outcome | None) -> Verdict:
     where = f"at step {last.step} (loss {last.loss:.4g})" if last else "before its first step"
     summary = outcome.summary if isinstance(outcome, RunResult) else None
     return Verdict(TrialStatus.PRUNED, f"pruned {where} by on_step", summary)
+
+
+def _ended_at_target(ending: Ending, stop: TargetStop) -> Verdict:
+    """The worker ended its own run at ``stop`` (exit 0, no result file), where ``on_step``
+    did not stop it: its streamed steps are the record, as for a pruned run."""
+    where = f"at step {ending.steps[-1].step}" if ending.steps else "before its first step"
+    reason = f"ended by the worker {where}, at its target {stop.loss:.4g}"
+    return Verdict(TrialStatus.PRUNED, reason)
 
 
 def _finished(summary: RunSummary) -> Verdict:

@@ -32,7 +32,7 @@ class TargetStop(_Closed):
     """
 
     loss: float = Field(description="The target loss (the smoothed curve's).")
-    min_steps: int = Field(0, ge=0, description="Steps to run at least, target or not.")
+    min_steps: int = Field(0, ge=0, description="The fewest steps it runs, at the target or not.")
 
 
 class TrialSpec(_Closed):

@@ -263,6 +263,22 @@ def test_a_worker_told_the_target_ends_its_run_there_itself(
     assert reached is not None and len(result.steps) == reached + 1 + TARGET_SUPPORT_STEPS
 
 
+def test_a_worker_with_two_ranks_ends_them_at_its_target_too(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    """With ranks, the stop is raised where rank 0's records arrive; the ranks are stopped
+    on the way out, and the worker still exits 0 at the step the watch stops it."""
+    train = TrainConfig.model_validate(
+        {"micro_batch_size": 16, "world_size": 2, "optimizer": {"lr": 1e-2}}
+    )
+    spec = _spec(write_task(TINY_TASK), steps=10_000, stop_at=TargetStop(loss=0.4))
+    spec = spec.model_copy(update={"train": train})
+    result = run_trial(spec, workdir=tmp_path, on_step=TargetWatch(0.4, math.inf))
+    assert result.status is TrialStatus.PRUNED and result.exit_code == 0, result.reason
+    reached = stability.steps_to_target([r.loss for r in result.steps], 0.4)
+    assert reached is not None and len(result.steps) == reached + 1 + TARGET_SUPPORT_STEPS
+
+
 def test_a_worker_that_ends_at_its_target_unwatched_is_pruned_there_not_a_crash(
     write_task: WriteTask, tmp_path: Path
 ) -> None:

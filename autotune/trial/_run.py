@@ -20,7 +20,9 @@ __all__ = ["StepJudge", "run_trial"]
 StepJudge = Callable[[StepRecord], bool]
 """Called with each step as it arrives; returning True stops (prunes) the trial."""
 
-POLL_S = 0.25  # progress latency for on_step: rarer wake-ups steal less from a 2-thread trial
+# Progress latency for on_step: rarer wake-ups steal less from a 2-thread trial (a run to
+# a target is ended by the worker itself, TrialSpec.stop_at, without this latency).
+POLL_S = 0.25
 
 
 def run_trial(

@@ -255,6 +255,47 @@ def test_the_batch_climb_steps_from_the_best_trial_while_each_step_wins() -> Non
     assert batch_climbed(plan, top, study, best, number=3, first=True) is None  # ran already
 
 
+def test_a_batch_climb_step_that_diverged_is_taken_again_at_half_its_lr() -> None:
+    """mlp_digits' demo search: the best trial, micro 16 at 4e-3 (at the edge of
+    divergence), scaled linearly to micro 64 at 1.6e-2, which diverged; the climb then had
+    no step left, and the search confirmed 1.76x against 3.3-3.8x where it climbed. The
+    step is taken again at the square-root rule's LR, half the linear one for 4x."""
+    from autotune.search._convergence import batch_climbed
+
+    plan = _plan_with_baseline_at(20.0)
+    top = [_measured(8, 10.0), _measured(64, 30.0)]
+    study = _study_of_winners({1e-3: 5.0, 2e-3: 6.0})
+    best = study.trials[0]
+    step = batch_climbed(plan, top, study, best, number=2, first=True)
+    assert step is not None
+    wide = optuna.distributions.FloatDistribution(1e-9, 1e9, log=True)
+    dists = {"systems": optuna.distributions.CategoricalDistribution([0, 1])}
+    dists |= {k: wide for k in step if k != "systems"}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params=step,
+            distributions=dists,
+            user_attrs={"status": "UNSTABLE"},
+        )
+    )
+    again = batch_climbed(plan, top, study, best, number=3, first=True)
+    assert again is not None
+    assert again == {**step, "lr_multiplier": step["lr_multiplier"] * 0.5}
+    at_floor = {**step, "lr_multiplier": plan.space.convergence.lr.low}  # type: ignore[union-attr]
+    from autotune.search._convergence import _below_diverged
+
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params=at_floor,
+            distributions=dists,
+            user_attrs={"status": "unstable"},  # the runtime's own NaN stop
+        )
+    )
+    assert _below_diverged(plan.space.convergence.lr, study, at_floor) is None
+
+
 def test_the_larger_batch_seed_comes_once_right_after_the_fixed_seeds() -> None:
     """Seeded from the best trial when the next trial is the first after the fixed seeds;
     at any other number (a resumed study, another worker's trial) it is not queued."""

@@ -361,7 +361,7 @@ def climbed(
     section = space.convergence.lr
     if section is None:
         return None
-    raised = functools.partial(_lr_raised, section, best.params, _CLIMB_FACTOR)
+    raised = functools.partial(_lr_scaled, section, best.params, _CLIMB_FACTOR)
     return _climb(study, best, number, first, raised)
 
 
@@ -391,15 +391,9 @@ def _below_diverged(
         return params
     diverged = any(
         t.params == params and str(t.user_attrs.get("status", "")).upper() == "UNSTABLE"
-        for t in study.trials
+        for t in study.get_trials(deepcopy=False)
     )
-    if not diverged:
-        return params
-    key = "lr_multiplier" if section.relative else "lr"
-    if key not in params:
-        return None
-    lr = max(params[key] * _DIVERGED_LR_FACTOR, section.low)
-    return {**params, key: lr} if lr < params[key] else None
+    return _lr_scaled(section, params, _DIVERGED_LR_FACTOR) if diverged else params
 
 
 def _climb(
@@ -420,16 +414,16 @@ def _climb(
     return params
 
 
-def _lr_raised(
+def _lr_scaled(
     section: spaces.LrRange, params: dict[str, Any], factor: float
 ) -> dict[str, Any] | None:
-    """``params`` with their LR (or LR multiplier) ``factor`` x higher, clipped to the
-    space's top; None when they hold no LR or it is at the top already."""
+    """``params`` with their LR (or LR multiplier) times ``factor``, clipped to the space;
+    None when they hold no LR or the clip leaves it where it was."""
     key = "lr_multiplier" if section.relative else "lr"
     if key not in params:
         return None
-    lr = min(params[key] * factor, section.high)
-    return {**params, key: lr} if lr > params[key] else None
+    lr = min(max(params[key] * factor, section.low), section.high)
+    return {**params, key: lr} if lr != params[key] else None
 
 
 def larger(
@@ -514,7 +508,7 @@ def decayed(space: spaces.SearchSpace, seed: dict[str, Any]) -> dict[str, Any] |
     section = space.convergence
     if section.lr is None or section.schedule is None or "cosine" not in section.schedule:
         return None
-    raised = _lr_raised(section.lr, seed, _DECAYED_LR_FACTOR)
+    raised = _lr_scaled(section.lr, seed, _DECAYED_LR_FACTOR)
     return None if raised is None else {**raised, "schedule": "cosine"}
 
 

@@ -21,10 +21,35 @@ pytestmark = [
 ]
 
 
-def _setup(tmp_path: Path, trials: int) -> Setup:
-    (tmp_path / "model.py").write_text(TINY_TASK)
+_STEP_S = 0.25  # a gated step: trials of 6-30 steps run for seconds, not 0.1 s
+
+
+def _setup(tmp_path: Path, trials: int, task: str = TINY_TASK) -> Setup:
+    (tmp_path / "model.py").write_text(task)
     (tmp_path / "space.yaml").write_text(SMALL_SPACE)
     return Setup(tmp_path, tmp_path / "model.py", tmp_path / "space.yaml", trials)
+
+
+def _gated_setup(tmp_path: Path) -> Setup:
+    """A setup whose task steps take ``_STEP_S`` while the file ``_gate`` names exists.
+    The tiny task's trials end in about 0.1 s (the worker stops at the target), too soon
+    for a signal aimed at one to land reliably; slowed for the whole search, its baseline
+    (thousands of steps) would take minutes. So the gate opens after the baseline."""
+    hook = f"    import os, time\n    if os.path.exists({str(_gate(tmp_path))!r}):\n"
+    hook += f"        time.sleep({_STEP_S})\n"
+    header = "def loss_fn(model, batch):\n"
+    assert header in TINY_TASK, "TINY_TASK's loss_fn moved: update the gate's hook"
+    return _setup(tmp_path, trials=5, task=TINY_TASK.replace(header, header + hook))
+
+
+def _gate(tmp_path: Path) -> Path:
+    return tmp_path / "slow-steps"
+
+
+def _start(setup: Setup) -> Search:
+    """A search started with the gate shut (its baseline runs at full speed)."""
+    _gate(setup.workdir).unlink(missing_ok=True)
+    return Search(setup)
 
 
 def test_sigkill_at_ten_random_moments_loses_nothing(tmp_path: Path) -> None:
@@ -48,6 +73,7 @@ def _running_trial(setup: Setup, search: Search, timeout_s: float) -> optuna.tri
         if line is None:
             raise TimeoutError(f"the search set nothing up in {timeout_s} s: {search.tail}")
         seen.append(line)
+    _gate(setup.workdir).touch()  # the baseline is done: from here on trials last seconds
     study = None
     while time.monotonic() < deadline and search.proc.poll() is None:
         study = study or _study(setup, "chaos")
@@ -57,7 +83,8 @@ def _running_trial(setup: Setup, search: Search, timeout_s: float) -> optuna.tri
         if running:
             return running[0]
         time.sleep(0.25)
-    raise TimeoutError(f"no convergence trial started within {timeout_s} s: {search.tail}")
+    ended = f"the search exited {search.proc.returncode}" if search.proc.poll() is not None else ""
+    raise TimeoutError(f"no convergence trial seen running in {timeout_s} s {ended}: {search.tail}")
 
 
 def _all_output(search: Search) -> list[str]:
@@ -71,9 +98,9 @@ def _all_output(search: Search) -> list[str]:
 def test_a_signal_stops_the_search_gracefully(
     tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
-    setup = _setup(tmp_path, trials=5)
-    search = Search(setup)
-    trial = _running_trial(setup, search, timeout_s=240)
+    setup = _gated_setup(tmp_path)
+    search = _start(setup)
+    trial = _running_trial(setup, search, timeout_s=480)
     search.proc.send_signal(sig)
     assert search.wait(60) == code
     output = _all_output(search)
@@ -99,13 +126,13 @@ _EXIT_BOUND_S = 10.0  # SIGTERM to exit: the trial's 3 s grace, the records, the
 def test_sigterm_stops_a_resumed_search_within_seconds(
     tmp_path: Path, first_stop: signal.Signals
 ) -> None:
-    setup = _setup(tmp_path, trials=5)
-    first = Search(setup)
-    _running_trial(setup, first, timeout_s=240)
+    setup = _gated_setup(tmp_path)
+    first = _start(setup)
+    _running_trial(setup, first, timeout_s=480)
     first.proc.send_signal(first_stop)  # killed, or stopped gracefully: either is resumed
     first.wait(60)
-    resumed = Search(setup)
-    trial = _running_trial(setup, resumed, timeout_s=240)
+    resumed = _start(setup)
+    trial = _running_trial(setup, resumed, timeout_s=480)
     sent = time.monotonic()
     resumed.proc.send_signal(signal.SIGTERM)
     code = resumed.wait(60)

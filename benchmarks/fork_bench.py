@@ -1,7 +1,7 @@
 """Forked trial workers against fresh interpreters: start-up saved, throughput unchanged.
 
     python -m benchmarks.fork_bench [--task examples/tiny_gpt.py] [--tuned tuned.yaml]
-        [--rounds 4] [--steps 80] [--cli] [--cold-fork]
+        [--rounds 4] [--steps 80] [--cli] [--cold-fork] [--watched]
 
 Runs one config (the tuned.yaml's, else the Task's baseline) as supervised trials,
 alternately forked from a :class:`~autotune.trial.ForkServer` and started as a fresh
@@ -9,10 +9,12 @@ interpreter, ``--rounds`` times each, in rotating order (machine drift hits all 
 with ``--cli``, also as ``autotune run TASK [-c TUNED] --steps N --json F`` itself, the
 command a user reproduces a tuned.yaml with; with ``--cold-fork``, also forked from a
 server that did not import the task file (each child imports it): what preloading the
-task's imports (scikit-learn, numpy's BLAS) changes. Prints each launcher's start-up (launch to
-first step, less that step; not known for ``autotune run``) and samples/s, median and
-range. A forked worker must start sooner and measure the same samples/s: a throughput a
-trial records is one `autotune run` must reproduce.
+task's imports (scikit-learn, numpy's BLAS) changes; with ``--watched`` (needs ``--tuned``),
+also forked and told tuned.yaml's target loss, ending at it as the search's confirmation
+runs do, samples/s read from its streamed steps as the search reads them. Prints each
+launcher's start-up (launch to first step, less that step; not known for ``autotune run``)
+and samples/s, median and range. A forked worker must start sooner and measure the same
+samples/s: a throughput a trial records is one `autotune run` must reproduce.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from rich.console import Console
 from rich.table import Table
 
 from autotune.config import TrainConfig, load_tuned_config
-from autotune.search._measure import Trialist
+from autotune.search._measure import TargetWatch, Trialist, measured
 from autotune.task import load_task
 from autotune.trial import PLAIN, ForkServer, TrialResult
 from benchmarks.reproduce import run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
+_WATCH_CAP_S = 600.0  # a watched run's time cap: --steps, not the clock, is meant to end it
 # One run's (start-up seconds, or None where unknown; samples/s).
 Sample = tuple[float | None, float]
 
@@ -55,6 +58,8 @@ def main() -> int:
             launchers["forked, task not preloaded"] = _trial(cold, config, args)
         if args.cli:
             launchers["autotune run"] = _cli(args, Path(scratch))
+        if args.watched:
+            launchers["forked, told the target"] = _watched(forked, config, args)
         with forked, cold or contextlib.nullcontext():
             runs = _interleaved(launchers, args.rounds)
     console.print(_table(runs))
@@ -69,6 +74,29 @@ def _trial(trials: Trialist, config: TrainConfig, args: argparse.Namespace) -> C
         return _startup_s(result), result.summary.samples_per_s
 
     return run
+
+
+def _watched(
+    trials: Trialist, config: TrainConfig, args: argparse.Namespace
+) -> Callable[[], Sample]:
+    """Runs to tuned.yaml's target as the search's confirmation does (``--steps`` bounds it)."""
+    target = _target(args)
+
+    def run() -> Sample:
+        result = trials.run(config, args.steps, watch=TargetWatch(target, _WATCH_CAP_S))
+        found = measured(result, config, target)
+        if found is None or found.time_to_target_s is None:
+            raise SystemExit(f"a run told the target did not reach it: {result.reason}")
+        return _startup_s(result), found.samples_per_s
+
+    return run
+
+
+def _target(args: argparse.Namespace) -> float:
+    measured_section = None if args.tuned is None else load_tuned_config(args.tuned).measured
+    if measured_section is None or measured_section.target_loss is None:
+        raise SystemExit("--watched needs --tuned with a measured target loss (a searched one)")
+    return measured_section.target_loss
 
 
 def _cli(args: argparse.Namespace, scratch: Path) -> Callable[[], Sample]:
@@ -101,6 +129,11 @@ def _arguments() -> argparse.Namespace:
         "--cold-fork",
         action="store_true",
         help="also fork from a server that did not import the task file",
+    )
+    parser.add_argument(
+        "--watched",
+        action="store_true",
+        help="also fork runs told the tuned.yaml's target, as the search's confirmation does",
     )
     return parser.parse_args()
 

@@ -38,6 +38,7 @@ from autotune.trial import (
     run_trial,
 )
 from autotune.trial._process import ProgressReader, TrialFiles, output_tail
+from autotune.trial._run import first_written_s
 from autotune.trial._verdict import Ending, decide, read_outcome, signal_name
 from tests.conftest import TINY_TASK
 
@@ -464,3 +465,28 @@ def test_files_left_by_an_earlier_trial_are_removed(tmp_path: Path) -> None:
     (files.inductor / "cache").mkdir(parents=True)
     files.clear_scratch()
     assert list(files.workdir.iterdir()) == []
+
+
+def _step(step: int, elapsed_s: float) -> StepRecord:
+    return StepRecord(step=step, loss=1.0, elapsed_s=elapsed_s, samples=16 * step,
+                      step_time_s=0.01, samples_per_s=1600.0, lr=0.01)  # fmt: skip
+
+
+def test_a_first_step_is_dated_by_its_write_not_by_the_poll_that_saw_it() -> None:
+    records = [_step(1, 0.50), _step(2, 0.52), _step(3, 0.54)]
+    # the file was last written 0.60 s after launch, with two steps (0.04 s) after the first
+    assert first_written_s(records, written_s=0.60, seen_s=0.80) == pytest.approx(0.56)
+    assert first_written_s(records, written_s=0.90, seen_s=0.80) == 0.80  # the poll bounds it
+    assert first_written_s(records, written_s=0.01, seen_s=0.80) == 0.0
+
+
+def test_the_progress_reader_keeps_the_files_last_write(tmp_path: Path) -> None:
+    path = tmp_path / "progress.jsonl"
+    reader = ProgressReader(path)
+    reader.read()
+    assert reader.written_at is None  # not written yet
+    record = _step(1, 0.1).model_dump()
+    path.write_text(json.dumps(record) + "\n")
+    os.utime(path, (1_000_000.0, 1_000_000.25))
+    assert [r.step for r in reader.read()] == [1]
+    assert reader.written_at == 1_000_000.25

@@ -184,11 +184,14 @@ class ProgressReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
+        self.written_at: float | None = None
+        """The file's last modification (``time.time()``'s clock) as of the last read."""
 
     def read(self) -> list[StepRecord]:
         """New step records; a line still being written is left for the next call."""
         try:
             with open(self.path, "rb") as handle:
+                self.written_at = os.fstat(handle.fileno()).st_mtime
                 handle.seek(self.offset)
                 chunk = handle.read()
         except FileNotFoundError:

@@ -110,13 +110,29 @@ class _Watch:
 
     def _take_progress(self) -> bool:
         """Take new step records; True when ``on_step`` asked to prune at one of them."""
-        for record in self.reader.read():
-            if self.first_step_s is None:
-                self.first_step_s = time.monotonic() - self.started
+        records = self.reader.read()
+        if records and self.first_step_s is None:
+            seen = time.monotonic() - self.started
+            written = self.reader.written_at
+            wall_started = time.time() - seen
+            self.first_step_s = (
+                seen if written is None else first_written_s(records, written - wall_started, seen)
+            )
+        for record in records:
             self.steps.append(record)
             if self.on_step is not None and self.on_step(record):
                 return True
         return False
+
+
+def first_written_s(records: list[StepRecord], written_s: float, seen_s: float) -> float:
+    """When the first of ``records`` was written, in seconds from launch: the progress
+    file's last write (``written_s``, from launch) less the steps written after it in the
+    same read. Not when a poll first saw it (``seen_s``), which is up to POLL_S later and
+    would make every start-up look about POLL_S long; ``seen_s`` bounds it (clocks that
+    disagree, a line half-written after the last record)."""
+    after = records[-1].elapsed_s - records[0].elapsed_s
+    return min(seen_s, max(0.0, written_s - after))
 
 
 def _record(

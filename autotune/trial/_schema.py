@@ -119,7 +119,9 @@ class TrialResult(_Closed):
     signal: str | None = Field(None, description="The signal that ended it, e.g. SIGABRT.")
     wall_s: float = Field(description="Process start to process end.")
     first_step_s: float | None = Field(
-        None, description="Process start until the first step was seen (startup overhead)."
+        None,
+        description="Process start until the worker wrote its first step (startup overhead), "
+        "dated by the progress file's write, not by the poll that saw it.",
     )
     output_tail: str = Field("", description="The last lines of the worker's stdout+stderr.")
 

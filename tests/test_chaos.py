@@ -83,8 +83,8 @@ def _running_trial(setup: Setup, search: Search, timeout_s: float) -> optuna.tri
         if running:
             return running[0]
         time.sleep(0.25)
-    ended = f"the search exited {search.proc.returncode}" if search.proc.poll() is not None else ""
-    raise TimeoutError(f"no convergence trial seen running in {timeout_s} s {ended}: {search.tail}")
+    ended = "" if search.proc.poll() is None else f" (the search exited {search.proc.returncode})"
+    raise TimeoutError(f"no convergence trial seen running in {timeout_s} s{ended}: {search.tail}")
 
 
 def _all_output(search: Search) -> list[str]:

@@ -40,6 +40,7 @@ from autotune.profiler import (
     run_options,
     simple_noise_scale,
     speed_ratio,
+    speed_ratios,
     speed_verdict,
 )
 from autotune.task import Task, load_task
@@ -316,10 +317,25 @@ def test_missing_dtype_is_not_viable() -> None:
 
 
 def test_speed_verdict_applies_the_floor() -> None:
-    assert speed_verdict("bf16-mixed", 1.7, [4, 8]).viable
-    assert speed_verdict("bf16-mixed", MIN_SPEED_RATIO, [4, 8]).viable
-    slow = speed_verdict("bf16-true", 0.3, [4, 8])
-    assert not slow.viable and "0.30x" in slow.reason and "below the 0.5x floor" in slow.reason
+    assert speed_verdict("bf16-mixed", {4: 1.7, 8: 1.6}).viable
+    assert speed_verdict("bf16-mixed", {4: MIN_SPEED_RATIO, 8: 0.2}).viable
+    slow = speed_verdict("bf16-true", {4: 0.3, 8: 0.25})
+    assert not slow.viable and "0.28x" in slow.reason and "best 0.30x at batch 4" in slow.reason
+    assert "below the 0.5x floor at every batch" in slow.reason
+    with pytest.raises(ValueError, match=r"one batch size or more"):
+        speed_verdict("bf16-true", {})
+
+
+def test_a_precision_slow_at_most_batches_but_fast_at_one_stays_in() -> None:
+    # mlp_digits' bf16-mixed in a probe that ruled it out by the median (0.49x), though
+    # it won the search at micro 256 (1.18x fp32): its cast cost weighs most at small batches
+    verdict = speed_verdict("bf16-mixed", {8: 0.98, 16: 0.48, 32: 0.49})
+    assert verdict.viable and "0.49x" in verdict.reason and "best 0.98x at batch 8" in verdict.reason
+
+
+def test_speed_ratios_are_per_common_batch() -> None:
+    ratios = speed_ratios({4: 10.0, 8: 40.0, 32: 1.0}, {4: 10.0, 8: 20.0, 16: 30.0})
+    assert ratios == {4: 1.0, 8: 2.0}
 
 
 def test_speed_ratio_is_the_median_over_common_batches() -> None:

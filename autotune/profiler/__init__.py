@@ -63,6 +63,7 @@ from autotune.profiler._viability import (
     Verdict,
     hardware_verdict,
     speed_ratio,
+    speed_ratios,
     speed_verdict,
 )
 
@@ -107,5 +108,6 @@ __all__ = [
     "run_options",
     "simple_noise_scale",
     "speed_ratio",
+    "speed_ratios",
     "speed_verdict",
 ]

@@ -27,6 +27,7 @@ from autotune.profiler._viability import (
     Verdict,
     hardware_verdict,
     speed_ratio,
+    speed_ratios,
     speed_verdict,
 )
 from autotune.runtime import RunOptions
@@ -249,13 +250,20 @@ class _Variants:
             return measure_batch(self.task, config, self.options, self.hardware, flops)
 
     def _speed_verdict(self, precision: Precision) -> Verdict:
-        return speed_verdict(precision, self._speed_vs_fp32(precision, "none"), self.batches)
+        return speed_verdict(precision, speed_ratios(*self._rates(precision, "none")))
 
     def _speed_vs_fp32(self, precision: Precision, mode: Checkpointing) -> float:
+        return speed_ratio(*self._rates(precision, mode))
+
+    def _rates(
+        self, precision: Precision, mode: Checkpointing
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """Samples/s per batch of ``precision`` and of the reference, both in ``mode``."""
+
         def rates(p: Precision) -> dict[int, float]:
             return {b.batch_size: b.samples_per_s for b in self.measured[(p, mode)]}
 
-        return speed_ratio(rates(precision), rates(REFERENCE_PRECISION))
+        return rates(precision), rates(REFERENCE_PRECISION)
 
     def _report(self, precision: Precision, mode: Checkpointing, verdict: Verdict) -> VariantReport:
         probes = self.measured.get((precision, mode), [])

@@ -12,7 +12,6 @@ A reduced precision exists to be faster (and smaller). It is ruled out in two st
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from autotune.config import Precision

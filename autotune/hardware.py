@@ -40,6 +40,7 @@ __all__ = [
     "PEAK_KEYS",
     "HardwareInfo",
     "cache_path",
+    "cached_hardware",
     "default_cache_dir",
     "describe_device",
     "instruction_set",
@@ -491,16 +492,26 @@ def probe_hardware(
     :func:`measure_hardware`).
     """
     target = _resolve_device(device)
-    facts = describe_device(target)
-    isa = instruction_set(target)
-    path = cache_path(facts, cache_dir, isa=isa)
     if not refresh:
-        cached = _read_cache(path, facts, isa)
+        cached = cached_hardware(target, cache_dir=cache_dir)
         if cached is not None:
             return cached
     info = measure_hardware(target, budget_s=budget_s)
-    _write_cache(path, info)
+    facts = describe_device(target)
+    _write_cache(cache_path(facts, cache_dir, isa=instruction_set(target)), info)
     return info
+
+
+def cached_hardware(
+    device: torch.device | str | None = None, *, cache_dir: Path | None = None
+) -> HardwareInfo | None:
+    """This machine's cached :class:`HardwareInfo` if :func:`probe_hardware` has a valid
+    one, else None; never measures (so the caller knows whether peaks are yet to be
+    timed, which nothing else should run beside)."""
+    target = _resolve_device(device)
+    facts = describe_device(target)
+    isa = instruction_set(target)
+    return _read_cache(cache_path(facts, cache_dir, isa=isa), facts, isa)
 
 
 def default_cache_dir() -> Path:

@@ -131,6 +131,24 @@ def test_a_dead_server_costs_its_trial_and_later_trials_start_fresh(
     assert _reported(after)["parent"] == str(os.getpid())
 
 
+def test_a_prepared_server_starts_without_waiting_and_serves_the_first_launch(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    slow = write_task("import time\ntime.sleep(2)\n" + REPORTING_TASK, name="slow.py")
+    forks = ForkServer(slow, tmp_path / "slow-server.log")
+    try:
+        started = time.monotonic()
+        forks.prepare()
+        assert time.monotonic() - started < 1.0 and forks.pid is not None  # importing
+        forks.await_ready()
+        assert time.monotonic() - started >= 2.0  # its task's 2 s import
+        result = run_trial(_spec(slow), workdir=tmp_path / "t", launcher=forks)
+        assert result.status is TrialStatus.OK, result.output_tail
+        assert _reported(result)["parent"] == str(forks.pid) and forks.fallback is None
+    finally:
+        forks.close()
+
+
 def test_close_ends_the_server_and_later_trials_start_fresh(
     write_task: WriteTask, tmp_path: Path, server: ForkServer
 ) -> None:
@@ -163,6 +181,35 @@ def test_the_search_forks_unless_told_not_to(
     monkeypatch.setenv(FORK_SERVER_ENV, "0")
     with Trialist(tmp_path / "model.py", tmp_path, seed=0) as trials:
         assert trials.launcher is PLAIN
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("cached", "expected"), [(True, ["server", "task"]), (False, ["task"])])
+def test_the_search_starts_its_fork_server_first_when_no_peaks_are_to_be_timed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool, expected: list[str]
+) -> None:
+    """With the hardware cached, the server's imports overlap the search's own set-up;
+    without, the probe times the peaks alone and starts the server after them."""
+    import autotune.search as search
+
+    order: list[str] = []
+
+    def load_task(path: object) -> None:
+        order.append("task")
+        raise _Stop
+
+    monkeypatch.setattr(ForkServer, "prepare", lambda self: order.append("server"))
+    monkeypatch.setattr(search, "load_task", load_task)
+    monkeypatch.setattr(search, "cached_hardware", lambda: object() if cached else None)
+    options = search.SearchOptions(
+        task_path=tmp_path / "model.py", storage=f"sqlite:///{tmp_path}/s.db"
+    )
+    with pytest.raises(_Stop):
+        search.run_search(options)
+    assert order == expected
 
 
 class _Alarm(Exception):

@@ -23,6 +23,7 @@ from autotune.errors import ConfigError
 from autotune.hardware import (
     HardwareInfo,
     cache_path,
+    cached_hardware,
     describe_device,
     instruction_set,
     measure_bandwidth,
@@ -180,6 +181,15 @@ def test_refresh_measures_again(tmp_path: Path, fake_measure: FakeMeasure) -> No
     assert fake_measure.calls == 2
     assert refreshed != first
     assert probe_hardware(CPU, cache_dir=tmp_path) == refreshed  # the cache holds the new one
+
+
+def test_cached_hardware_reads_the_cache_and_never_measures(
+    tmp_path: Path, fake_measure: FakeMeasure
+) -> None:
+    assert cached_hardware(CPU, cache_dir=tmp_path) is None
+    assert fake_measure.calls == 0
+    info = probe_hardware(CPU, cache_dir=tmp_path)
+    assert cached_hardware(CPU, cache_dir=tmp_path) == info and fake_measure.calls == 1
 
 
 @pytest.mark.parametrize(

@@ -460,6 +460,35 @@ def test_probe_reports_every_variant(tiny_report: tuple[ProbeReport, list[ProbeP
         report.variant("32-true", "full")
 
 
+class _Neighbor:
+    """Records when the probe starts it and waits for it, in one log with its progress."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def prepare(self) -> None:
+        self.log.append("neighbor starts")
+
+    def await_ready(self) -> None:
+        self.log.append("neighbor waited for")
+
+
+def test_a_neighbor_runs_beside_the_untimed_stages_only(tiny: Task) -> None:
+    log: list[str] = []
+    report = probe(
+        tiny,
+        hardware=make_hardware(),
+        batches=(4, 8),
+        on_progress=lambda p: log.append(p.message),
+        neighbor=_Neighbor(log),
+    )
+    starts, waited = log.index("neighbor starts"), log.index("neighbor waited for")
+    counting = next(k for k, m in enumerate(log) if "FLOPs" in m)
+    timed = next(k for k, m in enumerate(log) if "/ batch " in m)
+    assert starts < counting < waited < timed  # after the hardware, before any timed run
+    assert "neighbor" in report.stage_seconds
+
+
 def test_probe_progress_counts_to_the_end(
     tiny_report: tuple[ProbeReport, list[ProbeProgress]],
 ) -> None:

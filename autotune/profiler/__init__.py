@@ -31,6 +31,7 @@ from autotune.profiler._noise import (
 from autotune.profiler._probe import (
     DEFAULT_BATCHES,
     DEVICE_MEMORY_SHARE,
+    Neighbor,
     ProbeProgress,
     ProgressCallback,
     memory_budget,
@@ -87,6 +88,7 @@ __all__ = [
     "LinearFit",
     "MemoryBudget",
     "ModelFacts",
+    "Neighbor",
     "NoiseScale",
     "ProbeError",
     "ProbeProgress",

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from autotune.config import PRECISIONS, Precision
 from autotune.errors import ConfigError
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_BATCHES",
     "DEVICE_MEMORY_SHARE",
     "PROBE_SEED",
+    "Neighbor",
     "ProbeProgress",
     "ProgressCallback",
     "memory_budget",
@@ -52,6 +53,18 @@ DEFAULT_BATCHES: tuple[int, ...] = (8, 16, 32)
 # Budget 90% of the device's memory: the CUDA context, allocator fragmentation (reserved
 # beyond allocated) and, on CPU, the OS and other processes need the rest.
 DEVICE_MEMORY_SHARE = 0.9
+
+
+class Neighbor(Protocol):
+    """Work of the caller's that may share the machine while the probe times nothing:
+    :func:`probe` calls :meth:`prepare` once the hardware's peaks are known (measured alone,
+    or cached) and :meth:`await_ready` before its first timed model run. A search starts
+    its trials' fork server this way: its imports (2.5 s for mlp_digits on 2 cores) overlap
+    the probe's FLOP count, whose first dispatch imports torch._dynamo (1.3 s)."""
+
+    def prepare(self) -> None: ...
+
+    def await_ready(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ def probe(
     on_progress: ProgressCallback | None = None,
     seed: int = PROBE_SEED,
     steps: int = RUN_STEPS,
+    neighbor: Neighbor | None = None,
 ) -> ProbeReport:
     """Probe ``task`` on this machine and return the full :class:`ProbeReport`.
 
@@ -89,6 +103,7 @@ def probe(
     trains ``steps`` steps at every batch size in ``batches`` (at least two distinct).
     Errors in the task surface as :class:`~autotune.errors.TaskError`; a probe batch
     too large for the device raises ``torch.OutOfMemoryError`` (probe smaller batches).
+    A ``neighbor`` runs beside the untimed stages only (see :class:`Neighbor`).
     """
     sizes = _check_inputs(batches, memory_limit_bytes, steps)
     started = time.perf_counter()
@@ -97,8 +112,13 @@ def probe(
     with _timed(stages, "hardware"), progress.unit("measuring the hardware (cached per machine)"):
         info = hardware or probe_hardware()
     device = info.device.kind
+    if neighbor is not None:
+        neighbor.prepare()
     with _timed(stages, "model_facts"), progress.unit("counting parameters and FLOPs"):
         facts = model_facts(task, device, seed=seed)
+    if neighbor is not None:
+        with _timed(stages, "neighbor"):
+            neighbor.await_ready()
     budget = memory_budget(info, memory_limit_bytes)
     with _timed(stages, "variants"):
         options = run_options(info, seed, steps)

@@ -296,7 +296,8 @@ class ProbeReport(_Closed):
     noise_scale: NoiseScale = Field(description="The simple gradient noise scale.")
     probe_seconds: float = Field(ge=0, description="Wall seconds of the whole probe.")
     stage_seconds: dict[str, float] = Field(
-        description="Wall seconds per stage: hardware, model_facts, variants, noise_scale."
+        description="Wall seconds per stage: hardware, model_facts, neighbor (waiting for the "
+        "caller's work beside the probe, when it gave one), variants, noise_scale."
     )
 
     def variant(self, precision: Precision, checkpointing: Checkpointing) -> VariantReport:

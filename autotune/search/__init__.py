@@ -26,6 +26,7 @@ from autotune import profiler, stability
 from autotune import space as spaces
 from autotune.config import Provenance, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
+from autotune.hardware import cached_hardware
 from autotune.profiler import ProbeReport
 from autotune.runtime import StepRecord
 from autotune.search._confirm import (
@@ -150,11 +151,13 @@ def run_search(
     ``note`` receives one line per event (phase, trial outcome); ``progress`` the standing
     after each convergence trial, for a live display.
     """
-    search = _Search(options, note or (lambda _: None), progress or (lambda _: None))
     with (
         _workdir(options) as workdir,
         Trialist(Path(options.task_path), workdir, options.seed) as trials,
     ):
+        if cached_hardware() is not None:  # no peaks to time: its imports overlap ours
+            trials.launcher.prepare()
+        search = _Search(options, note or (lambda _: None), progress or (lambda _: None))
         setup = search.setup(trials)
         plan = search.plan(setup, trials)
         search.converge(plan, trials)
@@ -215,7 +218,11 @@ class _Search:
             report = self.studies.cached(
                 "probe",
                 ProbeReport,
-                lambda: profiler.probe(self.task, memory_limit_bytes=options.memory_limit_bytes),
+                lambda: profiler.probe(
+                    self.task,
+                    memory_limit_bytes=options.memory_limit_bytes,
+                    neighbor=trials.launcher,  # the trials' fork server starts beside it
+                ),
             )
         space, removals = spaces.restrict(self.space, _facts(report, self.task))
         for removal in removals:

@@ -51,6 +51,16 @@ class Launcher(ABC):
     def launch(self, files: TrialFiles, log: IO[bytes], memory_limited: bool) -> WorkerProcess:
         """Start the worker of ``files`` in a new session, writing its output to ``log``."""
 
+    def prepare(self) -> None:
+        """Begin what the first launch would otherwise start itself, without waiting for
+        it (:meth:`await_ready` waits); nothing for a launcher that needs nothing."""
+        return None
+
+    def await_ready(self) -> None:
+        """Wait until what :meth:`prepare` began is ready (or has failed, in which case
+        launches fall back as they would have)."""
+        return None
+
 
 class _Plain(Launcher):
     def launch(self, files: TrialFiles, log: IO[bytes], memory_limited: bool) -> WorkerProcess:
@@ -118,8 +128,8 @@ class ForkServer(Launcher):
 
     def launch(self, files: TrialFiles, log: IO[bytes], memory_limited: bool) -> WorkerProcess:
         if not memory_limited and self.fallback is None:
-            if self._proc is None:
-                self._start()
+            self.prepare()
+            self.await_ready()
             worker = self._fork(files)
             if worker is not None:
                 return worker
@@ -137,7 +147,10 @@ class ForkServer(Launcher):
         while self._replies and "exit" in self._replies[0]:
             self._exited(self._replies.popleft())
 
-    def _start(self) -> None:
+    def prepare(self) -> None:
+        """Start the server process (its imports take seconds) unless it runs or retired."""
+        if self._proc is not None or self.fallback is not None:
+            return
         env = {k: v for k, v in os.environ.items() if k not in _process.DIST_ENV}
         env.update(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +170,12 @@ class ForkServer(Launcher):
                 start_new_session=True,  # the terminal's Ctrl-C is the supervisor's to handle
             )
         self._finalizer = weakref.finalize(self, _shut_server, self._proc, self._ready)
+
+    def await_ready(self) -> None:
+        """Read the started server's ready line once; a server that fails to start is
+        retired (later launches are plain)."""
+        if self._proc is None or self._ready.is_set() or self.fallback is not None:
+            return
         ready = self._reply(_READY_TIMEOUT_S)
         if ready is not None and ready.get("ready"):
             self._ready.set()

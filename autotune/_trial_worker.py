@@ -31,7 +31,6 @@ import torch
 from autotune._io import write_text_atomic
 from autotune.errors import AutotuneError, ConfigError, TaskError
 from autotune.runtime import RunOptions, RunResult, StepRecord, train
-from autotune.stability import TargetCrossing
 from autotune.task import load_task
 from autotune.trial import TargetStop, TrialSpec, WorkerError
 from autotune.trial._process import PARENT_ENV
@@ -126,7 +125,7 @@ class _TargetReached(Exception):
 def _streamer(progress: IO[str], stop: TargetStop | None) -> Callable[[StepRecord], None]:
     """Append each record to the progress file, flushed; then end the run if ``stop`` is
     met at it (the record is written first: the supervisor stops the run at it)."""
-    reached = _reached_at(stop)
+    reached = (lambda loss: False) if stop is None else stop.tracker()
 
     def send(record: StepRecord) -> None:
         progress.write(json.dumps(record.model_dump()) + "\n")
@@ -135,14 +134,6 @@ def _streamer(progress: IO[str], stop: TargetStop | None) -> Callable[[StepRecor
             raise _TargetReached
 
     return send
-
-
-def _reached_at(stop: TargetStop | None) -> Callable[[float], bool]:
-    """Whether the run has met ``stop``, asked at each next loss (never, without one)."""
-    if stop is None:
-        return lambda loss: False
-    crossing = TargetCrossing(stop.loss)
-    return lambda loss: crossing.update(loss) and len(crossing.losses) >= stop.min_steps
 
 
 def _limit_memory(spec: TrialSpec) -> None:

@@ -280,6 +280,26 @@ def test_a_worker_with_two_ranks_ends_them_at_its_target_too(
     assert reached is not None and len(result.steps) == reached + 1 + TARGET_SUPPORT_STEPS
 
 
+# The worker's exit takes a second after its last step, as a torchrun teardown can: the
+# task slows the os._exit that ends the worker's process.
+SLOW_EXIT = (
+    "import os, time\n_exit = os._exit\n"
+    "os._exit = lambda code: (time.sleep(1.0), _exit(code))\n" + TINY_TASK
+)
+
+
+def test_a_worker_already_ending_at_its_target_is_left_to_exit_by_itself(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    """The watch stops the run at the step where the worker ends it itself; a worker that
+    is still exiting when the supervisor looks is not cut short by a SIGTERM."""
+    spec = _spec(write_task(SLOW_EXIT), steps=10_000, stop_at=TargetStop(loss=0.4))
+    result = run_trial(spec, workdir=tmp_path, on_step=TargetWatch(0.4, math.inf))
+    _assert_gone(result)
+    assert result.status is TrialStatus.PRUNED, result.reason
+    assert result.exit_code == 0 and result.signal is None and result.wall_s < 10.0
+
+
 def test_a_worker_that_ends_at_its_target_unwatched_is_pruned_there_not_a_crash(
     write_task: WriteTask, tmp_path: Path
 ) -> None:

@@ -45,7 +45,9 @@ def run_trial(
     ``on_step`` sees every step in order while the trial runs; when it returns True the
     trial is stopped and recorded PRUNED. Past ``spec.timeout_s`` (counted from process
     start, so torch's import is included) it is stopped and recorded TIMEOUT. Stopping
-    sends SIGTERM to the worker's process group, then SIGKILL after ``grace_s``.
+    sends SIGTERM to the worker's process group, then SIGKILL after ``grace_s``; a worker
+    already ending its own run at ``spec.stop_at`` (its streamed steps meet it) is first
+    given ``grace_s`` to exit by itself, as a SIGTERM would cut its clean exit short.
 
     Whatever happens in the caller too (an exception from ``on_step``, KeyboardInterrupt),
     the worker's process group is killed before this returns or raises: no orphan is left.
@@ -66,6 +68,8 @@ def run_trial(
         try:
             watch = _Watch(proc, files, spec, on_step, started)
             stopped = watch.follow()
+            if stopped == "pruned" and watch.worker_ending:
+                watch.wait(grace_s)  # a SIGTERM now would cut its own clean exit short
         finally:
             _process.stop_group(proc, grace_s)
             files.clear_scratch()
@@ -88,12 +92,16 @@ class _Watch:
         self.reader = ProgressReader(files.progress)
         self.steps: list[StepRecord] = []
         self.first_step_s: float | None = None
+        # The worker's own stop, followed here too: once it is met, the worker is ending its
+        # run by itself (with ranks, tearing them down), and exits 0 if left to.
+        self._worker_stop = None if spec.stop_at is None else spec.stop_at.tracker()
+        self.worker_ending = False
 
     def follow(self) -> Stop | None:
         """Return once the worker has exited (None) or was to be stopped (why)."""
         deadline = self.started + self.spec.timeout_s
         while True:
-            exited = self._wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
+            exited = self.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
             if self._take_progress():
                 return "pruned"
             if exited:
@@ -101,7 +109,8 @@ class _Watch:
             if time.monotonic() >= deadline:
                 return "timeout"
 
-    def _wait(self, seconds: float) -> bool:
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the worker to exit; True once it has."""
         try:
             self.proc.wait(timeout=seconds)
         except TimeoutExpired:
@@ -120,6 +129,8 @@ class _Watch:
             )
         for record in records:
             self.steps.append(record)
+            if self._worker_stop is not None and self._worker_stop(record.loss):
+                self.worker_ending = True
             if self.on_step is not None and self.on_step(record):
                 return True
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autotune.config import TrainConfig
 from autotune.runtime import RunSummary, StepRecord
+from autotune.stability import TargetCrossing
 
 __all__ = ["ErrorKind", "TargetStop", "TrialResult", "TrialSpec", "TrialStatus", "WorkerError"]
 
@@ -33,6 +35,13 @@ class TargetStop(_Closed):
 
     loss: float = Field(description="The target loss (the smoothed curve's).")
     min_steps: int = Field(0, ge=0, description="The fewest steps it runs, at the target or not.")
+
+    def tracker(self) -> Callable[[float], bool]:
+        """A fresh check of this stop, asked at each next loss in order: True at the loss
+        where the worker ends its run. The worker and its supervisor each run one, so the
+        supervisor knows when the worker is already ending its run by itself."""
+        crossing = TargetCrossing(self.loss)
+        return lambda loss: crossing.update(loss) and len(crossing.losses) >= self.min_steps
 
 
 class TrialSpec(_Closed):

@@ -24,6 +24,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -491,14 +492,12 @@ def probe_hardware(
     to :func:`default_cache_dir`; ``budget_s`` bounds the measuring (see
     :func:`measure_hardware`).
     """
-    target = _resolve_device(device)
-    if not refresh:
-        cached = cached_hardware(target, cache_dir=cache_dir)
-        if cached is not None:
-            return cached
-    info = measure_hardware(target, budget_s=budget_s)
-    facts = describe_device(target)
-    _write_cache(cache_path(facts, cache_dir, isa=instruction_set(target)), info)
+    cache = _Cache.of(_resolve_device(device), cache_dir)
+    cached = None if refresh else cache.read()
+    if cached is not None:
+        return cached
+    info = measure_hardware(cache.device, budget_s=budget_s)
+    _write_cache(cache.path, info)
     return info
 
 
@@ -508,10 +507,25 @@ def cached_hardware(
     """This machine's cached :class:`HardwareInfo` if :func:`probe_hardware` has a valid
     one, else None; never measures (so the caller knows whether peaks are yet to be
     timed, which nothing else should run beside)."""
-    target = _resolve_device(device)
-    facts = describe_device(target)
-    isa = instruction_set(target)
-    return _read_cache(cache_path(facts, cache_dir, isa=isa), facts, isa)
+    return _Cache.of(_resolve_device(device), cache_dir).read()
+
+
+@dataclass(frozen=True)
+class _Cache:
+    """Where one device's peaks are cached, and the facts a cached file must match."""
+
+    device: torch.device
+    facts: DeviceInfo
+    isa: str
+    path: Path
+
+    @classmethod
+    def of(cls, device: torch.device, cache_dir: Path | None) -> _Cache:
+        facts, isa = describe_device(device), instruction_set(device)
+        return cls(device, facts, isa, cache_path(facts, cache_dir, isa=isa))
+
+    def read(self) -> HardwareInfo | None:
+        return _read_cache(self.path, self.facts, self.isa)
 
 
 def default_cache_dir() -> Path:

@@ -212,6 +212,30 @@ def test_the_search_starts_its_fork_server_first_when_no_peaks_are_to_be_timed(
     assert order == expected
 
 
+def test_the_search_hands_the_cached_peaks_to_its_probe(
+    write_task: WriteTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peaks the search found cached are the probe's: the cache is read once."""
+    import autotune.search as search
+    from autotune import profiler
+
+    peaks, seen = object(), []
+
+    def probe(task: object, **kwargs: object) -> None:
+        seen.append(kwargs["hardware"])
+        raise _Stop
+
+    monkeypatch.setattr(ForkServer, "prepare", lambda self: None)
+    monkeypatch.setattr(search, "cached_hardware", lambda: peaks)
+    monkeypatch.setattr(profiler, "probe", probe)
+    options = search.SearchOptions(
+        task_path=write_task(TINY_TASK), storage=f"sqlite:///{tmp_path}/s.db"
+    )
+    with pytest.raises(_Stop):
+        search.run_search(options)
+    assert seen == [peaks]
+
+
 class _Alarm(Exception):
     pass
 

@@ -26,7 +26,7 @@ from autotune import profiler, stability
 from autotune import space as spaces
 from autotune.config import Provenance, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
-from autotune.hardware import cached_hardware
+from autotune.hardware import HardwareInfo, cached_hardware
 from autotune.profiler import ProbeReport
 from autotune.runtime import StepRecord
 from autotune.search._confirm import (
@@ -155,10 +155,11 @@ def run_search(
         _workdir(options) as workdir,
         Trialist(Path(options.task_path), workdir, options.seed) as trials,
     ):
-        if cached_hardware() is not None:  # no peaks to time: its imports overlap ours
+        hardware = cached_hardware()
+        if hardware is not None:  # no peaks to time: its imports overlap ours
             trials.launcher.prepare()
         search = _Search(options, note or (lambda _: None), progress or (lambda _: None))
-        setup = search.setup(trials)
+        setup = search.setup(trials, hardware)
         plan = search.plan(setup, trials)
         search.converge(plan, trials)
         tuned = search.finish(setup, plan, trials)
@@ -208,9 +209,10 @@ class _Search:
             spent = time.perf_counter() - started
             self.phases[name] = self.phases.get(name, 0.0) + spent
 
-    def setup(self, trials: Trialist) -> _Setup:
+    def setup(self, trials: Trialist, hardware: HardwareInfo | None) -> _Setup:
         """Probe, restrict the space, run the baseline (the target) and the systems phase;
-        one worker at a time, and once per study (resumes read them back)."""
+        one worker at a time, and once per study (resumes read them back). ``hardware``:
+        the cached peaks, or None for the probe to measure them."""
         options, say = self.options, self.say
         self.studies.hold("setup", say)
         say("probing the hardware and the model")
@@ -221,6 +223,7 @@ class _Search:
                 lambda: profiler.probe(
                     self.task,
                     memory_limit_bytes=options.memory_limit_bytes,
+                    hardware=hardware,
                     neighbor=trials.launcher,  # the trials' fork server starts beside it
                 ),
             )

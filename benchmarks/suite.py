@@ -2,6 +2,7 @@
 
     python -m benchmarks.suite                       # every workload, then BENCHMARKS.md
     python -m benchmarks.suite --workloads mlp_digits,cnn_digits
+    python -m benchmarks.suite --workloads tiny_gpt --host amx   # -> tiny_gpt_amx.json
     python -m benchmarks.suite --markdown-only       # rebuild BENCHMARKS.md from the results
 
 For each workload (a task file in ``examples/``), on the same machine in one run:
@@ -24,7 +25,8 @@ For each workload (a task file in ``examples/``), on the same machine in one run
    short profiled run per pick gives its peak memory; MFU is counted FLOPs x samples/s
    over the measured peak.
 
-Results go to ``benchmarks/results/suite/<workload>.json``; ``BENCHMARKS.md`` is rendered
+Results go to ``benchmarks/results/suite/<workload>.json`` (``<workload>_<host>.json`` with
+``--host``, so another host's rows stay); ``BENCHMARKS.md`` is rendered
 from every result file there, with ``findings.md`` (what the numbers mean) after the
 preamble. Run it on a quiet machine: other processes on the cores slow 2-thread torch
 10-20x.
@@ -85,7 +87,7 @@ def main() -> int:
         for name in args.workloads.split(","):
             result = bench_workload(ROOT / "examples" / f"{name}.py", args)
             args.results.mkdir(parents=True, exist_ok=True)
-            (args.results / f"{name}.json").write_text(json.dumps(result, indent=1))
+            _result_path(args, name).write_text(json.dumps(result, indent=1))
     notes = args.results / "findings.md"
     findings = notes.read_text() if notes.is_file() else ""
     gpu = [p.read_text() for p in sorted(GPU_RESULTS.glob("*.md"))]
@@ -111,6 +113,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--lr-points", type=int, default=3, help="grid points on the LR range")
     parser.add_argument("--grid-space", type=Path, default=GRID_SPACE)
     parser.add_argument("--results", type=Path, default=RESULTS, help="result JSON directory")
+    parser.add_argument(
+        "--host",
+        default="",
+        help="a tag for this host: results go to <workload>_<host>.json, beside other hosts'",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--markdown-only", action="store_true", help="only rebuild the page")
     parser.add_argument(
@@ -130,7 +137,14 @@ def _command(args: argparse.Namespace) -> str:
     every = args.workloads == ",".join(WORKLOADS)
     reuse = " --reuse-lightning" if getattr(args, "reuse_lightning", False) else ""
     chosen = "" if every else f" --workloads {args.workloads}"
-    return f"python -m benchmarks.suite{chosen}{reuse}"
+    host = f" --host {args.host}" if getattr(args, "host", "") else ""
+    return f"python -m benchmarks.suite{chosen}{host}{reuse}"
+
+
+def _result_path(args: argparse.Namespace, workload: str) -> Path:
+    """``<workload>.json``, or ``<workload>_<host>.json`` beside another host's."""
+    results: Path = args.results
+    return results / (f"{workload}_{args.host}.json" if args.host else f"{workload}.json")
 
 
 def _results(directory: Path) -> list[dict[str, Any]]:
@@ -186,7 +200,7 @@ def _lightning(task: Path, args: argparse.Namespace) -> tuple[LightningPick, dic
     workload's last result file, with ``{"lightning_reused_from": commit}``."""
     if not args.reuse_lightning:
         return lightning_pick(task, max_batch_size=_largest_micro_batch()), {}
-    path = args.results / f"{task.stem}.json"
+    path = _result_path(args, task.stem)
     if not path.is_file():
         raise FileNotFoundError(f"--reuse-lightning: no {path}; run once without it")
     last = json.loads(path.read_text())

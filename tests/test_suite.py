@@ -360,3 +360,17 @@ def test_one_workloads_results_from_two_hosts_render_together_each_naming_its_ho
     ]
     page = render(found, "python -m benchmarks.suite")
     assert "## mlp_digits (`examples/toy.py`), 1x cpu AVX2 host" in page
+
+
+def test_a_host_tag_keeps_another_hosts_results_and_is_in_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import suite
+
+    argv = ["suite", "--workloads", "tiny_gpt", "--results", str(tmp_path), "--host", "amx"]
+    monkeypatch.setattr(sys, "argv", argv)
+    args = suite._arguments()
+    assert suite._result_path(args, "tiny_gpt") == tmp_path / "tiny_gpt_amx.json"
+    assert suite._command(args) == "python -m benchmarks.suite --workloads tiny_gpt --host amx"
+    monkeypatch.setattr(sys, "argv", argv[:-2])
+    assert suite._result_path(suite._arguments(), "tiny_gpt") == tmp_path / "tiny_gpt.json"

@@ -465,6 +465,30 @@ def test_probe_reports_every_variant(tiny_report: tuple[ProbeReport, list[ProbeP
         report.variant("32-true", "full")
 
 
+# The tiny task, whose loss has no fp16 kernel: as oneDNN's LSTM on a CPU with fast fp16
+# matmul (an Intel Xeon with AVX512-FP16), where the hardware's peaks keep fp16 in.
+NO_FP16_KERNEL = TINY_TASK.replace(
+    "def loss_fn(model, batch):\n",
+    "def loss_fn(model, batch):\n"
+    "    if torch.get_autocast_dtype('cpu') == torch.float16 and torch.is_autocast_enabled('cpu'):"
+    "\n"
+    "        raise RuntimeError('could not create a primitive descriptor for fp16')\n",
+)
+
+
+def test_a_precision_the_model_cannot_run_in_is_ruled_out_not_fatal(tmp_path: Path) -> None:
+    task = _task(tmp_path, NO_FP16_KERNEL, "no_fp16")
+    fast_fp16 = make_hardware({"fp32": 1.9e11, "bf16": 4.0e11, "fp16": 1.9e11})
+    seen: list[ProbeProgress] = []
+    report = probe(task, hardware=fast_fp16, batches=(4, 8), on_progress=seen.append)
+    fp16 = report.variant("16-mixed", "none")
+    assert not fp16.viable and fp16.probes == []
+    assert fp16.reason.startswith("the model does not run in 16-mixed here, where 32-true does")
+    assert "could not create a primitive descriptor for fp16" in fp16.reason
+    assert report.variant("32-true", "none").viable
+    assert seen[-1].done == seen[-1].total  # its skipped runs left the count
+
+
 class _Neighbor:
     """Records when the probe starts it and waits for it, in one log with its progress."""
 

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import torch
+
 from autotune.config import PRECISIONS, Precision
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, TaskError
 from autotune.hardware import HardwareInfo, probe_hardware
 from autotune.profiler._facts import PROBE_SEED, model_facts
 from autotune.profiler._noise import measure_noise_scale, noise_batch_count
@@ -25,6 +27,7 @@ from autotune.profiler._schema import (
 from autotune.profiler._viability import (
     REFERENCE_PRECISION,
     Verdict,
+    failure_verdict,
     hardware_verdict,
     speed_ratio,
     speed_ratios,
@@ -227,6 +230,10 @@ class _Variants:
     reference: each speed ratio compares runs seconds apart, so a burst of load from
     other processes cannot make one precision look slow. Precisions below the speed floor
     are ruled out; the rest then run with full checkpointing, interleaved the same way.
+    A variant whose run raises (a :class:`~autotune.errors.TaskError`, or a RuntimeError
+    from its backward) where the reference's at the same batch did not is ruled out with
+    that error (:func:`failure_verdict`) and not run again; an error in the reference
+    itself is the task's, and propagates, as does running out of memory.
     """
 
     def __init__(
@@ -243,6 +250,7 @@ class _Variants:
         self.batches, self.options, self.progress = batches, options, progress
         self.modes: tuple[Checkpointing, ...] = ("none", "full") if facts.blocks else ("none",)
         self.measured: dict[tuple[Precision, Checkpointing], list[BatchProbe]] = {}
+        self.failed: dict[tuple[Precision, Checkpointing], Verdict] = {}
 
     def probe_all(self) -> list[VariantReport]:
         """Measure, decide and fit; one report per precision x mode, in PRECISIONS order."""
@@ -255,13 +263,28 @@ class _Variants:
         self.progress.add(-(len(running) - len(fast)) * (len(self.modes) - 1) * len(self.batches))
         for mode in self.modes[1:]:
             self._measure_interleaved(fast, mode)
-        return [self._report(p, mode, verdicts[p]) for p in PRECISIONS for mode in self.modes]
+        return [
+            self._report(p, mode, self.failed.get((p, mode), verdicts[p]))
+            for p in PRECISIONS
+            for mode in self.modes
+        ]
 
     def _measure_interleaved(self, precisions: list[Precision], mode: Checkpointing) -> None:
-        for batch in self.batches:
+        for left, batch in zip(range(len(self.batches), 0, -1), self.batches, strict=True):
             for precision in precisions:
-                probes = self.measured.setdefault((precision, mode), [])
-                probes.append(self._measure(precision, mode, batch))
+                if (precision, mode) in self.failed:
+                    continue
+                try:
+                    probe = self._measure(precision, mode, batch)
+                except (TaskError, RuntimeError) as error:  # RuntimeError: from backward
+                    if precision == REFERENCE_PRECISION or isinstance(
+                        error, torch.OutOfMemoryError
+                    ):
+                        raise
+                    self.failed[(precision, mode)] = failure_verdict(precision, error)
+                    self.progress.add(-left)  # this batch's unit and the ones after it
+                    continue
+                self.measured.setdefault((precision, mode), []).append(probe)
 
     def _measure(self, precision: Precision, mode: Checkpointing, batch: int) -> BatchProbe:
         with self.progress.unit(f"{precision} / checkpointing {mode} / batch {batch}"):
@@ -270,6 +293,9 @@ class _Variants:
             return measure_batch(self.task, config, self.options, self.hardware, flops)
 
     def _speed_verdict(self, precision: Precision) -> Verdict:
+        failed = self.failed.get((precision, "none"))
+        if failed is not None:
+            return failed
         return speed_verdict(precision, speed_ratios(*self._rates(precision, "none")))
 
     def _speed_vs_fp32(self, precision: Precision, mode: Checkpointing) -> float:

@@ -80,6 +80,16 @@ def hardware_verdict(precision: Precision, hardware: HardwareInfo) -> Verdict:
     return Verdict(True, f"{summary}; to be confirmed on the model")
 
 
+def failure_verdict(precision: Precision, error: Exception) -> Verdict:
+    """Rule out ``precision`` where the model's run raised in it but not in the reference:
+    a kernel this device lacks for its dtype (oneDNN's LSTM in fp16, on a CPU whose fp16
+    matmul is fast), not an error in the task, which the reference run would have raised."""
+    return Verdict(
+        False,
+        f"the model does not run in {precision} here, where {REFERENCE_PRECISION} does: {error}",
+    )
+
+
 def speed_ratios(
     samples_per_s: dict[int, float], reference_samples_per_s: dict[int, float]
 ) -> dict[int, float]:

@@ -272,19 +272,23 @@ class _Variants:
     def _measure_interleaved(self, precisions: list[Precision], mode: Checkpointing) -> None:
         for left, batch in zip(range(len(self.batches), 0, -1), self.batches, strict=True):
             for precision in precisions:
-                if (precision, mode) in self.failed:
-                    continue
-                try:
-                    probe = self._measure(precision, mode, batch)
-                except (TaskError, RuntimeError) as error:  # RuntimeError: from backward
-                    if precision == REFERENCE_PRECISION or isinstance(
-                        error, torch.OutOfMemoryError
-                    ):
-                        raise
-                    self.failed[(precision, mode)] = failure_verdict(precision, error)
-                    self.progress.add(-left)  # this batch's unit and the ones after it
-                    continue
-                self.measured.setdefault((precision, mode), []).append(probe)
+                if (precision, mode) not in self.failed:
+                    self._measure_or_rule_out(precision, mode, batch, left)
+
+    def _measure_or_rule_out(
+        self, precision: Precision, mode: Checkpointing, batch: int, left: int
+    ) -> None:
+        """Measure one run; a reduced precision whose run raises is ruled out instead
+        (``left``: this batch's unit and those after it, taken off the progress count)."""
+        try:
+            probe = self._measure(precision, mode, batch)
+        except (TaskError, RuntimeError) as error:  # RuntimeError: from backward
+            if precision == REFERENCE_PRECISION or isinstance(error, torch.OutOfMemoryError):
+                raise
+            self.failed[(precision, mode)] = failure_verdict(precision, error)
+            self.progress.add(-left)
+            return
+        self.measured.setdefault((precision, mode), []).append(probe)
 
     def _measure(self, precision: Precision, mode: Checkpointing, batch: int) -> BatchProbe:
         with self.progress.unit(f"{precision} / checkpointing {mode} / batch {batch}"):

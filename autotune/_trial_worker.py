@@ -29,7 +29,7 @@ from typing import IO
 import torch
 
 from autotune._io import write_text_atomic
-from autotune.errors import AutotuneError, ConfigError, TaskError
+from autotune.errors import AutotuneError, ConfigError, TaskError, allocation_failure
 from autotune.runtime import RunOptions, RunResult, StepRecord, train
 from autotune.task import load_task
 from autotune.trial import TargetStop, TrialSpec, WorkerError
@@ -37,10 +37,6 @@ from autotune.trial._process import PARENT_ENV
 
 __all__ = ["classify", "main"]
 
-# torch's CPU allocator reports failure as a plain RuntimeError (a c10::Error) with this
-# text, not as torch.OutOfMemoryError; the exception's own message, read in this process,
-# is the only signal it gives.
-_CPU_ALLOC_FAILED = "DefaultCPUAllocator: can't allocate memory"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _PARENT_POLL_S = 0.5  # how soon an orphaned worker notices; a getppid() call is cheap
 _USAGE = "usage: python -m autotune._trial_worker SPEC.json RESULT.json PROGRESS.jsonl"
@@ -175,7 +171,7 @@ def _mapped_bytes() -> int:
 
 def classify(exc: BaseException) -> WorkerError:
     """The structured record of why training ended with ``exc``."""
-    oom = _allocation_failure(exc)
+    oom = allocation_failure(exc)
     if oom is not None:
         message = _first_line(oom) or "the allocation failed"
         return WorkerError(error="oom", type=type(oom).__name__, message=message)
@@ -192,20 +188,6 @@ def classify(exc: BaseException) -> WorkerError:
         return WorkerError(error="exception", type=type(exc).__name__, message=_first_line(exc))
     message = f"{_first_line(exc) or '(no message)'}{_where(exc)}"
     return WorkerError(error="exception", type=type(exc).__name__, message=message)
-
-
-def _allocation_failure(exc: BaseException) -> BaseException | None:
-    """The allocation failure in ``exc``'s chain (a TaskError may wrap one), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (torch.OutOfMemoryError, MemoryError)):
-            return current
-        if isinstance(current, RuntimeError) and _CPU_ALLOC_FAILED in str(current):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _where(exc: BaseException) -> str:

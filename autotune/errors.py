@@ -8,6 +8,13 @@ Every error a user can fix (a bad task file, a bad config, a wrong CLI value) is
 
 from __future__ import annotations
 
+import torch
+
+# torch's CPU allocator reports failure as a plain RuntimeError (a c10::Error) with this
+# text, not as torch.OutOfMemoryError; the exception's own message, read in the process
+# that raised it, is the only signal it gives.
+CPU_ALLOC_FAILED = "DefaultCPUAllocator: can't allocate memory"
+
 
 class AutotuneError(Exception):
     """Base class of errors the user can fix; ``exit_code`` is what the CLI exits with."""
@@ -31,3 +38,18 @@ class TrainingError(AutotuneError):
     """Training could not go on: a rank died, or the run cannot be resumed."""
 
     exit_code = 1
+
+
+def allocation_failure(exc: BaseException) -> BaseException | None:
+    """The allocation failure in ``exc``'s chain (a TaskError may wrap one), if any:
+    ``torch.OutOfMemoryError``, ``MemoryError``, or the CPU allocator's RuntimeError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (torch.OutOfMemoryError, MemoryError)):
+            return current
+        if isinstance(current, RuntimeError) and CPU_ALLOC_FAILED in str(current):
+            return current
+        current = current.__cause__ or current.__context__
+    return None

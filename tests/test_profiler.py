@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from autotune.config import DeviceInfo
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, TaskError
 from autotune.hardware import HardwareInfo, describe_device, probe_hardware
 from autotune.profiler import (
     MIN_SPEED_RATIO,
@@ -487,6 +487,20 @@ def test_a_precision_the_model_cannot_run_in_is_ruled_out_not_fatal(tmp_path: Pa
     assert "could not create a primitive descriptor for fp16" in fp16.reason
     assert report.variant("32-true", "none").viable
     assert seen[-1].done == seen[-1].total  # its skipped runs left the count
+
+
+def test_a_reduced_precision_out_of_memory_is_raised_not_ruled_out(tmp_path: Path) -> None:
+    """Out of memory says the batch is too large, not that the precision cannot run: on a
+    CPU torch reports it as a plain RuntimeError, which the probe must not take for a
+    missing kernel."""
+    oom = NO_FP16_KERNEL.replace(
+        "'could not create a primitive descriptor for fp16'",
+        '"DefaultCPUAllocator: can\'t allocate memory: you tried to allocate 1 bytes"',
+    )
+    task = _task(tmp_path, oom, "oom_fp16")
+    fast_fp16 = make_hardware({"fp32": 1.9e11, "bf16": 4.0e11, "fp16": 1.9e11})
+    with pytest.raises(TaskError, match="can't allocate memory"):
+        probe(task, hardware=fast_fp16, batches=(4, 8))
 
 
 class _Neighbor:

@@ -8,10 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import torch
-
 from autotune.config import PRECISIONS, Precision
-from autotune.errors import ConfigError, TaskError
+from autotune.errors import ConfigError, TaskError, allocation_failure
 from autotune.hardware import HardwareInfo, probe_hardware
 from autotune.profiler._facts import PROBE_SEED, model_facts
 from autotune.profiler._noise import measure_noise_scale, noise_batch_count
@@ -283,7 +281,7 @@ class _Variants:
         try:
             probe = self._measure(precision, mode, batch)
         except (TaskError, RuntimeError) as error:  # RuntimeError: from backward
-            if precision == REFERENCE_PRECISION or isinstance(error, torch.OutOfMemoryError):
+            if precision == REFERENCE_PRECISION or allocation_failure(error) is not None:
                 raise
             self.failed[(precision, mode)] = failure_verdict(precision, error)
             self.progress.add(-left)

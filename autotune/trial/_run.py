@@ -68,7 +68,7 @@ def run_trial(
         try:
             watch = _Watch(proc, files, spec, on_step, started)
             stopped = watch.follow()
-            if stopped == "pruned" and watch.worker_ending:
+            if stopped == "pruned" and _worker_ending(spec, watch.steps):
                 watch.wait(grace_s)  # a SIGTERM now would cut its own clean exit short
         finally:
             _process.stop_group(proc, grace_s)
@@ -92,10 +92,6 @@ class _Watch:
         self.reader = ProgressReader(files.progress)
         self.steps: list[StepRecord] = []
         self.first_step_s: float | None = None
-        # The worker's own stop, followed here too: once it is met, the worker is ending its
-        # run by itself (with ranks, tearing them down), and exits 0 if left to.
-        self._worker_stop = None if spec.stop_at is None else spec.stop_at.tracker()
-        self.worker_ending = False
 
     def follow(self) -> Stop | None:
         """Return once the worker has exited (None) or was to be stopped (why)."""
@@ -129,11 +125,19 @@ class _Watch:
             )
         for record in records:
             self.steps.append(record)
-            if self._worker_stop is not None and self._worker_stop(record.loss):
-                self.worker_ending = True
             if self.on_step is not None and self.on_step(record):
                 return True
         return False
+
+
+def _worker_ending(spec: TrialSpec, steps: list[StepRecord]) -> bool:
+    """Whether the worker's own stop (``spec.stop_at``) is met within ``steps``: it is then
+    ending its run by itself (with ranks, tearing them down), and exits 0 if left to.
+    Asked once, when the trial is stopped, not at every step."""
+    if spec.stop_at is None:
+        return False
+    reached = spec.stop_at.tracker()
+    return any(reached(record.loss) for record in steps)
 
 
 def first_written_s(records: list[StepRecord], written_s: float, seen_s: float) -> float:

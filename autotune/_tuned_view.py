@@ -201,6 +201,7 @@ def _provenance(tuned: TunedConfig) -> Table:
         "autotune": prov.autotune_version,
         "torch": prov.torch_version,
         "hardware": prov.hardware,
+        "GLIBC_TUNABLES": prov.glibc_tunables,
         "study": redact(prov.study) if prov.study else None,
         "study name": prov.study_name,
         "trial": str(prov.trial) if prov.trial is not None else None,

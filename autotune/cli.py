@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from autotune import __version__, profiler
 from autotune._cli_support import OneLineErrors, stop_on_signals
+from autotune._hugepages import restart_with_hugepages
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
 from autotune._recheck_view import recheck_table
@@ -550,4 +552,5 @@ def schema() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    restart_with_hugepages(sys.argv[1:])  # before anything is measured; see _hugepages
     app()

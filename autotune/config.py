@@ -215,6 +215,12 @@ class Provenance(_Closed):
     study_name: str | None = None
     trial: int | None = None
     hardware: str | None = None
+    glibc_tunables: str | None = Field(
+        None,
+        description="GLIBC_TUNABLES the search measured under (autotune's training commands "
+        "start with glibc.malloc.hugetlb=1 where glibc and the kernel support it); training "
+        "started without it can run slower than what was measured.",
+    )
 
 
 class TunedConfig(_Closed):

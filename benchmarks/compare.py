@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autotune import stability
+from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig
 from autotune.search._measure import Trialist, measured, ok
 from autotune.search._progress import describe
@@ -149,4 +150,5 @@ def _shown(values: list[float], unit: str) -> str:
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     raise SystemExit(main())

@@ -31,6 +31,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig, load_tuned_config
 from autotune.search._measure import TargetWatch, Trialist, measured
 from autotune.task import load_task
@@ -185,4 +186,5 @@ def _table(runs: dict[str, list[Sample]]) -> Table:
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     sys.exit(main())

@@ -43,6 +43,7 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
+from autotune._hugepages import restart_for_measuring
 from autotune._search_view import phase_line
 from autotune.config import TrainConfig
 from autotune.profiler import ProbeReport
@@ -212,4 +213,5 @@ def _summary(
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     sys.exit(main())

@@ -44,6 +44,7 @@ from lightning_fabric.utilities.warnings import PossibleUserWarning
 from pytorch_lightning.tuner.tuning import Tuner
 from torch.utils.data import DataLoader, IterableDataset
 
+from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig, validate_train_config
 from autotune.runtime import build_optimizer
 from autotune.task import Task, load_task
@@ -267,4 +268,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     sys.exit(main())

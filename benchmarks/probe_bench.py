@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from autotune._hugepages import restart_for_measuring
 from autotune.hardware import probe_hardware
 from autotune.profiler import ProbeReport, measure_batch, probe, probe_config, run_options
 from autotune.task import load_task
@@ -112,4 +113,5 @@ def _claims(report: ProbeReport, seconds: float, worst: float, kind: str) -> lis
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     sys.exit(main())

@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig
 from autotune.runtime import RunOptions, RunSummary, train
 from autotune.task import Task, load_task
@@ -130,4 +131,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     sys.exit(main())

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autotune import stability
+from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig, load_tuned_config, train_config_from_baseline
 from autotune.runtime import StepRecord
 from autotune.search._measure import TargetWatch, Trialist, measured
@@ -145,4 +146,5 @@ def _spread(values: list[float], form: str) -> str:
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     raise SystemExit(main())

@@ -51,6 +51,7 @@ from rich.console import Console
 
 from autotune import hardware
 from autotune import space as spaces
+from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig
 from autotune.errors import ConfigError
 from autotune.profiler import ProbeReport
@@ -455,4 +456,5 @@ def _machine(report: ProbeReport) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     sys.exit(main())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig, train_config_from_baseline
 from autotune.search._convergence import _LARGER_GAIN
 from autotune.search._measure import Trialist, measured
@@ -87,4 +88,5 @@ def _last(gains: dict[int, list[float]]) -> list[str]:
 
 
 if __name__ == "__main__":
+    restart_for_measuring()  # measure under the allocator the CLI trains with
     raise SystemExit(main())

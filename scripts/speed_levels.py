@@ -1,7 +1,7 @@
 """Is a run's speed set per process on this host, or does it drift within a process?
 
     python scripts/speed_levels.py [TASK] [--processes 8] [--seconds 5] [--batch 64]
-        [--threads 2] [--precision bf16|fp32]
+        [--threads 2] [--precision bf16|fp32] [--env NAME=VALUE ...]
 
 Trains the Task's model in ``--processes`` fresh processes, one after another, each for
 ``--seconds`` at one micro-batch, and prints each process's samples/s in 0.5 s windows.
@@ -16,11 +16,20 @@ OMP_PROC_BIND=close OMP_PLACES=cores (benchmarks/results/speed_levels_cnn_digits
 single `autotune run -c` lands on one of these levels, and matches the search's median
 within +-10% only when the level allows it; `autotune check`'s interleaved ratios do not
 depend on the level.
+
+With ``--env``, the processes alternate between this environment as it is and with those
+variables set, so the two are compared interleaved, each at its own per-process levels.
+On the 2-core AMX host (2026-12-06), ``--env GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
+(glibc backs its heap and mmap'd chunks with transparent huge pages) raised the median
+process by 6% on cnn_digits, its processes within 5% of each other against 12%, and by 5%
+on tiny_gpt (benchmarks/results/speed_levels_*_amx_hugetlb.txt); autotune's CLI therefore
+starts its training commands that way (autotune/_hugepages.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -35,26 +44,45 @@ def main() -> int:
     if args.child:
         _child(args)
         return 0
-    medians = []
-    for k in range(args.processes):
-        windows = _one_process(args)
+    extra = dict(_assignment(text) for text in args.env)
+    conditions = ["as is", " ".join(args.env)] if extra else ["as is"]
+    medians: dict[str, list[float]] = {name: [] for name in conditions}
+    for k in range(args.processes * len(conditions)):
+        name = conditions[k % len(conditions)]
+        windows = _one_process(args, extra if name != "as is" else {})
         settled = windows[int(_SETTLE_S / _WINDOW_S) :] or windows
-        medians.append(statistics.median(settled))
-        spread = (max(settled) - min(settled)) / medians[-1]
-        shown = " ".join(f"{w / 1000:.1f}" for w in windows)
-        print(f"process {k}: {shown}  (k samples/s; settled spread {spread:.0%})", flush=True)
-    low, high = min(medians), max(medians)
-    print(
-        f"between processes: medians {low / 1000:.1f}-{high / 1000:.1f}k samples/s "
-        f"({(high - low) / statistics.median(medians):.0%} of their median)"
-    )
+        medians[name].append(statistics.median(settled))
+        spread = (max(settled) - min(settled)) / medians[name][-1]
+        shown = " ".join(f"{w:.4g}" for w in windows)
+        print(f"process {k} ({name}): {shown}  (samples/s; spread {spread:.0%})", flush=True)
+    for name, values in medians.items():
+        low, high, mid = min(values), max(values), statistics.median(values)
+        print(
+            f"{name}: between processes, medians {low:.4g}-{high:.4g} samples/s "
+            f"({(high - low) / mid:.0%} of their median, {mid:.4g})"
+        )
+    if extra:
+        ratio = statistics.median(medians[conditions[1]]) / statistics.median(medians["as is"])
+        print(f"{conditions[1]} against as is: {ratio:.2f}x (median process against median)")
     return 0
 
 
-def _one_process(args: argparse.Namespace) -> list[float]:
+def _assignment(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--env takes NAME=VALUE, but got {text!r}.")
+    return name, value
+
+
+def _one_process(args: argparse.Namespace, extra: dict[str, str]) -> list[float]:
     command = [sys.executable, __file__, args.task, "--child", *_passed(args)]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.seconds + 120, check=True
+        command,
+        capture_output=True,
+        text=True,
+        timeout=args.seconds + 120,
+        check=True,
+        env={**os.environ, **extra},
     )
     return [float(v) for v in done.stdout.split()]
 
@@ -107,6 +135,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Alternate the processes between the environment as is and with this set.",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 

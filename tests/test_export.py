@@ -346,3 +346,20 @@ def test_invalid_config_is_one_line(tmp_path: Path) -> None:
     result = invoke(str(path), "--to", "lightning")
     assert result.exit_code == 2
     assert "warp: unknown key" in error_line(result)
+
+
+# -- the allocator the search measured under -----------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_a_format_that_loses_the_measured_allocator_says_so(fmt: str) -> None:
+    plain = make_tuned()
+    assert plain.provenance is not None
+    provenance = plain.provenance.model_copy(update={"glibc_tunables": "glibc.malloc.hugetlb=1"})
+    tuned = plain.model_copy(update={"provenance": provenance})
+    notes = export(tuned, fmt, ExportContext(steps=100)).notes
+    named = [n for n in notes if "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in n]
+    # torchrun runs `autotune run`, which restarts itself so; yaml/json carry the provenance
+    assert len(named) == int(fmt not in ("torchrun", "yaml", "json")), notes
+    unnamed = export(plain, fmt, ExportContext(steps=100)).notes
+    assert not any("GLIBC_TUNABLES" in n for n in unnamed)

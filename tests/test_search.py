@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ def test_search_writes_a_confirmed_tuned_config(
     untried = any(line.startswith(("taking ", "falling back to ")) for line in lines)
     cited = int(runoff[0]) if runoff else study.best_trial.number
     assert tuned.provenance.trial == (None if kept or untried else cited), lines
+    # the allocator the trials ran under (inherited from this process): `autotune export` names it
+    assert tuned.provenance.glibc_tunables == os.environ.get("GLIBC_TUNABLES")
     # Run again: the same study resumes; the probe and the baseline are not paid twice.
     again = run_search(
         SearchOptions(**{**options.__dict__, "trials": len(finished) + 1}), lines.append

@@ -61,4 +61,11 @@ def export(tuned: TunedConfig, to: str, ctx: ExportContext | None = None) -> Exp
         raise ConfigError(
             f"--to must be one of {', '.join(EXPORTERS)}, but got {to!r}; pick one of those."
         )
-    return exporter.export(tuned, ctx or ExportContext())
+    exported = exporter.export(tuned, ctx or ExportContext())
+    tunables = tuned.provenance.glibc_tunables if tuned.provenance else None
+    if tunables and not exporter.carries_environment:
+        exported.notes.append(
+            f"the search measured with GLIBC_TUNABLES={tunables} (huge-page malloc): start "
+            f"training with `export GLIBC_TUNABLES={tunables}` for the same speed on a CPU."
+        )
+    return exported

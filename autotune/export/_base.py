@@ -48,6 +48,10 @@ class Exporter(abc.ABC):
 
     name: str
     description: str
+    carries_environment = False
+    """Whether what this format starts keeps the process environment the search measured
+    under (a command running ``autotune run``, or the config file itself); for the others,
+    :func:`autotune.export.export` adds a note naming it."""
 
     @abc.abstractmethod
     def export(self, tuned: TunedConfig, ctx: ExportContext) -> Exported:

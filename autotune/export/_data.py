@@ -21,6 +21,7 @@ class YamlExporter(Exporter):
 
     name = "yaml"
     description = "the tuned config as YAML"
+    carries_environment = True  # its provenance names the environment
 
     def export(self, tuned: TunedConfig, ctx: ExportContext) -> Exported:
         return Exported(yaml.safe_dump(_data(tuned), sort_keys=False))
@@ -31,6 +32,7 @@ class JsonExporter(Exporter):
 
     name = "json"
     description = "the tuned config as JSON"
+    carries_environment = True  # its provenance names the environment
 
     def export(self, tuned: TunedConfig, ctx: ExportContext) -> Exported:
         return Exported(json.dumps(_data(tuned), indent=2) + "\n")

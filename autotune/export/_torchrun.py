@@ -21,6 +21,7 @@ class TorchrunExporter(Exporter):
 
     name = "torchrun"
     description = "a torchrun command line running `autotune run` with the config"
+    carries_environment = True  # `autotune run` restarts itself under the same allocator
 
     def export(self, tuned: TunedConfig, ctx: ExportContext) -> Exported:
         task = ctx.task or tuned.task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -576,4 +577,5 @@ def provenance(storage: str, study_name: str, trial: int | None, report: ProbeRe
         study_name=study_name,
         trial=trial,
         hardware=f"{device.count}x {device.kind} {device.name}",
+        glibc_tunables=os.environ.get("GLIBC_TUNABLES"),
     )

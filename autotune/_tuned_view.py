@@ -17,7 +17,13 @@ from autotune.config import Measured, Spread, TrainConfig, TunedConfig, checkpoi
 from autotune.explain import Explanation, Lever, explain, fewer_or_more
 from autotune.search import CHECK_TOLERANCE, redact
 
-__all__ = ["REPRODUCTION_TOLERANCE", "reproduction", "tuned_tables", "why_table"]
+__all__ = [
+    "REPRODUCTION_TOLERANCE",
+    "allocator_difference",
+    "reproduction",
+    "tuned_tables",
+    "why_table",
+]
 
 _NONE = "[dim]-[/]"
 # Issue 5's bound on `autotune run -c tuned.yaml` against the recorded samples/s: the one
@@ -163,6 +169,22 @@ def reproduction(samples_per_s: float, measured: Measured) -> tuple[bool, str]:
         f"{text}: not reproduced. Is this machine busy, or another one (a VM may give one "
         f"CPU name to hosts with and without fast bf16)? {_CHECK_HINT} Run `autotune search` "
         "here if the speed-up is gone."
+    )
+
+
+def allocator_difference(tuned: TunedConfig, current: str | None) -> str | None:
+    """A sentence when this run's ``GLIBC_TUNABLES`` (``current``) is not the one the search
+    measured under, which moves samples/s by a few percent on a CPU; None when they agree
+    or the config records no search."""
+    if tuned.provenance is None:
+        return None
+    recorded = tuned.provenance.glibc_tunables
+    if recorded == current:
+        return None
+    return (
+        f"the search measured with GLIBC_TUNABLES={recorded or '(unset)'} and this run has "
+        f"{current or '(unset)'}: the allocator differs (huge-page malloc moves a CPU's "
+        f"samples/s by a few percent), so compare under the same one."
     )
 
 

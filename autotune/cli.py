@@ -31,7 +31,7 @@ from autotune._probe_view import probe_tables
 from autotune._recheck_view import recheck_table
 from autotune._search_view import SearchView, result_table, top_table
 from autotune._tables import key_value_table
-from autotune._tuned_view import reproduction, tuned_tables
+from autotune._tuned_view import allocator_difference, reproduction, tuned_tables
 from autotune._units import format_bytes, parse_bytes, parse_duration
 from autotune.config import TrainConfig, TunedConfig, load_tuned_config, train_config_from_baseline
 from autotune.errors import AutotuneError, ConfigError
@@ -195,6 +195,9 @@ def run(
     if tuned is not None and tuned.measured is not None:
         same, line = reproduction(result.summary.samples_per_s, tuned.measured)
         (out if same else err).print(f"[bold]vs tuned.yaml:[/] {line}")
+        differs = allocator_difference(tuned, os.environ.get("GLIBC_TUNABLES"))
+        if differs is not None:
+            err.print(f"[bold]note:[/] {escape(differs)}")
     if result.summary.stopped_reason:
         err.print(f"[bold red]training stopped:[/] {result.summary.stopped_reason}")
         raise typer.Exit(1)

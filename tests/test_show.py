@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from autotune._tuned_view import reproduction
+from autotune._tuned_view import allocator_difference, reproduction
 from autotune.cli import app
 from autotune.config import save_tuned_config
 from tests._tuned import make_tuned
@@ -110,6 +110,19 @@ def test_reproduction_is_judged_against_the_recorded_rate_and_range() -> None:
     assert not inside and "inside the range the search's own runs spanned" in line
     for miss in (line, reproduction(725.0, measured)[1]):  # either miss names the check
         assert "`autotune check` re-runs it beside the baseline" in miss
+
+
+def test_a_run_under_another_allocator_than_the_search_says_so() -> None:
+    plain = make_tuned()  # its search ran without GLIBC_TUNABLES
+    assert plain.provenance is not None
+    assert allocator_difference(plain, None) is None
+    said = allocator_difference(plain, "glibc.malloc.hugetlb=1")
+    assert said is not None and "GLIBC_TUNABLES=(unset)" in said
+    assert "this run has glibc.malloc.hugetlb=1" in said
+    provenance = plain.provenance.model_copy(update={"glibc_tunables": "glibc.malloc.hugetlb=1"})
+    huge = plain.model_copy(update={"provenance": provenance})
+    assert allocator_difference(huge, "glibc.malloc.hugetlb=1") is None
+    assert allocator_difference(plain.model_copy(update={"provenance": None}), "x") is None
 
 
 def test_a_rejected_pick_and_the_warnings_are_shown_with_the_evidence(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ cnn_digits' processes varied 5% instead of 12%.
 
 A tunable is read once, when the process starts, so :func:`restart_with_hugepages` restarts
 the command in place (``execve``: the same pid, arguments and open files) with it set, before
-anything is measured. Every process the command starts (trial workers, the fork server,
-ranks) inherits it, so the search's trials, its probe and ``autotune run`` all measure under
-the same allocator, and ``autotune run -c`` reproduces what the search recorded.
+anything is measured. The console script (``autotune.__main__:main``) calls it before it
+imports torch or the CLI, so the restart costs a bare interpreter's start, not torch's.
+Every process the command starts (trial workers, the fork server, ranks) inherits it, so
+the search's trials, its probe and ``autotune run`` all measure under the same allocator,
+and ``autotune run -c`` reproduces what the search recorded.
 
 The user's own choice wins: a ``GLIBC_TUNABLES`` that already names the tunable is left as
 it is, and ``AUTOTUNE_HUGEPAGES=0`` keeps malloc's default.

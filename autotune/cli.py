@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,6 @@ from rich.table import Table
 
 from autotune import __version__, profiler
 from autotune._cli_support import OneLineErrors, stop_on_signals
-from autotune._hugepages import restart_with_hugepages
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
 from autotune._recheck_view import recheck_table
@@ -551,9 +549,3 @@ def _export_device(tuned: TunedConfig, choice: str) -> Literal["cpu", "cuda"]:
 def schema() -> None:
     """Print the JSON schema of tuned.yaml (TunedConfig)."""
     print(json.dumps(TunedConfig.model_json_schema(), indent=2))
-
-
-def main() -> None:
-    """Console-script entry point."""
-    restart_with_hugepages(sys.argv[1:])  # before anything is measured; see _hugepages
-    app()

@@ -113,3 +113,55 @@ def test_autotune_run_trains_under_huge_page_malloc_unless_told_not_to(
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert record.read_text() == seen
+
+
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (no GLIBC_TUNABLES, no opt-out); its stdout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT)}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+# The launcher's restart, caught: it reports whether torch was already imported by then.
+_CATCH_THE_RESTART = """
+import os, sys
+from autotune import _hugepages
+_hugepages.glibc_version = lambda: (2, 36)
+_hugepages.thp_mode = lambda: "madvise"
+def caught(*_args):
+    print("torch imported before the restart:", "torch" in sys.modules)
+    raise SystemExit(0)
+os.execve = caught
+sys.argv = ["autotune", "probe", "model.py"]
+from autotune.__main__ import main
+main()
+"""
+
+
+def test_the_launcher_restarts_before_it_imports_torch() -> None:
+    """A restart after torch's import would pay that import twice (1.1 s here)."""
+    assert _fresh_python(_CATCH_THE_RESTART) == "torch imported before the restart: False"
+
+
+def test_the_package_imports_its_public_names_when_first_used() -> None:
+    code = (
+        "import sys, autotune\n"
+        "print('torch' in sys.modules)\n"
+        "from autotune import Task, TunedConfig\n"
+        "print('torch' in sys.modules, Task.__module__, TunedConfig.__module__)\n"
+    )
+    assert _fresh_python(code).splitlines() == ["False", "True autotune.task autotune.config"]
+
+
+def test_every_public_name_resolves_and_an_unknown_one_says_so() -> None:
+    import autotune
+
+    for name in autotune.__all__:
+        assert getattr(autotune, name) is not None, name
+    assert set(autotune.__all__) <= set(dir(autotune))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        autotune.nope  # noqa: B018 -- the attribute access is the test

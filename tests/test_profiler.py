@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import textwrap
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from autotune.profiler import (
     VariantReport,
     fit_line,
     fit_variant,
+    frozen_heap,
     hardware_verdict,
     measure_batch,
     measure_noise_scale,
@@ -463,6 +466,37 @@ def test_probe_reports_every_variant(tiny_report: tuple[ProbeReport, list[ProbeP
     assert report.probe_seconds >= sum(report.stage_seconds.values()) * 0.99
     with pytest.raises(KeyError, match=r"no variant 32-true/full"):
         report.variant("32-true", "full")
+
+
+def test_the_probes_runs_collect_only_what_was_built_since_it_froze_the_heap(
+    tiny: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen_at_collection: list[int] = []
+    collect = gc.collect
+
+    def counting_collect(*args: Any) -> int:
+        frozen_at_collection.append(gc.get_freeze_count())
+        return collect(*args)
+
+    monkeypatch.setattr(gc, "collect", counting_collect)
+    probe(tiny, hardware=make_hardware(), batches=(4, 8))
+    runs = frozen_at_collection[1:]  # the first is frozen_heap's own, before it freezes
+    assert runs and all(count > 0 for count in runs), frozen_at_collection
+    assert gc.get_freeze_count() == 0  # thawed: the caller's heap is as it was
+
+
+def test_a_frozen_heap_still_frees_the_cycles_built_inside_it() -> None:
+    class Node:
+        partner: object = None
+
+    with frozen_heap():
+        first, second = Node(), Node()
+        first.partner, second.partner = second, first
+        gone = weakref.ref(first)
+        del first, second
+        gc.collect()
+        assert gone() is None
+    assert gc.get_freeze_count() == 0
 
 
 # The tiny task, whose loss has no fp16 kernel: as oneDNN's LSTM on a CPU with fast fp16

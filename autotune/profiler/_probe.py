@@ -13,7 +13,14 @@ from autotune.errors import ConfigError, TaskError, allocation_failure
 from autotune.hardware import HardwareInfo, probe_hardware
 from autotune.profiler._facts import PROBE_SEED, model_facts
 from autotune.profiler._noise import measure_noise_scale, noise_batch_count
-from autotune.profiler._runs import RUN_STEPS, fit_variant, measure_batch, probe_config, run_options
+from autotune.profiler._runs import (
+    RUN_STEPS,
+    fit_variant,
+    frozen_heap,
+    measure_batch,
+    probe_config,
+    run_options,
+)
 from autotune.profiler._schema import (
     BatchProbe,
     Checkpointing,
@@ -121,12 +128,13 @@ def probe(
         with _timed(stages, "neighbor"):
             neighbor.await_ready()
     budget = memory_budget(info, memory_limit_bytes)
-    with _timed(stages, "variants"):
-        options = run_options(info, seed, steps)
-        variants = _Variants(task, info, facts, budget, sizes, options, progress).probe_all()
-    with _timed(stages, "noise_scale"), progress.unit("estimating the gradient noise scale"):
-        count = noise_batch_count(facts.flops_per_sample)
-        noise = measure_noise_scale(task, big_batches=count, device=device, seed=seed)
+    with frozen_heap():  # model_facts imported torch._dynamo; runs collect only their own
+        with _timed(stages, "variants"):
+            options = run_options(info, seed, steps)
+            variants = _Variants(task, info, facts, budget, sizes, options, progress).probe_all()
+        with _timed(stages, "noise_scale"), progress.unit("estimating the gradient noise scale"):
+            count = noise_batch_count(facts.flops_per_sample)
+            noise = measure_noise_scale(task, big_batches=count, device=device, seed=seed)
     progress.finish()
     return ProbeReport(
         task=task.display_name,

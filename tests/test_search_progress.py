@@ -21,6 +21,7 @@ from autotune.search._convergence import (
     best_time,
     climbed,
     decayed,
+    earned_precisions,
     fastest_realisation,
     plateaued,
     smaller,
@@ -69,14 +70,22 @@ def test_baseline_target_needs_a_finite_curve(losses: list[float]) -> None:
         stability.baseline_target(losses)
 
 
-def _measured(micro: int, rate: float, precision: str = "bf16-mixed") -> Measured:
-    train = TrainConfig(micro_batch_size=micro, precision=precision, optimizer={"lr": 1e-3})
+def _measured(
+    micro: int, rate: float, precision: str = "bf16-mixed", accum: int = 1
+) -> Measured:
+    train = TrainConfig(
+        micro_batch_size=micro,
+        grad_accum_steps=accum,
+        precision=precision,
+        optimizer={"lr": 1e-3},
+    )
     return Measured(train=train, losses=[2.0, 1.0], elapsed_s=[0.1, 0.2], samples_per_s=rate)
 
 
 def test_systems_choices_start_at_the_baseline_batch_one_per_size() -> None:
     fastest_first = [
-        _measured(256, 300),
+        _measured(256, 331),
+        _measured(256, 300, "32-true"),
         _measured(128, 290),
         _measured(128, 280, "32-true"),
         _measured(16, 200),
@@ -84,7 +93,40 @@ def test_systems_choices_start_at_the_baseline_batch_one_per_size() -> None:
     ]
     chosen = systems_choices(fastest_first, anchor=16)
     assert [m.train.micro_batch_size for m in chosen] == [16, 256, 128, 512]
-    assert chosen[2].train.precision == "bf16-mixed"  # the faster of the two at 128
+    assert chosen[1].train.precision == "bf16-mixed"  # 1.10x fp32's samples/s: it earned it
+    assert chosen[2].train.precision == "32-true"  # 1.04x: within one measurement's noise
+
+
+def test_a_reduced_precision_stands_in_for_32_true_only_when_measurably_faster() -> None:
+    systems = [
+        _measured(512, 165_758),  # the AMX host's mlp_digits: 1.05x its fp32 twin
+        _measured(512, 157_784, "32-true"),
+        _measured(256, 118_556, "32-true"),
+        _measured(256, 118_491),  # 1.00x
+        _measured(64, 11_939),  # cnn_digits there: 1.39x
+        _measured(64, 8_566, "32-true"),
+        _measured(16, 5_000),  # no fp32 twin measured: nothing to yield to
+    ]
+    kept = earned_precisions(systems)
+    assert [(m.train.micro_batch_size, m.train.precision) for m in kept] == [
+        (512, "32-true"),
+        (256, "32-true"),
+        (64, "bf16-mixed"),
+        (64, "32-true"),
+        (16, "bf16-mixed"),
+    ]
+    earned = earned_precisions([_measured(64, 111), _measured(64, 100, "32-true")])
+    assert [m.train.precision for m in earned] == ["bf16-mixed", "32-true"]
+    other_step = [_measured(64, 101), _measured(64, 100, "32-true", accum=2)]
+    assert earned_precisions(other_step) == other_step  # not twins: another accumulation
+    # The realised micro-batch follows the same rule: fp32 micro 256 computes 64 x 4.
+    values = {"micro_batch_size": 64, "precision": "32-true", "grad_accum_steps": 4}
+    realised, run = fastest_realisation(values, _measured(64, 8_566, "32-true"), systems)
+    assert (realised["micro_batch_size"], realised["precision"], run.samples_per_s) == (
+        256,
+        "32-true",
+        118_556,
+    )
 
 
 def test_accumulation_is_realised_on_the_fastest_micro_batch_that_divides_it() -> None:

@@ -47,11 +47,13 @@ from autotune.search._types import (
 )
 
 __all__ = [
+    "PRECISION_MARGIN",
     "ConvergencePlan",
     "baseline_repeat",
     "batch_climbed",
     "completed_runs",
     "decayed",
+    "earned_precisions",
     "fastest_realisation",
     "larger",
     "make_pruner",
@@ -274,9 +276,41 @@ def run_convergence(
         on_trial(frozen)
 
 
+# A reduced precision stands in for 32-true at the same step (micro-batch, accumulation,
+# checkpointing, ranks, compile) only when it measured this much faster. A systems
+# measurement is one short run in one process, and processes run at levels 5-12% apart
+# (scripts/speed_levels.py, AMX host); within that, the precision with no numerical risk
+# is the better advice. On mlp_digits (AMX host, 2026-12-06) bf16 micro 256 measured 1.00x
+# fp32's samples/s in one search and 1.06x in the next, whose bf16 pick then took 0.17 s
+# to the target against the grid's fp32 micro 256, 0.16 s (94%).
+PRECISION_MARGIN = 1.10
+
+
+def earned_precisions(systems: Sequence[Measured]) -> list[Measured]:
+    """``systems`` (order kept) without each reduced-precision run under PRECISION_MARGIN x
+    the samples/s of its 32-true twin (the same step in 32-true); one whose twin was not
+    measured stays."""
+    full = {_step(r.train): r.samples_per_s for r in systems if r.train.precision == "32-true"}
+
+    def earned(run: Measured) -> bool:
+        reference = full.get(_step(run.train))
+        if run.train.precision == "32-true" or reference is None:
+            return True
+        return run.samples_per_s >= PRECISION_MARGIN * reference
+
+    return [run for run in systems if earned(run)]
+
+
+def _step(config: TrainConfig) -> tuple[Any, ...]:
+    """What a step computes, but the precision it computes it in."""
+    keys = ("micro_batch_size", "grad_accum_steps", "activation_checkpointing")
+    return (*(getattr(config, k) for k in keys), config.world_size, config.compile)
+
+
 def systems_choices(systems: list[Measured], anchor: int) -> list[Measured]:
     """The systems configs the convergence phase chooses from: the fastest measured one
-    per micro-batch size, every size measured (a cheap size the systems phase added
+    per micro-batch size of those whose precision earned its place (:func:`earned_precisions`),
+    every size measured (a cheap size the systems phase added
     between two others must not displace one of them), the one nearest the baseline's
     micro-batch (``anchor``) first. Throughput alone favours the
     largest batch, but a large batch can need many more samples to reach the target; the
@@ -284,7 +318,7 @@ def systems_choices(systems: list[Measured], anchor: int) -> list[Measured]:
     faster, and TPE explores the others. ``systems`` comes fastest first (and is stored),
     so the order survives a resume."""
     best: dict[int, Measured] = {}
-    for run in systems:
+    for run in earned_precisions(systems):
         best.setdefault(run.train.micro_batch_size, run)
     ranked = list(best.values())
     near = min(ranked, key=lambda r: abs(r.train.micro_batch_size - anchor))
@@ -628,7 +662,8 @@ def fastest_realisation(
     values: dict[str, Any], chosen: Measured, measured_systems: list[Measured]
 ) -> tuple[dict[str, Any], Measured]:
     """The same global batch on the fastest measured micro-batch that divides it, no
-    smaller than the chosen one.
+    smaller than the chosen one, in a precision that earned its place
+    (:func:`earned_precisions`).
 
     Accumulating ``a`` micro-batches of ``m`` computes the same update as one micro-batch
     of ``m x a`` (BatchNorm statistics aside), so when the systems phase measured a larger
@@ -648,7 +683,7 @@ def fastest_realisation(
     accum = int(values.get("grad_accum_steps", 1))
     per_rank = chosen.train.micro_batch_size * accum
     best = chosen
-    for run in measured_systems:
+    for run in earned_precisions(measured_systems):
         cfg = run.train
         same = (cfg.world_size, cfg.compile) == (chosen.train.world_size, chosen.train.compile)
         larger = cfg.micro_batch_size > chosen.train.micro_batch_size

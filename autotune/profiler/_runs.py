@@ -114,8 +114,9 @@ def frozen_heap() -> Iterator[None]:
     That collection frees the earlier runs' models and tensors, and a full one walks every
     object the process tracks, and torch._dynamo, which the first optimizer imports, brings
     a great many: ``autotune probe examples/mlp_digits.py`` took 3.5-3.7 s with a full one
-    before each run and 1.7-1.8 s within this (2-core AMX host, 2026-12-06). What survives one collection at entry (the imports, the task, its data)
-    lives as long as the caller, so it is frozen (``gc.freeze``) and thawed on exit.
+    before each run and 1.7-1.8 s within this (2-core AMX host, 2026-12-06). What survives
+    one collection at entry (the imports, the task, its data) lives as long as the caller,
+    so it is frozen (``gc.freeze``) and thawed on exit.
     """
     gc.collect()
     gc.freeze()

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autotune._hugepages import restart_for_measuring
-from autotune.config import TrainConfig, load_tuned_config
+from autotune.config import TrainConfig, TunedConfig, load_tuned_config
 from autotune.search._measure import TargetWatch, Trialist, measured
 from autotune.task import load_task
 from autotune.trial import PLAIN, ForkServer, TrialResult
@@ -47,7 +47,8 @@ Sample = tuple[float | None, float]
 
 def main() -> int:
     args = _arguments()
-    config = _config(args)
+    tuned = None if args.tuned is None else load_tuned_config(args.tuned)  # read once
+    config = tuned.train if tuned is not None else _baseline(args.task)
     with tempfile.TemporaryDirectory(prefix="fork-bench-") as scratch:
         forked = Trialist(args.task, Path(scratch) / "forked", seed=0)
         fresh = Trialist(args.task, Path(scratch) / "fresh", seed=0)
@@ -60,7 +61,7 @@ def main() -> int:
         if args.cli:
             launchers["autotune run"] = _cli(args, Path(scratch))
         if args.watched:
-            launchers["forked, told the target"] = _watched(forked, config, args)
+            launchers["forked, told the target"] = _watched(forked, config, _target(tuned), args)
         with forked, cold or contextlib.nullcontext():
             runs = _interleaved(launchers, args.rounds)
     console.print(_table(runs))
@@ -78,10 +79,10 @@ def _trial(trials: Trialist, config: TrainConfig, args: argparse.Namespace) -> C
 
 
 def _watched(
-    trials: Trialist, config: TrainConfig, args: argparse.Namespace
+    trials: Trialist, config: TrainConfig, target: float, args: argparse.Namespace
 ) -> Callable[[], Sample]:
-    """Runs to tuned.yaml's target as the search's confirmation does (``--steps`` bounds it)."""
-    target = _target(args)
+    """Runs to tuned.yaml's ``target`` as the search's confirmation does (``--steps``
+    bounds it)."""
 
     def run() -> Sample:
         result = trials.run(config, args.steps, watch=TargetWatch(target, _WATCH_CAP_S))
@@ -93,8 +94,8 @@ def _watched(
     return run
 
 
-def _target(args: argparse.Namespace) -> float:
-    measured_section = None if args.tuned is None else load_tuned_config(args.tuned).measured
+def _target(tuned: TunedConfig | None) -> float:
+    measured_section = None if tuned is None else tuned.measured
     if measured_section is None or measured_section.target_loss is None:
         raise SystemExit("--watched needs --tuned with a measured target loss (a searched one)")
     return measured_section.target_loss
@@ -139,10 +140,8 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _config(args: argparse.Namespace) -> TrainConfig:
-    if args.tuned is not None:
-        return load_tuned_config(args.tuned).train
-    return TrainConfig.model_validate(load_task(args.task).baseline_config())
+def _baseline(task: Path) -> TrainConfig:
+    return TrainConfig.model_validate(load_task(task).baseline_config())
 
 
 def _interleaved(

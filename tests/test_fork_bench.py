@@ -15,6 +15,7 @@ from autotune.runtime import StepRecord
 from autotune.search._measure import TargetWatch
 from autotune.trial import TrialResult, TrialStatus
 from benchmarks import fork_bench
+from tests._tuned import make_tuned
 
 
 def test_launchers_take_turns_and_autotune_run_shows_no_start_up() -> None:
@@ -51,7 +52,8 @@ def _args(tuned: Path | None) -> argparse.Namespace:
 
 def test_watched_runs_need_a_searched_tuned_yaml() -> None:
     with pytest.raises(SystemExit, match="--watched needs --tuned"):
-        fork_bench._target(_args(None))
+        fork_bench._target(None)
+    assert fork_bench._target(make_tuned()) == 0.4321  # the searched target, read once
 
 
 class _Trials:
@@ -75,12 +77,10 @@ class _Trials:
                            steps=records, pid=1, wall_s=1.0, first_step_s=0.5)  # fmt: skip
 
 
-def test_a_watched_run_ends_at_the_target_and_reads_its_rate_past_the_burn_in(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(fork_bench, "_target", lambda args: 10.0)
+def test_a_watched_run_ends_at_the_target_and_reads_its_rate_past_the_burn_in() -> None:
     trials = _Trials()
     config = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
-    startup, rate = fork_bench._watched(trials, config, _args(Path("t.yaml")))()  # type: ignore[arg-type]
+    run = fork_bench._watched(trials, config, 10.0, _args(Path("t.yaml")))  # type: ignore[arg-type]
+    startup, rate = run()
     assert isinstance(trials.watches[0], TargetWatch)
     assert rate == 100.0 and startup == pytest.approx(0.4)

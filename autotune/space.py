@@ -217,6 +217,11 @@ class LrRange(FloatRange):
         ),
     )
 
+    @property
+    def param(self) -> str:
+        """The trial parameter that carries it: ``lr_multiplier`` when relative, else ``lr``."""
+        return "lr_multiplier" if self.relative else "lr"
+
     @model_validator(mode="after")
     def _scaling_needs_relative(self) -> LrRange:
         # "auto" (the default) is harmless on an absolute range, and a dumped space has it.
@@ -715,8 +720,7 @@ def suggest_convergence(
         )
     if section.lr is not None:
         lr = section.lr
-        name = "lr_multiplier" if lr.relative else "lr"
-        values[name] = trial.suggest_float(name, lr.low, lr.high, log=lr.log)
+        values[lr.param] = trial.suggest_float(lr.param, lr.low, lr.high, log=lr.log)
         if lr.relative:
             values["lr_scaling"] = lr.scaling
     if section.schedule is not None:

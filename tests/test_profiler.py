@@ -485,18 +485,28 @@ def test_the_probes_runs_collect_only_what_was_built_since_it_froze_the_heap(
     assert gc.get_freeze_count() == 0  # thawed: the caller's heap is as it was
 
 
-def test_a_frozen_heap_still_frees_the_cycles_built_inside_it() -> None:
+def test_a_frozen_heap_frees_new_cycles_and_leaves_older_ones_to_the_thaw() -> None:
     class Node:
         partner: object = None
 
-    with frozen_heap():
+    def cycle() -> weakref.ref[Node]:
         first, second = Node(), Node()
         first.partner, second.partner = second, first
-        gone = weakref.ref(first)
-        del first, second
+        return weakref.ref(first)
+
+    keep = Node()
+    keep.partner = Node()
+    keep.partner.partner = keep  # type: ignore[attr-defined]
+    older = weakref.ref(keep)  # a cycle built before entry, alive at it
+    with frozen_heap():
+        del keep  # dropped inside: frozen, so left to the thaw
+        gone = cycle()
         gc.collect()
         assert gone() is None
+        assert older() is not None
     assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert older() is None  # thawed: collected as before
 
 
 # The tiny task, whose loss has no fp16 kernel: as oneDNN's LSTM on a CPU with fast fp16

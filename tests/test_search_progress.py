@@ -71,9 +71,7 @@ def test_baseline_target_needs_a_finite_curve(losses: list[float]) -> None:
         stability.baseline_target(losses)
 
 
-def _measured(
-    micro: int, rate: float, precision: str = "bf16-mixed", accum: int = 1
-) -> Measured:
+def _measured(micro: int, rate: float, precision: str = "bf16-mixed", accum: int = 1) -> Measured:
     train = TrainConfig(
         micro_batch_size=micro,
         grad_accum_steps=accum,

@@ -35,7 +35,7 @@ from autotune.search._pace import Pace, paced_s
 from autotune.search._pruner import MedianRule
 from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import Studies, counted, tracked
-from autotune.search._systems import DOMINATED_SHARE
+from autotune.search._systems import DOMINATED_SHARE, precision_free_step
 from autotune.search._types import (
     REAL_GAIN,
     REAL_GAIN_FLOOR_S,
@@ -300,21 +300,19 @@ def earned_precisions(systems: Sequence[Measured]) -> list[Measured]:
     """``systems`` (order kept) without each reduced-precision run under PRECISION_MARGIN x
     the samples/s of its 32-true twin (the same step in 32-true); one whose twin was not
     measured stays."""
-    full = {_step(r.train): r.samples_per_s for r in systems if r.train.precision == "32-true"}
+    full = {
+        precision_free_step(r.train): r.samples_per_s
+        for r in systems
+        if r.train.precision == "32-true"
+    }
 
     def earned(run: Measured) -> bool:
-        reference = full.get(_step(run.train))
+        reference = full.get(precision_free_step(run.train))
         if run.train.precision == "32-true" or reference is None:
             return True
         return run.samples_per_s >= PRECISION_MARGIN * reference
 
     return [run for run in systems if earned(run)]
-
-
-def _step(config: TrainConfig) -> tuple[Any, ...]:
-    """What a step computes, but the precision it computes it in."""
-    keys = ("micro_batch_size", "grad_accum_steps", "activation_checkpointing")
-    return (*(getattr(config, k) for k in keys), config.world_size, config.compile)
 
 
 def systems_choices(systems: list[Measured], anchor: int) -> list[Measured]:
@@ -429,7 +427,7 @@ def refined(
 
 def _lr_tried(study: optuna.Study, params: dict[str, Any], section: spaces.LrRange) -> bool:
     """Whether a trial ran ``params`` but for an LR within _REFINE_NEAR of theirs."""
-    key = "lr_multiplier" if section.relative else "lr"
+    key = section.param
     rest = {k: v for k, v in params.items() if k != key}
     for trial in study.get_trials(deepcopy=False):
         other = trial.params
@@ -494,7 +492,7 @@ def _lr_scaled(
 ) -> dict[str, Any] | None:
     """``params`` with their LR (or LR multiplier) times ``factor``, clipped to the space;
     None when they hold no LR or the clip leaves it where it was."""
-    key = "lr_multiplier" if section.relative else "lr"
+    key = section.param
     if key not in params:
         return None
     lr = min(max(params[key] * factor, section.low), section.high)
@@ -530,9 +528,7 @@ def larger(
     if "grad_accum_steps" in params:
         params["grad_accum_steps"] = 1
     value = run.train.optimizer.lr * new_batch / batch
-    params["lr_multiplier" if lr.relative else "lr"] = spaces.lr_seed_value(
-        lr, plan.base, new_batch, value
-    )
+    params[lr.param] = spaces.lr_seed_value(lr, plan.base, new_batch, value)
     return params
 
 
@@ -572,8 +568,7 @@ def smaller(plan: ConvergencePlan, top: list[Measured], steps: int) -> dict[str,
     lr = plan.space.convergence.lr
     if lr is not None:
         batch = top[index].train.micro_batch_size * top[index].train.world_size
-        key = "lr_multiplier" if lr.relative else "lr"
-        seed[key] = spaces.lr_seed_value(lr, plan.base, batch, plan.base.optimizer.lr)
+        seed[lr.param] = spaces.lr_seed_value(lr, plan.base, batch, plan.base.optimizer.lr)
     return {**seed, "systems": index}
 
 

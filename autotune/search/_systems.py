@@ -31,6 +31,7 @@ __all__ = [
     "Dominated",
     "beyond_saturation",
     "measure_systems",
+    "precision_free_step",
     "precision_twins",
     "predict_systems",
 ]
@@ -382,9 +383,14 @@ def precision_twins(candidates: list[Candidate], chosen: list[Candidate]) -> lis
 
 def _twins(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether ``a`` and ``b`` differ in nothing the systems phase measures but precision."""
-    keys = ("micro_batch_size", "grad_accum_steps", "world_size", "compile")
-    same = all(getattr(a, k) == getattr(b, k) for k in keys)
-    return same and a.activation_checkpointing == b.activation_checkpointing
+    return precision_free_step(a) == precision_free_step(b)
+
+
+def precision_free_step(config: TrainConfig) -> tuple[Any, ...]:
+    """What a step computes, but the precision it computes it in: micro-batch,
+    accumulation, checkpointing, ranks and compile."""
+    keys = ("micro_batch_size", "grad_accum_steps", "activation_checkpointing")
+    return (*(getattr(config, k) for k in keys), config.world_size, config.compile)
 
 
 def _cheap(candidate: Candidate) -> bool:

@@ -71,6 +71,14 @@ class Timed:
     config: TrainConfig
     times_to_target_s: list[float | None] = field(default_factory=list)
     samples_per_s: list[float] = field(default_factory=list)
+    runs: list[Measured] = field(default_factory=list)  # the rounds that ran to the end
+
+    def add(self, run: Measured | None) -> None:
+        """One round: ``run``, or None where it stopped (missed) before the end."""
+        self.times_to_target_s.append(None if run is None else run.time_to_target_s)
+        if run is not None:
+            self.samples_per_s.append(run.samples_per_s)
+            self.runs.append(run)
 
 
 def grid_points(space: spaces.SearchSpace, lr_points: int) -> list[dict[str, Any]]:
@@ -227,10 +235,8 @@ def interleaved(
         order = list(range(len(configs)))
         order = order[r % len(order) :] + order[: r % len(order)]
         for k in order:
-            tt, rate = _to_target(configs[k], trials, target, cap_s)
-            timed[k].times_to_target_s.append(tt)
-            if rate is not None:
-                timed[k].samples_per_s.append(rate)
+            timed[k].add(_to_target(configs[k], trials, target, cap_s))
+            tt = timed[k].times_to_target_s[-1]
             shown = f"{tt:.2f} s" if tt is not None else "missed"
             of = f"/{rounds}" if r < rounds else " (more: unsettled)"
             say(f"round {r + 1}{of}: {describe(configs[k])} -> {shown}")
@@ -240,13 +246,12 @@ def interleaved(
 
 def _to_target(
     config: TrainConfig, trials: Trialist, target: float, cap_s: float
-) -> tuple[float | None, float | None]:
+) -> Measured | None:
+    """``config`` run until it reaches ``target`` (or ``cap_s`` passes); None when the
+    run did not end well."""
     steps = config.schedule.total_steps or _OPEN_ENDED_STEPS
     result = trials.run(config, steps, watch=TargetWatch(target, cap_s), time_cap_s=cap_s * 1.2)
-    run = measured(result, config, target) if ok(result) else None
-    if run is None:
-        return None, None
-    return run.time_to_target_s, run.samples_per_s
+    return measured(result, config, target) if ok(result) else None
 
 
 def spread(values: Sequence[float]) -> tuple[float, float, float, int] | None:

@@ -161,7 +161,8 @@ def test_rounds_are_added_while_a_speedup_is_unsettled_within_the_cap_and_budget
 
 
 def test_interleaved_runs_its_rounds_then_asks_for_more(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_grid, "_to_target", lambda config, *_: (1.0, 10.0))
+    ran = SimpleNamespace(time_to_target_s=1.0, samples_per_s=10.0)
+    monkeypatch.setattr(_grid, "_to_target", lambda config, *_: ran)
     monkeypatch.setattr(_grid, "describe", str)
     asked: list[int] = []
 
@@ -256,15 +257,16 @@ def test_a_reused_lightning_pick_is_the_recorded_config_and_tuner_time() -> None
 def test_interleaved_rounds_rotate_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 
-    def fake(config: Any, *_: Any) -> tuple[float, float]:
+    def fake(config: Any, *_: Any) -> SimpleNamespace | None:
         seen.append(config)
-        return 1.0, 2.0
+        return None if config == "c" else SimpleNamespace(time_to_target_s=1.0, samples_per_s=2.0)
 
     monkeypatch.setattr(_grid, "_to_target", fake)
     monkeypatch.setattr(_grid, "describe", str)
     timed = _grid.interleaved(["a", "b", "c"], None, 0.5, 10.0, rounds=3)  # type: ignore[list-item, arg-type]
     assert seen == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
-    assert [t.times_to_target_s for t in timed] == [[1.0] * 3] * 3
+    assert [t.times_to_target_s for t in timed] == [[1.0] * 3, [1.0] * 3, [None] * 3]
+    assert [len(t.runs) for t in timed] == [3, 3, 0]  # a run that ended badly is none
 
 
 @pytest.mark.slow

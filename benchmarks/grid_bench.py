@@ -5,8 +5,9 @@
 
 1. ``autotune search`` runs over ``benchmarks/spaces/grid_small.yaml`` with ``--budget``.
 2. The grid runs *every* point of the same space to the same target loss, with the same
-   supervised trials and the same time cap (twice the baseline's time to target); the LR
-   range is cut into ``--lr-points`` log-spaced multipliers.
+   supervised trials and the same time cap (twice the baseline's time to target), in a
+   seeded shuffle (:func:`benchmarks._grid.run_order`); the LR range is cut into
+   ``--lr-points`` log-spaced multipliers.
 3. The grid's best is its fastest point that passes the search's stability check (a bf16
    point must agree with its fp32 run, else that fp32 run stands in for it), so both sides
    answer the same question. Fastest by paced time, as the search ranks its trials: each

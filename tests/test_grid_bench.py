@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 from typing import Any
 
@@ -80,3 +81,18 @@ def test_the_verdict_needs_the_paced_quality_and_the_cost(
     best = grid_best.runs[0]
     study: Any = SimpleNamespace(trials=[1] * 12)
     assert _summary(pick.config, best, reading, costs, 96, study) == code
+
+
+def test_the_grid_runs_its_points_in_one_seeded_shuffle_not_step_by_step() -> None:
+    """In product order the 8 LRs of a micro-batch run back to back, so one slow spell
+    would pace that micro-batch alone; the shuffle spreads them, the same way every run."""
+    points = [{"micro_batch_size": m, "lr": k} for m in (16, 64, 256) for k in range(8)]
+    order = _grid.run_order(points)
+    assert sorted(order, key=points.index) == points  # every point, once
+    assert order == _grid.run_order(points)  # the same shuffle each time
+    micros = [p["micro_batch_size"] for p in order]
+    longest = max(len(list(g)) for _, g in itertools.groupby(micros))
+    assert longest < 4  # product order runs each micro-batch 8 in a row
+    firsts = {m: micros.index(m) for m in (16, 64, 256)}
+    lasts = {m: len(micros) - 1 - micros[::-1].index(m) for m in (16, 64, 256)}
+    assert all(firsts[m] < 6 and lasts[m] > 17 for m in firsts)  # each spans the grid

@@ -191,10 +191,13 @@ class Reading:
     target (the same in every process: one seed, one data order) at its step's head and pace
     pooled over every run of that step (:class:`~autotune.search._pace.Pace`): the
     baseline's, the grid's points' and the re-runs'. The goal is judged on ``paced``, the
-    measure the grid's best was chosen by: the re-runs of configs that differ only in their
-    LR (the same step, so the same work per step) had medians over 9 runs 4.4-5.6 ms per
-    step apart on mlp_digits (AVX2 host), so two configs a few steps apart swap places
-    between sets of re-runs, while their steps to the target never change.
+    measure the grid's best was chosen by. On mlp_digits (AVX2 host,
+    ``scripts/same_step_noise.py``, ``same_step_noise_mlp_digits_avx2.txt``) five configs
+    differing only in their LR (the same step, so the same work per step) ran single steps
+    at 3.4-5.0 ms and medians over 9 runs at 4.10-4.30 ms, a spread as wide as their steps
+    to the target (50-54), which never changed. On cnn_digits the grid's best and the
+    search's pick were the same point (61 and 62 steps: their cosine spans differ) and
+    re-ran at 94.8% by median wall time (``grid_bench_cnn_digits_avx2_96_paced_a.txt``).
     """
 
     walls: tuple[list[float], list[float]]

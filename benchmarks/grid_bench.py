@@ -190,14 +190,17 @@ class Reading:
     ``walls``: the re-runs' wall times to the target. ``paced``: the config's steps to the
     target (the same in every process: one seed, one data order) at its step's head and pace
     pooled over every run of that step (:class:`~autotune.search._pace.Pace`): the
-    baseline's, the grid's points' and the re-runs'. The goal is judged on ``paced``, the
-    measure the grid's best was chosen by. On mlp_digits (AVX2 host,
-    ``scripts/same_step_noise.py``, ``same_step_noise_mlp_digits_avx2.txt``) five configs
-    differing only in their LR (the same step, so the same work per step) ran single steps
-    at 3.4-5.0 ms and medians over 9 runs at 4.10-4.30 ms, a spread as wide as their steps
-    to the target (50-54), which never changed. On cnn_digits the grid's best and the
-    search's pick were the same point (61 and 62 steps: their cosine spans differ) and
-    re-ran at 94.8% by median wall time (``grid_bench_cnn_digits_avx2_96_paced_a.txt``).
+    baseline's, the grid's points' and the re-runs'. The steps come from the config's
+    first re-run that reached the target (a run stopped by the time cap has too few). The
+    goal is judged on ``paced``, the measure the grid's best was chosen by.
+
+    Why: on mlp_digits (AVX2 host, ``scripts/same_step_noise.py``,
+    ``same_step_noise_mlp_digits_avx2.txt``) five configs differing only in their LR (the
+    same step, so the same work per step) ran single steps at 3.4-5.0 ms and medians over
+    9 runs at 4.10-4.30 ms, a spread as wide as their steps to the target (50-54), which
+    never changed. On cnn_digits the grid's best and the search's pick were the same point
+    twice, and re-ran at 94.8% and 93.8% of itself by median wall time
+    (``grid_bench_cnn_digits_avx2_96_{paced,shuffled}_a.txt``).
     """
 
     walls: tuple[list[float], list[float]]
@@ -212,7 +215,7 @@ class Reading:
         pace = Pace.of([baseline.run, *grid_runs, *(run for t in timed for run in t.runs)])
         target = baseline.target_loss
         best, pick = ([t for t in side.times_to_target_s if t is not None] for side in timed)
-        first = [side.runs[0] if side.runs else None for side in timed]
+        first = [next((r for r in side.runs if r.time_to_target_s), None) for side in timed]
         paced = [None if r is None else pace.time_to_target(r, target) for r in first]
         steps = [None if r is None else stability.steps_to_target(r.losses, target) for r in first]
         return cls((best, pick), (paced[0], paced[1]), (steps[0], steps[1]))

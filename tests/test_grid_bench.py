@@ -67,6 +67,25 @@ def test_a_side_that_never_reached_the_target_reads_as_zero() -> None:
     assert Reading.of([never, grid_best], [], _baseline()).wall_quality == 0.0
 
 
+def test_a_re_run_stopped_by_the_time_cap_does_not_count_the_steps() -> None:
+    """A first re-run cut off by the cap (a slow process) has no crossing; the steps come
+    from a re-run that reached the target."""
+    capped = _run(1.45e-2, 50, 0.005)
+    capped = capped.model_copy(
+        update={
+            "losses": capped.losses[:30],
+            "elapsed_s": capped.elapsed_s[:30],
+            "time_to_target_s": None,
+        }
+    )
+    grid_best = _timed([capped, _run(1.45e-2, 50, 0.005)])
+    pick = _timed([_run(1.7e-2, 50, 0.005)])
+    reading = Reading.of([grid_best, pick], [], _baseline())
+    assert reading.steps[0] == reading.steps[1] is not None
+    assert reading.quality == pytest.approx(1.0)
+    assert grid_best.times_to_target_s == [None, reading.walls[0][0]]
+
+
 @pytest.mark.parametrize(
     ("drop_at", "cost_s", "code"), [(50, 10.0, 0), (56, 10.0, 1), (50, 20.0, 1)]
 )

@@ -195,11 +195,12 @@ class Reading:
     goal is judged on ``paced``, the measure the grid's best was chosen by.
 
     Why: on mlp_digits (AVX2 host, ``scripts/same_step_noise.py``,
-    ``same_step_noise_mlp_digits_avx2.txt``) five configs differing only in their LR (the
-    same step, so the same work per step) ran single steps at 3.4-5.0 ms and medians over
-    9 runs at 4.10-4.30 ms, a spread as wide as their steps to the target (50-54), which
-    never changed. On cnn_digits the grid's best and the search's pick were the same point
-    twice, and re-ran at 94.8% and 93.8% of itself by median wall time
+    ``same_step_noise_mlp_digits_avx2{,_b}.txt``) five configs differing only in their LR
+    (the same step, so the same work per step) ran at medians over 9 runs of 4.10-4.30 ms
+    and, in a second set, 3.43-3.65 ms per step (single runs 3.3-5.0 ms): 5-6% apart, as
+    far as most of their steps to the target (50-54), which never changed. On cnn_digits
+    the grid's best and the search's pick were the same point twice, and re-ran at 94.8%
+    and 93.8% of itself by median wall time
     (``grid_bench_cnn_digits_avx2_96_{paced,shuffled}_a.txt``).
     """
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autotune._hugepages import restart_for_measuring
+
+ROOT = Path(__file__).resolve().parents[1]
 
 if TYPE_CHECKING:  # imported after the restart: torch comes with it
     from autotune.config import TrainConfig
@@ -29,37 +32,26 @@ if TYPE_CHECKING:  # imported after the restart: torch comes with it
 def main() -> None:
     args = _arguments()
     restart_for_measuring()
+    sys.path.insert(0, str(ROOT))  # benchmarks/ is not installed
     from autotune import stability
-    from autotune.search._measure import TargetWatch, Trialist, measured, ok
+    from autotune.search._measure import Trialist
     from autotune.task import load_task
+    from benchmarks import _grid
 
     base = load_task(args.task).baseline_config()
     configs = [_config(base, args.micro, lr, args.steps) for lr in args.lrs]
-    steps: dict[float, set[int]] = {lr: set() for lr in args.lrs}
-    per_step: dict[float, list[float]] = {lr: [] for lr in args.lrs}
     with tempfile.TemporaryDirectory() as scratch:
         trials = Trialist(args.task, Path(scratch), seed=0)
-        for r in range(args.rounds):
-            for k in _rotated(len(configs), r):
-                config, lr = configs[k], args.lrs[k]
-                watch = TargetWatch(args.target, args.cap)
-                result = trials.run(config, args.steps, watch=watch, time_cap_s=args.cap * 1.2)
-                run = measured(result, config, args.target) if ok(result) else None
-                crossing = (
-                    None if run is None else stability.steps_to_target(run.losses, args.target)
-                )
-                if run is None or crossing is None:
-                    print(f"round {r + 1}: lr {lr:.3g} missed the target")
-                    continue
-                steps[lr].add(crossing)
-                per_step[lr].append(run.elapsed_s[crossing] / (crossing + 1))
-    for lr in args.lrs:
-        walls = per_step[lr]
+        timed = _grid.interleaved(configs, trials, args.target, args.cap, args.rounds, print)
+    for lr, side in zip(args.lrs, timed, strict=True):
+        crossings = [stability.steps_to_target(run.losses, args.target) for run in side.runs]
+        reached = [(r, k) for r, k in zip(side.runs, crossings, strict=True) if k is not None]
+        walls = [run.elapsed_s[k] / (k + 1) for run, k in reached]
         if walls:
             print(
-                f"lr {lr:.3g}: steps to the target {sorted(steps[lr])}, wall per step median "
-                f"{statistics.median(walls) * 1e3:.2f} ms ({min(walls) * 1e3:.2f}-"
-                f"{max(walls) * 1e3:.2f}, n={len(walls)})"
+                f"lr {lr:.3g}: steps to the target {sorted({k for _, k in reached})}, wall per "
+                f"step median {statistics.median(walls) * 1e3:.2f} ms "
+                f"({min(walls) * 1e3:.2f}-{max(walls) * 1e3:.2f}, n={len(walls)})"
             )
 
 
@@ -74,11 +66,6 @@ def _config(base: TrainConfig, micro: int, lr: float, steps: int) -> TrainConfig
         "total_steps": steps,
     }
     return type(base).model_validate(raw)
-
-
-def _rotated(n: int, r: int) -> list[int]:
-    order = list(range(n))
-    return order[r % n :] + order[: r % n]
 
 
 def _arguments() -> argparse.Namespace:

@@ -442,8 +442,11 @@ def report(
 def show(
     config: Annotated[Path, typer.Argument(help="The tuned.yaml to show.")] = Path("tuned.yaml"),
 ) -> None:
-    """Show a tuned config: baseline vs tuned on every setting, the measured speed-ups
-    with their spread, peak memory, MFU, the target loss and where it came from."""
+    """Show a tuned config beside its baseline, with the speed-ups it measured.
+
+    Every setting, baseline vs tuned; the measured speed-ups with their spread; peak
+    memory, MFU, the target loss and where it came from.
+    """
     with _user_errors():
         tuned = load_tuned_config(config)
     for table in tuned_tables(tuned, str(config)):
@@ -468,9 +471,11 @@ def check(
         Path | None, typer.Option("--json", help="Also write the verdict and numbers here.")
     ] = None,
 ) -> None:
-    """Re-measure a tuned config on this machine: it and its baseline in interleaved pairs
-    to its target loss. Exit 0 when its time-to-target speed-up still holds, 1 when not,
-    2 when the file has nothing to check."""
+    """Re-measure whether a tuned config's speed-up still holds on this machine.
+
+    It and its baseline run in interleaved pairs to its target loss. Exit 0 when its
+    time-to-target speed-up still holds, 1 when not, 2 when the file has nothing to check.
+    """
     with _user_errors(), _scratch_dirs():
         tuned = load_tuned_config(config)
         task_file = _task_of(tuned, task)
@@ -517,8 +522,10 @@ def export(
         str, typer.Option(help="cpu, cuda or auto (the measured device, else CUDA if present).")
     ] = "auto",
 ) -> None:
-    """Print the tuned CONFIG in another tool's format on stdout; each setting the format
-    cannot express is a `note:` line on stderr."""
+    """Print the tuned CONFIG in another tool's format on stdout.
+
+    Each setting the format cannot express is a `note:` line on stderr.
+    """
     with _user_errors():
         tuned = load_tuned_config(config)
         kind = _export_device(tuned, device)

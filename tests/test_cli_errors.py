@@ -250,3 +250,14 @@ def test_no_arguments_shows_help() -> None:
     result = run()
     assert result.exit_code in (0, 2)
     assert "run" in result.output and "schema" in result.output
+
+
+def test_every_command_has_a_one_line_summary_in_the_help() -> None:
+    # `autotune --help` lists each command by its docstring's first paragraph, line breaks
+    # kept: a summary that wraps in the source breaks the list mid-sentence.
+    for command in app.registered_commands:
+        doc = (command.callback.__doc__ or "") if command.callback else ""
+        summary = doc.strip().split("\n\n")[0]
+        assert summary and "\n" not in summary, (command.callback, summary)
+    listing = _ANSI.sub("", runner.invoke(app, ["--help"], env={"COLUMNS": "120"}).output)
+    assert "Re-measure whether a tuned config's speed-up still holds on this machine." in listing

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autotune._tables import key_value_table
-from autotune._units import format_bytes
+from autotune._units import format_bytes, format_seconds
 from autotune.config import Rejected
 from autotune.explain import explain
 from autotune.search import SearchOutcome, Standing, TopConfig, describe
@@ -117,16 +117,23 @@ def phase_line(phases: dict[str, float]) -> str:
 
 
 def top_table(rows: list[TopConfig]) -> Table:
-    """The best convergence trials, fastest to the target first."""
-    table = Table(title="top configurations", title_justify="left")
-    for name in ("trial", "status", "config", "time to target", "samples/s"):
+    """The best convergence trials, fastest to the target first, as the search ranked them
+    at its end; the one tuned.yaml applies is marked."""
+    caption = "time to target: the trial's steps to it at the pace of all the search's runs"
+    if any(row.picked for row in rows):
+        caption += " of its step; * the pick (after the runoff and the fp32 check)"
+    table = Table(
+        title="top configurations", title_justify="left", caption=caption, caption_justify="left"
+    )
+    for name in ("trial", "status", "config", "time to target", "step", "samples/s"):
         table.add_column(name, justify="right" if name != "config" else "left")
     for row in rows:
         table.add_row(
-            str(row.trial),
+            f"{row.trial}{' *' if row.picked else ''}",
             row.status,
             escape(row.config),
-            f"{row.time_to_target_s:.1f} s" if row.time_to_target_s is not None else "-",
+            format_seconds(row.time_to_target_s) if row.time_to_target_s is not None else "-",
+            str(row.target_step) if row.target_step is not None else "-",
             f"{row.samples_per_s:,.1f}" if row.samples_per_s is not None else "-",
         )
     return table

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from autotune._search_view import rejected_line
 from autotune._tables import key_value_table
-from autotune._units import format_bytes
+from autotune._units import format_bytes, format_seconds
 from autotune.config import Measured, Spread, TrainConfig, TunedConfig, checkpointing_label
 from autotune.explain import Explanation, Lever, explain, fewer_or_more
 from autotune.search import CHECK_TOLERANCE, redact
@@ -198,9 +198,10 @@ def _rate(value: float, spread: Spread | None) -> str:
 def _seconds(value: float | None, spread: Spread | None) -> str:
     if value is None:
         return "not reached"
-    text = f"{value:.1f} s"
+    text = format_seconds(value)
     if spread is not None:
-        text += f" (range {spread.low:.1f}-{spread.high:.1f}, n={spread.n})"
+        low, high = (format_seconds(v, unit="") for v in (spread.low, spread.high))
+        text += f" (range {low}-{high}, n={spread.n})"
     return text
 
 

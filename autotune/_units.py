@@ -1,11 +1,11 @@
-"""Parsing the human units users type on the command line: sizes and durations."""
+"""The human units of the command line: sizes and durations parsed, and printed back."""
 
 from __future__ import annotations
 
 import math
 import re
 
-__all__ = ["format_bytes", "parse_bytes", "parse_duration"]
+__all__ = ["format_bytes", "format_seconds", "parse_bytes", "parse_duration"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -47,6 +47,18 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"expected a positive duration, but got {text!r}.")
     return seconds
+
+
+def format_seconds(value: float, unit: str = " s") -> str:
+    """Seconds to a tenth from 10 (``123.4 s``), to a hundredth from 0.1 (``1.23 s``,
+    ``0.45 s``), and to two significant figures below (``0.034 s``): a time to the target
+    of a few steps on a small model is hundredths of a second, and ``0.0 s`` would hide it."""
+    size = abs(value)
+    if round(size, 2) >= 10:
+        return f"{value:.1f}{unit}"
+    if round(size, 2) >= 0.1 or size == 0 or not math.isfinite(size):
+        return f"{value:.2f}{unit}"
+    return f"{value:.{1 - math.floor(math.log10(size))}f}{unit}"
 
 
 def format_bytes(value: int | float | None) -> str:

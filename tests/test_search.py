@@ -337,11 +337,36 @@ def test_a_winner_at_the_target_in_its_first_steps_is_warned_of() -> None:
     from autotune.search import early_target
     from autotune.search._confirm import Confirmation
 
-    run = _baseline_run([2.3 - 0.001 * k for k in range(200)]).run
-    found = Confirmation(winner=[run] * 3)
-    warning = early_target(found, 2.2995)
+    baseline = _baseline_run([2.3 - 0.001 * k for k in range(200)])
+    found = Confirmation(winner=[baseline.run] * 3)
+    early = baseline.model_copy(update={"target_loss": 2.2995})
+    warning = early_target(found, early, None)
     assert warning is not None and "target loss 2.2995 in" in warning
-    assert early_target(found, 2.2) is None  # about 100 steps in
+    assert "a larger --budget for a longer baseline" in warning
+    later = baseline.model_copy(update={"target_loss": 2.2})
+    assert early_target(found, later, None) is None  # about 100 steps in
+
+
+@pytest.mark.parametrize(
+    ("target_from", "task_steps", "fix"),
+    [
+        ("user", None, "Give a lower --target-loss."),
+        ("task", None, "or lower Task(target_loss=...)."),
+        # the baseline ran every step the Task gave it: a larger budget would change nothing
+        ("baseline", 200, "or more than the 200 Task.baseline steps for a longer baseline."),
+        ("baseline", 400, "or a larger --budget for a longer baseline."),  # the clock cut it
+    ],
+)
+def test_the_early_target_warning_names_the_fix_for_where_the_target_came_from(
+    target_from: str, task_steps: int | None, fix: str
+) -> None:
+    from autotune.search import early_target
+    from autotune.search._confirm import Confirmation
+
+    baseline = _baseline_run([2.3 - 0.001 * k for k in range(200)])
+    early = baseline.model_copy(update={"target_loss": 2.2995, "target_from": target_from})
+    warning = early_target(Confirmation(winner=[baseline.run] * 3), early, task_steps)
+    assert warning is not None and warning.endswith(fix)
 
 
 def _search_with_pick(

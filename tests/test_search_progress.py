@@ -4,6 +4,7 @@ starts from, the standing line and the top-configs table, the confirmation reser
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import random
 from pathlib import Path
@@ -11,8 +12,11 @@ from typing import Any
 
 import optuna
 import pytest
+from rich.console import Console
+from rich.table import Table
 
 from autotune import stability
+from autotune._search_view import top_table
 from autotune.config import TrainConfig
 from autotune.runtime import StepRecord
 from autotune.search._convergence import (
@@ -493,7 +497,7 @@ def test_standing_counts_statuses_and_knows_the_best() -> None:
     now = standing(study, max_trials=10, left_s=100.0, reserve_s=30.0)
     assert now.counts == {"OK": 3, "PRUNED": 1, "CRASH": 1}
     assert (now.best_s, now.best_trial, now.finished, now.total) == (7.5, 4, 5, 10)
-    assert "trial 5/10" in now.line() and "best 7.5 s (trial 4)" in now.line()
+    assert "trial 5/10" in now.line() and "best 7.50 s (trial 4)" in now.line()
     assert best_time(study) == 7.5
     assert [status_of(t) for t in study.trials] == ["OK", "OK", "PRUNED", "CRASH", "OK"]
 
@@ -507,9 +511,32 @@ def test_top_configs_rank_reached_first_then_the_rest() -> None:
             ("COMPLETE", 7.5, True),
         ]
     )
-    rows = top_configs(study, k=3)
+    rows = top_configs(study, {}, k=3)
     assert [r.trial for r in rows] == [3, 2, 1]
     assert rows[0].time_to_target_s == 7.5 and rows[2].time_to_target_s is None
+
+
+def test_top_configs_rank_as_the_search_does_at_its_end_and_mark_the_pick() -> None:
+    """Two trials of one step: trial 0's run was the faster by its own wall clock (a fast
+    spell of the machine), trial 1 crossed the target in fewer steps, so the search, pacing
+    both at one pooled pace, ranked it first and picked it. The table lists them so, with
+    the times the search compared, not the wall clocks (found on a 5-step regression task:
+    the table had the pick second)."""
+    study = _study_with([("COMPLETE", 0.030, True), ("COMPLETE", 0.035, True)])
+    rows = top_configs(study, {0: 0.041, 1: 0.032}, picked=1)
+    assert [(r.trial, r.time_to_target_s, r.picked) for r in rows] == [
+        (1, 0.032, True),
+        (0, 0.041, False),
+    ]
+    table = _rendered(top_table(rows))
+    assert "1 *" in table and "0.032 s" in table and "0.041 s" in table
+    assert "* the pick" in table
+
+
+def _rendered(table: Table) -> str:
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
 
 
 def _plan_with_baseline_at(time_to_target_s: float) -> ConvergencePlan:

@@ -53,7 +53,7 @@ def test_evidence_with_spreads(tmp_path: Path) -> None:
     assert row(out, "throughput speed-up")[1] == "2.03x (range 1.95-2.10, n=3)"
     assert row(out, "time-to-target speed-up")[1] == "2.17x (range 1.90-2.30, n=3)"
     assert "812.5 samples/s (range 790.0-830.1, n=3) (baseline 400.0)" in row(out, "throughput")[1]
-    assert row(out, "time to target")[1] == "4.2 s (range 4.0-4.9, n=3) (baseline 9.1 s)"
+    assert row(out, "time to target")[1] == "4.20 s (range 4.00-4.90, n=3) (baseline 9.10 s)"
     assert row(out, "peak memory")[1] == "117.7 MiB"
     assert row(out, "MFU")[1] == "23.1%"
     assert row(out, "target loss")[1] == "0.4321"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune._units import format_bytes, parse_bytes, parse_duration
+from autotune._units import format_bytes, format_seconds, parse_bytes, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,20 @@ def test_format_bytes_picks_the_unit() -> None:
     assert format_bytes(512) == "512 B"
     assert format_bytes(3 * 2**20) == "3.0 MiB"
     assert format_bytes(int(1.5 * 2**30)) == "1.5 GiB"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (123.45, "123.5 s"),
+        (9.999, "10.0 s"),
+        (4.0, "4.00 s"),
+        (0.45, "0.45 s"),
+        (0.0342, "0.034 s"),  # a few steps of a small model: not "0.0 s"
+        (0.0051, "0.0051 s"),
+        (0.0, "0.00 s"),
+    ],
+)
+def test_format_seconds_keeps_small_times_readable(seconds: float, text: str) -> None:
+    assert format_seconds(seconds) == text
+    assert format_seconds(seconds, unit="") == text.removesuffix(" s")

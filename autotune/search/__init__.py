@@ -163,7 +163,7 @@ def run_search(
         plan = search.plan(setup, trials)
         search.converge(plan, trials)
         tuned = search.finish(setup, plan, trials)
-    top = top_configs(search.convergence)
+        top = search.top(plan, tuned)
     return SearchOutcome(tuned, setup.removals, search.studies, top, dict(search.phases))
 
 
@@ -305,6 +305,14 @@ class _Search:
         self.studies.release(key)
         return tuned
 
+    def top(self, plan: ConvergencePlan, tuned: TunedConfig) -> list[TopConfig]:
+        """The final table's rows: the trials as the search ranks them at its end (each at
+        its step's pace pooled over every run), ``tuned``'s own trial marked."""
+        study = self.convergence
+        entries = runoff_entries(study, plan.pace(study), plan.baseline.target_loss)
+        picked = tuned.provenance.trial if tuned.provenance else None
+        return top_configs(study, {e.trial: e.times[0] for e in entries}, picked)
+
     def _confirmed(self, setup: _Setup, plan: ConvergencePlan, trials: Trialist) -> TunedConfig:
         entries = self._ranked(trials, plan)
         candidates = [entry.run for entry in entries]
@@ -358,7 +366,7 @@ class _Search:
         pairs measured the winner slower (:meth:`~._confirm.Confirmation.lost`), with the
         warnings the search gathered."""
         baseline, report = setup.baseline, setup.report
-        self._warn_if(early_target(found, baseline.target_loss))
+        self._warn_if(early_target(found, baseline, self.task.baseline_steps()))
         if same_config(winner.train, baseline.run.train):
             self._warn_if(_NOTHING_FASTER)
         elif found.lost():
@@ -579,18 +587,34 @@ def unbent_baseline(baseline: BaselineRun) -> str | None:
     )
 
 
-def early_target(found: Confirmation, target: float) -> str | None:
-    """A warning when the confirmed winner reaches ``target`` within its first few steps;
-    None when it takes more."""
+def early_target(found: Confirmation, baseline: BaselineRun, task_steps: int | None) -> str | None:
+    """A warning when the confirmed winner reaches the baseline's target within its first
+    few steps, with the fix for where that target came from (``task_steps``: the Task's
+    baseline steps, if it gives them); None when it takes more."""
+    target = baseline.target_loss
     steps = found.winner_steps(target)
     if steps is None or steps > _FEW_TARGET_STEPS:
         return None
     plural = "s" if steps > 1 else ""
     return (
         f"the winner reaches the target loss {target:.4f} in {steps} step{plural}: that near "
-        f"the start, time to target measures the first steps, not training. Give a lower "
-        f"--target-loss, or a larger --budget for a longer baseline."
+        f"the start, time to target measures the first steps, not training. "
+        f"{_later_target(baseline, task_steps)}"
     )
+
+
+def _later_target(baseline: BaselineRun, task_steps: int | None) -> str:
+    """How to move a target that a winner reaches in its first steps further on."""
+    if baseline.target_from == "user":
+        return "Give a lower --target-loss."
+    if baseline.target_from == "task":
+        return "Give a lower --target-loss, or lower Task(target_loss=...)."
+    if task_steps is not None and baseline.steps >= task_steps:  # it ran all it was given
+        return (
+            f"Give a lower --target-loss, or more than the {task_steps} Task.baseline steps "
+            f"for a longer baseline."
+        )
+    return "Give a lower --target-loss, or a larger --budget for a longer baseline."
 
 
 _NOTHING_FASTER = (

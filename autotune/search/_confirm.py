@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from autotune import __version__, hardware, stability
+from autotune._units import format_seconds
 from autotune.config import (
     BaselineMeasured,
     Provenance,
@@ -125,7 +126,7 @@ class Confirmation:
 
 
 def _seconds(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.2f} s"
+    return "not reached" if value is None else format_seconds(value)
 
 
 def same_step(a: TrainConfig, b: TrainConfig) -> bool:
@@ -451,8 +452,8 @@ def _sooner(candidate: Measured, other: Measured | None, say: Callable[[str], No
     if other is None or ours is None or theirs is None or theirs >= ours:
         return candidate
     say(
-        f"taking {describe(other.train)} instead: it reached the target in {theirs:.2f} s, "
-        f"before this candidate's {ours:.2f} s"
+        f"taking {describe(other.train)} instead: it reached the target in "
+        f"{format_seconds(theirs)}, before this candidate's {format_seconds(ours)}"
     )
     return other
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import optuna
 from pydantic import BaseModel, ConfigDict
 
+from autotune._units import format_seconds
 from autotune.config import TrainConfig
 from autotune.search._types import trial_run
 
@@ -37,7 +39,7 @@ class Standing:
         total = self.total if self.total is not None else "budget"
         statuses = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "none yet"
         best = (
-            f"best {self.best_s:.1f} s (trial {self.best_trial})"
+            f"best {format_seconds(self.best_s)} (trial {self.best_trial})"
             if self.best_s is not None
             else "none reached the target yet"
         )
@@ -52,8 +54,12 @@ class TopConfig(BaseModel):
     trial: int
     status: str
     config: str
+    # its steps to the target at its step's pace pooled over the whole search: the time the
+    # search ranks it by at its end (None: it did not reach the target)
     time_to_target_s: float | None
+    target_step: int | None  # the step at which its smoothed loss crossed the target
     samples_per_s: float | None
+    picked: bool = False  # the trial tuned.yaml applies (after the runoff and the fp32 check)
 
 
 def status_of(trial: optuna.trial.FrozenTrial) -> str:
@@ -90,24 +96,41 @@ def standing(
     )
 
 
-def top_configs(study: optuna.Study, k: int = 5) -> list[TopConfig]:
+def top_configs(
+    study: optuna.Study, paced: Mapping[int, float], picked: int | None = None, k: int = 5
+) -> list[TopConfig]:
     """The ``k`` best convergence trials: reached the target first (fastest first), then
-    those that did not, then the failed; each with its config and measurements."""
-    rows = [_row(t) for t in study.trials if t.state.is_finished()]
+    those that did not, then the failed; each with its config and measurements.
+
+    ``paced`` holds each reached trial's time to the target as the search ranks it at its
+    end (its steps at its step's pace pooled over every run: ``runoff_entries``), not the
+    run's own wall clock, which a spell of the machine moves: ranked by that, two trials of
+    one step could list in the opposite order to the one the search chose between them. A
+    reached trial missing from it keeps its value. ``picked``: the trial tuned.yaml applies.
+    """
+    rows = [
+        _row(t, paced.get(t.number, t.value), t.number == picked)
+        for t in study.trials
+        if t.state.is_finished()
+    ]
     rows.sort(key=_rank)
     return rows[:k]
 
 
-def _row(trial: optuna.trial.FrozenTrial) -> TopConfig:
+def _row(trial: optuna.trial.FrozenTrial, paced: float | None, picked: bool) -> TopConfig:
     attrs = trial.user_attrs
     run = trial_run(attrs["run"]) if "run" in attrs else None
     config = TrainConfig.model_validate_json(attrs["train"]) if "train" in attrs else None
+    reached = bool(attrs.get("reached")) and run is not None
+    step = attrs.get("target_step")
     return TopConfig(
         trial=trial.number,
         status=status_of(trial),
         config=describe(config) if config else "-",
-        time_to_target_s=run.time_to_target_s if run and attrs.get("reached") else None,
+        time_to_target_s=paced if reached else None,
+        target_step=step if reached and isinstance(step, int) else None,
         samples_per_s=run.samples_per_s if run else None,
+        picked=picked,
     )
 
 
@@ -148,9 +171,7 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+    return "-" if value is None else format_seconds(value)
 
 
 def _paced_note(attrs: dict[str, object]) -> str:

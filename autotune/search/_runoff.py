@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autotune import stability
+from autotune._units import format_seconds
 from autotune.search._confirm import (
     _STEP_MARGIN,  # a repeat runs as a confirmation's
     same_step,
@@ -111,9 +112,11 @@ def _result(entry: Entry, target: float) -> str:
         entry.run.time_to_target_s,
         *(r.time_to_target_s if r else None for r in entry.repeats),
     ]
-    shown = ", ".join("missed" if t is None else f"{t:.2f}" for t in walls)
+    shown = ", ".join("missed" if t is None else format_seconds(t, unit="") for t in walls)
     step = stability.steps_to_target(entry.run.losses, target)
-    return f"{entry.median_s:.2f} s at its runs' pace (step {step}; wall clocks {shown} s)"
+    return (
+        f"{format_seconds(entry.median_s)} at its runs' pace (step {step}; wall clocks {shown} s)"
+    )
 
 
 def needed_s(entries: list[Entry], rounds: int, startup_s: float, joining: int = 0) -> float:

@@ -103,17 +103,19 @@ def top_configs(
     those that did not, then the failed; each with its config and measurements.
 
     ``paced`` holds each reached trial's time to the target as the search ranks it at its
-    end (its steps at its step's pace pooled over every run: ``runoff_entries``), not the
-    run's own wall clock, which a spell of the machine moves: ranked by that, two trials of
-    one step could list in the opposite order to the one the search chose between them. A
-    reached trial missing from it keeps its value. ``picked``: the trial tuned.yaml applies.
+    end (its steps at its step's pace pooled over every run: ``runoff_entries``), in that
+    order, fastest first; not the run's own wall clock, which a spell of the machine moves:
+    ranked by that, two trials of one step could list in the opposite order to the one the
+    search chose between them. Ties keep ``paced``'s order (the search's). A reached trial
+    missing from it keeps its value. ``picked``: the trial tuned.yaml applies.
     """
+    order = {trial: k for k, trial in enumerate(paced)}
     rows = [
         _row(t, paced.get(t.number, t.value), t.number == picked)
         for t in study.trials
         if t.state.is_finished()
     ]
-    rows.sort(key=_rank)
+    rows.sort(key=lambda row: _rank(row, order.get(row.trial, len(order))))
     return rows[:k]
 
 
@@ -134,12 +136,12 @@ def _row(trial: optuna.trial.FrozenTrial, paced: float | None, picked: bool) -> 
     )
 
 
-def _rank(row: TopConfig) -> tuple[int, float]:
+def _rank(row: TopConfig, place: int) -> tuple[int, float, int]:
     if row.time_to_target_s is not None:
-        return 0, row.time_to_target_s
+        return 0, row.time_to_target_s, place
     if row.status == "OK":
-        return 1, -(row.samples_per_s or 0.0)
-    return 2, float(row.trial)
+        return 1, -(row.samples_per_s or 0.0), place
+    return 2, float(row.trial), place
 
 
 def describe(config: TrainConfig) -> str:

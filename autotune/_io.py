@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +18,16 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     """Open a temp file beside ``path``; on success fsync it and rename it over ``path``.
 
     A reader sees either the old file or the complete new one, never a partial write,
-    even when the process is killed mid-write.
+    even when the process is killed mid-write. The file gets the permissions ``open`` would
+    give it (an existing file's own, else 0666 less the umask), not the temp file's 0600: a
+    tuned.yaml or report is meant to be read by the team and the CI user too.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    permissions = _permissions_for(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, permissions)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -32,6 +37,25 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _permissions_for(target: Path) -> int:
+    """The permission bits a plain ``open(target, "w")`` would leave ``target`` with."""
+    with contextlib.suppress(FileNotFoundError):
+        return stat.S_IMODE(target.stat().st_mode)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask. Linux shows it in /proc (reading it changes nothing); elsewhere
+    it is read by setting it and putting it straight back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -467,6 +468,24 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     save_tuned_config(changed, path)
     assert load_tuned_config(path) == changed
     assert sorted(os.listdir(tmp_path)) == ["tuned.yaml"]
+
+
+def test_a_saved_file_gets_the_permissions_open_would_give_it(tmp_path: Path) -> None:
+    """Not the temp file's 0600: a teammate or the CI user reads the tuned.yaml too (found
+    with umask 022: tuned.yaml and the HTML report came out -rw-------)."""
+    path = tmp_path / "tuned.yaml"
+    old = os.umask(0o022)
+    try:
+        save_tuned_config(full_tuned(), path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o077)
+        save_tuned_config(full_tuned(), tmp_path / "private.yaml")
+        assert stat.S_IMODE((tmp_path / "private.yaml").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    path.chmod(0o664)  # a file the user opened up keeps its bits when rewritten
+    save_tuned_config(full_tuned(), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o664
 
 
 def test_save_interrupted_mid_write_keeps_the_old_file(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from autotune._io import atomic_open
 from autotune.config import TrainConfig
 from autotune.errors import TrainingError
 
@@ -23,16 +22,8 @@ def save(save_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``save_dir/last.pt`` atomically (temp file, fsync, rename)."""
     save_dir.mkdir(parents=True, exist_ok=True)
     target = save_dir / CHECKPOINT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".last.", suffix=".tmp", dir=save_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": _FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target, "wb") as handle:
+        torch.save({"format": _FORMAT, **state}, handle)
     return target
 
 

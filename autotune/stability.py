@@ -199,8 +199,18 @@ def is_decreasing(
 def _divergence(
     losses: Sequence[float], alpha: float, rise: float
 ) -> tuple[int, float, int, float] | None:
-    """The first (step, smoothed loss, step of running min, running min) that rose too far."""
-    smoothed = smooth(losses, alpha)
+    """The first (step, smoothed loss, step of running min, running min) that rose too far.
+
+    Smoothed forward and backward (the zero-lag EMA that steps_to_target uses), not forward
+    only: a bias-corrected forward EMA averages just k+1 losses at step k, so a lucky first
+    batch sets a running minimum that ordinary batches then "rise" far above. A streaming
+    regression task's own baseline config (batch 32, AdamW at 1e-3) was called diverged at
+    step 1 that way: losses 16.5, 35.5, 39.9, 31.4, ... around a mean of 32, forward EMA
+    16.5 then 26.5 (+60%). The zero-lag curve starts at 29.9, then 31.4 and 32.0. At the
+    curve's end the backward pass has nothing to add, so a run that climbs away in its last
+    steps is judged there exactly as before.
+    """
+    smoothed = _zero_lag(losses, alpha)
     if not smoothed:
         return None
     floor = DIVERGENCE_FLOOR_FRACTION * abs(smoothed[0])
@@ -219,8 +229,9 @@ def diverged(
     """Whether the curve diverged: a NaN/inf, or the smoothed loss rose more than ``rise``
     (a fraction, default 50%) above its running minimum at any step.
 
-    Smoothed, so one noisy batch is not a divergence; against the running minimum, so a
-    curve that first dips and then climbs away is caught, not only one that never fell.
+    Smoothed (zero-lag, see :func:`_divergence`), so one noisy batch is not a divergence,
+    not even the first; against the running minimum, so a curve that first dips and then
+    climbs away is caught, not only one that never fell.
     """
     if not is_finite(losses):
         return True

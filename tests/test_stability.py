@@ -306,3 +306,16 @@ def test_the_incremental_crossing_stops_where_steps_to_target_first_holds() -> N
     assert said.index(True) == held.index(True)
     assert not any(s and not h for s, h in zip(said, held, strict=True))
     assert crossing.smoothed == smooth(curve)[-1]
+
+
+def test_a_lucky_first_batch_is_not_a_divergence() -> None:
+    """A streaming regression task's baseline (batch 32, AdamW 1e-3): its first batch came
+    out at half the loss of the next ones. The forward EMA started at that batch alone and
+    called the rise to the ordinary level (+60%) a divergence at step 1; the Task's own
+    baseline config was then an UNSTABLE trial."""
+    losses = [16.5, 35.5, 39.9, 31.4, 35.6, 26.7, 34.5, 36.3, 28.1, 24.7, 29.9, 47.4]
+    curve = [*losses, *noisy(decay(200, start=32.0, end=1.0, rate=0.03), 0.2, seed=1)]
+    assert not diverged(curve)
+    assert verdict(curve).stable
+    # a real climb in the first steps still is one
+    assert diverged([2.3, 2.1, *[2.1 * 1.3**k for k in range(1, 30)]])

@@ -13,7 +13,14 @@ from rich.table import Table
 from autotune._search_view import rejected_line
 from autotune._tables import key_value_table
 from autotune._units import format_bytes, format_seconds
-from autotune.config import Measured, Spread, TrainConfig, TunedConfig, checkpointing_label
+from autotune.config import (
+    EDITED,
+    Measured,
+    Spread,
+    TrainConfig,
+    TunedConfig,
+    checkpointing_label,
+)
 from autotune.explain import Explanation, Lever, explain, fewer_or_more
 from autotune.search import CHECK_TOLERANCE, redact
 
@@ -39,6 +46,8 @@ def tuned_tables(tuned: TunedConfig, source: str) -> list[Table]:
     """The recommendation, the evidence (when measured), why it is faster (when the file
     can say) and the provenance, in that order."""
     tables = [_recommendation(tuned, source)]
+    if tuned.edited():
+        tables[0].caption = f"[bold red]{EDITED}[/]: the evidence below is not of this config"
     if tuned.measured is not None:
         tables.append(_evidence(tuned.measured))
     why = explain(tuned)

@@ -31,7 +31,13 @@ from autotune._search_view import SearchView, result_table, top_table
 from autotune._tables import key_value_table
 from autotune._tuned_view import allocator_difference, reproduction, tuned_tables
 from autotune._units import format_bytes, parse_bytes, parse_duration
-from autotune.config import TrainConfig, TunedConfig, load_tuned_config, train_config_from_baseline
+from autotune.config import (
+    EDITED,
+    TrainConfig,
+    TunedConfig,
+    load_tuned_config,
+    train_config_from_baseline,
+)
 from autotune.errors import AutotuneError, ConfigError
 from autotune.export import EXPORTERS, ExportContext, StepLogger, write_study_summaries
 from autotune.export import export as export_config
@@ -190,7 +196,9 @@ def run(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(result.model_dump(), indent=1) + "\n")
     out.print(_summary_table(result.summary, train_config))
-    if tuned is not None and tuned.measured is not None:
+    if tuned is not None and tuned.edited():
+        err.print(f"[bold]vs tuned.yaml:[/] {EDITED}: samples/s not compared.")
+    elif tuned is not None and tuned.measured is not None:
         same, line = reproduction(result.summary.samples_per_s, tuned.measured)
         (out if same else err).print(f"[bold]vs tuned.yaml:[/] {line}")
         differs = allocator_difference(tuned, os.environ.get("GLIBC_TUNABLES"))

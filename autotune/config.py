@@ -7,6 +7,7 @@ follow Lightning's where one exists (``precision: bf16-mixed``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from autotune.task import Task
 
 __all__ = [
+    "EDITED",
     "PRECISIONS",
     "ActivationCheckpointing",
     "BaselineMeasured",
@@ -39,6 +41,7 @@ __all__ = [
     "load_train_config",
     "load_tuned_config",
     "save_tuned_config",
+    "train_digest",
 ]
 
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
@@ -206,6 +209,12 @@ class Measured(_Closed):
         default_factory=list,
         description="What makes these numbers weaker than they look, each with its fix.",
     )
+    train_digest: str | None = Field(
+        None,
+        description="train_digest() of the train section these numbers were measured with. "
+        "A train section edited since no longer matches it, and autotune run, check and "
+        "show then hold it to none of them. None: written before autotune recorded it.",
+    )
 
 
 class Provenance(_Closed):
@@ -231,6 +240,29 @@ class TunedConfig(_Closed):
     train: TrainConfig
     measured: Measured | None = None
     provenance: Provenance | None = None
+
+    def edited(self) -> bool:
+        """Whether ``train`` is not the config ``measured`` was measured with: the file was
+        edited after the search (False where the file does not record it). What to tell the
+        user then starts with :data:`EDITED`."""
+        measured = self.measured
+        if measured is None or measured.train_digest is None:
+            return False
+        return measured.train_digest != train_digest(self.train)
+
+
+EDITED = (
+    "the train section was edited after the search measured it, so the file's measured "
+    "numbers are of the config before the edit"
+)
+
+
+def train_digest(train: TrainConfig) -> str:
+    """A short fingerprint of every setting in ``train``. The search stores it beside the
+    numbers it measured (:attr:`Measured.train_digest`), so that a train section edited
+    later (another world size, a micro-batch that fits a smaller machine) is not held to
+    the numbers of the config before it."""
+    return hashlib.sha256(train.model_dump_json().encode()).hexdigest()[:16]
 
 
 def train_config_from_baseline(task: Task) -> TrainConfig:

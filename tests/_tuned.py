@@ -12,6 +12,7 @@ from autotune.config import (
     Spread,
     TrainConfig,
     TunedConfig,
+    train_digest,
 )
 
 BASELINE = TrainConfig.model_validate(
@@ -37,10 +38,12 @@ def make_train(**overrides: Any) -> TrainConfig:
 
 def make_tuned(task: str | None = "model.py", **overrides: Any) -> TunedConfig:
     """A tuned config with the evidence a finished search writes."""
+    train = make_train(**overrides)
     return TunedConfig(
         task=task,
-        train=make_train(**overrides),
+        train=train,
         measured=Measured(
+            train_digest=train_digest(train),
             device=DeviceInfo(kind="cpu", name="x86_64 [2 cores]", count=1, memory_bytes=8 << 30),
             throughput_samples_per_s=812.5,
             throughput_spread=Spread(median=812.5, low=790.0, high=830.1, n=3),

@@ -109,6 +109,26 @@ def test_a_run_of_a_tuned_yaml_says_whether_it_reproduced_the_recorded_throughpu
     assert "Run `autotune search` here if the speed-up is gone" in said
 
 
+def test_a_run_of_an_edited_tuned_yaml_compares_nothing(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The user changed the LR after the search: the recorded numbers are of the config
+    before, so the run says so instead of 'not reproduced'."""
+    tuned = make_tuned(
+        micro_batch_size=8, grad_accum_steps=1, precision="32-true", activation_checkpointing="none"
+    )
+    faster = tuned.train.optimizer.model_copy(update={"lr": 1e-2})
+    edited = tuned.model_copy(
+        update={"train": tuned.train.model_copy(update={"optimizer": faster})}
+    )
+    config = tmp_path / "tuned.yaml"
+    save_tuned_config(edited, config)
+    result = _run(str(write_task(TINY_TASK)), "-c", str(config), "--steps", "12")
+    said = " ".join(result.output.split())
+    assert "the train section was edited after the search measured it" in said
+    assert "samples/s not compared" in said and "reproduced" not in said
+
+
 def test_summary_table_is_printed(write_task: Callable[[str], Path]) -> None:
     result = _run(str(write_task(TINY_TASK)), "--steps", "3")
     assert "final loss" in result.output and "samples/s" in result.output

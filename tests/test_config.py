@@ -23,6 +23,7 @@ from autotune.config import (
     ScheduleConfig,
     Spread,
     load_train_config,
+    train_digest,
     validate_train_config,
 )
 
@@ -445,6 +446,29 @@ def test_load_unknown_key_in_evidence(tmp_path: Path) -> None:
     data["measured"]["throughput"] = 5
     path.write_text(yaml.safe_dump(data))
     fails(re.escape(f"{path}: measured.throughput: unknown key"), load_tuned_config, path)
+
+
+def test_the_train_digest_survives_the_file_and_catches_an_edit(tmp_path: Path) -> None:
+    """The search records which train section its numbers are of; a save and a load (YAML
+    and JSON) leave it matching, a hand edit of any setting does not, and a file written
+    before the digest existed is never called edited."""
+    tuned = full_tuned()
+    assert tuned.measured is not None
+    stamped = tuned.model_copy(
+        update={
+            "measured": tuned.measured.model_copy(
+                update={"train_digest": train_digest(tuned.train)}
+            )
+        }
+    )
+    for name in ("tuned.yaml", "tuned.json"):
+        save_tuned_config(stamped, tmp_path / name)
+        assert not load_tuned_config(tmp_path / name).edited()
+    data = yaml.safe_load((tmp_path / "tuned.yaml").read_text())
+    data["train"]["optimizer"]["lr"] *= 2
+    (tmp_path / "edited.yaml").write_text(yaml.safe_dump(data))
+    assert load_tuned_config(tmp_path / "edited.yaml").edited()
+    assert not tuned.edited()  # no digest recorded: nothing to compare
 
 
 # -- atomic saves, safe loads, the schema ----------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from autotune.config import TrainConfig
+from autotune.config import TrainConfig, train_digest
 from autotune.runtime import StepRecord
 from autotune.search._confirm import known_reference, stable_winner
 from autotune.search._types import Measured
@@ -268,6 +268,8 @@ def test_the_recorded_throughput_counts_every_process_that_ran_the_winners_step(
     speedup = tuned.measured.throughput_speedup
     assert speedup is not None and speedup.median == pytest.approx(1.22)  # pairs only
     assert tuned.measured.gradient_noise_scale == 12.5  # the probe's, for `autotune show`'s why
+    assert not tuned.edited()  # the numbers are recorded as the written train section's
+    assert tuned.measured.train_digest == train_digest(winner.train)
 
 
 def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
@@ -282,8 +284,15 @@ def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
     def at(rate: float) -> Measured:
         return _run("32-true").model_copy(update={"samples_per_s": rate, "time_to_target_s": 5.0})
 
-    results = iter([at(120.0), at(100.0), None, at(80.0), at(130.0), at(100.0)])
-    trials = SimpleNamespace(run=lambda *args, **kwargs: next(results))
+    memory = _run("32-true").model_copy(update={"peak_memory_bytes": 4096})
+    results = iter([memory, at(120.0), at(100.0), None, at(80.0), at(130.0), at(100.0)])
+    calls: list[dict[str, Any]] = []
+
+    def run(config: TrainConfig, steps: int, **kwargs: Any) -> Measured | None:
+        calls.append({"steps": steps, **kwargs})
+        return next(results)
+
+    trials = SimpleNamespace(run=run)
     monkeypatch.setattr(_confirm, "ok", lambda result: result is not None)
     monkeypatch.setattr(_confirm, "measured", lambda result, train, target: result)
     baseline = SimpleNamespace(run=_run("32-true"), steps=100, target_loss=1.5)
@@ -294,6 +303,12 @@ def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
     assert found.speedups == pytest.approx([1.0, 1.0])
     # each pair's speed-up over its own rate ratio: the same time, 1.2x and 1.3x the samples
     assert found.sample_ratios == pytest.approx([100 / 120, 100 / 130])
+    # The peak memory comes from a short run of its own; every pair's run stops at the
+    # target, none is profiled (the profiler's wall time slowed the pair that ran it).
+    assert found.peak_memory_bytes == 4096
+    assert calls[0] == {"steps": 3, "measure_memory": True}
+    assert all(not call.get("measure_memory") for call in calls[1:])
+    assert all(call["watch"] is not None for call in calls[1:])
 
 
 def _scripted_pairs(

@@ -72,6 +72,16 @@ def test_a_file_without_a_speedup_to_check_is_refused_with_the_fix() -> None:
         pairing_of(kept)
 
 
+def test_a_train_section_edited_after_the_search_is_not_checked_against_its_numbers() -> None:
+    """tuned.yaml's speed-up is of the config the search measured; a user who changed the
+    micro-batch since would have the new config held to it (exit 2, with the fix)."""
+    tuned = make_tuned()
+    edited = tuned.model_copy(update={"train": make_tuned(micro_batch_size=16).train})
+    assert edited.edited() and not tuned.edited()
+    with pytest.raises(ConfigError, match=r"edited after the search.*autotune search"):
+        pairing_of(edited)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_a_config_measured_on_cuda_is_not_checked_without_it(tmp_path: Path) -> None:
     tuned = make_tuned()

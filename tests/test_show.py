@@ -176,3 +176,15 @@ def test_the_search_result_says_why_in_one_row() -> None:
     why = row(console.export_text(), "why")[1]
     assert why.startswith("2.17x sooner to loss 0.4321 = 2.03x the samples/s")
     assert why.endswith("from fewer samples to the target.")
+
+
+def test_an_edited_train_section_is_flagged_above_the_evidence(tmp_path: Path) -> None:
+    tuned = make_tuned()
+    edited = tuned.model_copy(update={"train": make_tuned(micro_batch_size=64).train})
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(edited, path)
+    said = " ".join(show(path).stdout.split())
+    assert "the train section was edited after the search measured it" in said
+    assert "the evidence below is not of this config" in said
+    save_tuned_config(tuned, path)
+    assert "was edited" not in " ".join(show(path).stdout.split())

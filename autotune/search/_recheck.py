@@ -19,8 +19,8 @@ from typing import Any, Literal, cast
 import torch
 
 from autotune import __version__
+from autotune.config import EDITED, Spread, TrainConfig, TunedConfig
 from autotune.config import Measured as MeasuredSection
-from autotune.config import Spread, TrainConfig, TunedConfig
 from autotune.errors import ConfigError
 from autotune.explain import sample_ratio as recorded_sample_ratio
 from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
@@ -232,8 +232,14 @@ def pairing_of(tuned: TunedConfig) -> Pairing:
 
     Raises:
         ConfigError: the file has no evidence to re-measure (no target loss, no baseline
-            time to it, no speed-up), or it recommends the baseline itself.
+            time to it, no speed-up), it recommends the baseline itself, or its train section
+            was edited since the search measured it.
     """
+    if tuned.edited():
+        raise ConfigError(
+            f"{EDITED}, and there is nothing to check this one against: run `autotune "
+            f"search` for its numbers, or restore the train section."
+        )
     measured = tuned.measured
     base = measured.baseline if measured else None
     if measured is None or measured.target_loss is None or measured.time_to_target_s is None:
@@ -252,7 +258,7 @@ def pairing_of(tuned: TunedConfig) -> Pairing:
             )
         )
     # The schedule's length where it has one (the run as `autotune run` would train it), but
-    # never far past the target: the first run goes whole, for its peak memory.
+    # never far past the target.
     steps = _steps(tuned.train, measured.time_to_target_s, measured.throughput_samples_per_s)
     winner_steps = min(tuned.train.schedule.total_steps or steps, steps)
     return Pairing(

@@ -38,6 +38,7 @@ __all__ = [
     "is_decreasing",
     "is_finite",
     "late_gain",
+    "lowest_reached",
     "overflow_rate",
     "reference_gap",
     "smooth",
@@ -311,6 +312,17 @@ def steps_to_target(
         if value <= target:
             return k if len(losses) - 1 - k >= support else None
     return None
+
+
+def lowest_reached(
+    losses: Sequence[float], alpha: float = SMOOTHING_ALPHA, support: int = TARGET_SUPPORT_STEPS
+) -> float | None:
+    """The lowest target ``losses`` reach: :func:`steps_to_target` finds a crossing exactly
+    for the targets at or above it (the zero-lag smoothed curve's minimum over the steps
+    with ``support`` steps after them). None for a curve too short or not finite."""
+    if len(losses) <= support or not is_finite(losses):
+        return None
+    return min(_zero_lag(losses, alpha)[: len(losses) - support])
 
 
 class TargetCrossing:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -432,3 +433,31 @@ def test_a_winner_that_is_the_baseline_is_written_with_a_warning_that_nothing_be
     assert measured is not None and measured.baseline is not None
     assert outcome.tuned.train == measured.baseline.train and measured.rejected is None
     assert any(warning.startswith("no config the search ran") for warning in measured.warnings)
+
+
+def test_a_target_no_trial_reaches_is_an_error_that_says_how_close_the_closest_came(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The user asked for a loss nothing gets to in the budget: the error names the run
+    that came closest and the lowest target it would have reached, so the next try can
+    ask for that (a bare 'no trial reached the target' left the user guessing)."""
+    from autotune.search import SearchError
+
+    options = SearchOptions(
+        task_path=write_task(TINY_TASK),
+        budget_s=30,
+        trials=2,
+        target_loss=1e-9,
+        storage=f"sqlite:///{tmp_path / 'autotune.db'}",
+        output=tmp_path / "tuned.yaml",
+        systems_measured=2,
+        workdir=tmp_path / "trials",
+    )
+    with pytest.raises(SearchError) as failed:
+        run_search(options)
+    said = str(failed.value)
+    assert said.startswith("no trial reached the target loss 1e-09; the closest run, ")
+    found = re.search(r"would have reached (\S+) \(", said)
+    assert found is not None and float(found.group(1)) > 1e-9
+    assert f"--target-loss of {found.group(1)} or more" in said
+    assert not (tmp_path / "tuned.yaml").exists()

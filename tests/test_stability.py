@@ -17,6 +17,7 @@ from autotune.stability import (
     diverged,
     is_decreasing,
     is_finite,
+    lowest_reached,
     overflow_rate,
     reference_gap,
     smooth,
@@ -319,3 +320,13 @@ def test_a_lucky_first_batch_is_not_a_divergence() -> None:
     assert verdict(curve).stable
     # a real climb in the first steps still is one
     assert diverged([2.3, 2.1, *[2.1 * 1.3**k for k in range(1, 30)]])
+
+
+def test_lowest_reached_is_the_lowest_target_steps_to_target_finds() -> None:
+    curve = noisy(decay(120), 0.1, seed=4)
+    low = lowest_reached(curve)
+    assert low is not None
+    assert steps_to_target(curve, low) is not None
+    assert steps_to_target(curve, low * (1 - 1e-9)) is None
+    assert lowest_reached(curve[:10]) is None  # no step has the support after it
+    assert lowest_reached([1.0, math.nan, *curve]) is None

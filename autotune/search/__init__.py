@@ -49,6 +49,7 @@ from autotune.search._convergence import (
     run_convergence,
     runoff_entries,
     same_config,
+    stored_runs,
 )
 from autotune.search._measure import STARTUP_PRIOR_S, Trialist, measured, ok
 from autotune.search._progress import (
@@ -316,6 +317,8 @@ class _Search:
     def _confirmed(self, setup: _Setup, plan: ConvergencePlan, trials: Trialist) -> TunedConfig:
         entries = self._ranked(trials, plan)
         candidates = [entry.run for entry in entries]
+        if not candidates:
+            raise SearchError(missed_target(self.convergence, setup.baseline))
         with self._phase("stability"):
             spare = self._spare(plan, trials)
             winner = _stable_winner(candidates, trials, setup.baseline, self.say, spare)
@@ -587,6 +590,24 @@ def unbent_baseline(baseline: BaselineRun) -> str | None:
     )
 
 
+def missed_target(study: optuna.Study, baseline: BaselineRun) -> str:
+    """Why there is no winner when no trial reached the target, with how close the closest
+    run came: the lowest target it would have reached (:func:`stability.lowest_reached`)."""
+    runs = [(f"trial {t.number}", run) for t, run in stored_runs(study)]
+    runs.append(("the baseline", baseline.run))
+    reached = [(stability.lowest_reached(run.losses), who, run) for who, run in runs]
+    lows = [(low, who, run) for low, who, run in reached if low is not None]
+    text = f"no trial reached the target loss {baseline.target_loss:.4g}"
+    if not lows:
+        return f"{text}; give a larger --budget or a higher --target-loss."
+    low, who, run = min(lows, key=lambda entry: entry[0])
+    return (
+        f"{text}; the closest run, {who} ({describe(run.train)}), would have reached "
+        f"{low:.4g} (its smoothed loss's lowest point). Give a larger --budget, or a "
+        f"--target-loss of {low:.4g} or more."
+    )
+
+
 def early_target(found: Confirmation, baseline: BaselineRun, task_steps: int | None) -> str | None:
     """A warning when the confirmed winner reaches the baseline's target within its first
     few steps, with the fix for where that target came from (``task_steps``: the Task's
@@ -652,10 +673,6 @@ def _stable_winner(
     say: Events,
     spare: Callable[[Measured], float],
 ) -> Measured:
-    if not candidates:
-        raise SearchError(
-            "no trial reached the target loss; give a larger --budget or a higher --target-loss."
-        )
     winner = stable_winner(candidates, trials, baseline.target_loss, say, [baseline.run], spare)
     if winner is None:
         raise SearchError(

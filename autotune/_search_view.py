@@ -119,9 +119,11 @@ def phase_line(phases: dict[str, float]) -> str:
 def top_table(rows: list[TopConfig]) -> Table:
     """The best convergence trials, fastest to the target first, as the search ranked them
     at its end; the one tuned.yaml applies is marked."""
-    caption = "time to target: the trial's steps to it at the pace of all the search's runs"
+    caption = (
+        "time to target: the trial's steps to it at the pace of all the search's runs of its step"
+    )
     if any(row.picked for row in rows):
-        caption += " of its step; * the pick (after the runoff and the fp32 check)"
+        caption += "; * the pick (after the runoff and the fp32 check)"
     table = Table(
         title="top configurations", title_justify="left", caption=caption, caption_justify="left"
     )

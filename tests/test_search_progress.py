@@ -531,6 +531,8 @@ def test_top_configs_rank_as_the_search_does_at_its_end_and_mark_the_pick() -> N
     table = _rendered(top_table(rows))
     assert "1 *" in table and "0.032 s" in table and "0.041 s" in table
     assert "* the pick" in table
+    unpicked = _rendered(top_table([row.model_copy(update={"picked": False}) for row in rows]))
+    assert "runs of its step" in unpicked and "* the pick" not in unpicked
     # a tie (one step, one crossing step, one pace) keeps the search's order
     tied = top_configs(study, {1: 0.032, 0: 0.032}, picked=1)
     assert [r.trial for r in tied] == [1, 0]

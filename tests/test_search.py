@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 import pytest
 
+from autotune import stability
 from autotune.config import TrainConfig, load_tuned_config
 from autotune.search import SearchOptions, SearchOutcome, redact, run_search
 from autotune.search._types import BaselineRun, Measured
@@ -461,3 +462,38 @@ def test_a_target_no_trial_reaches_is_an_error_that_says_how_close_the_closest_c
     assert found is not None and float(found.group(1)) > 1e-9
     assert f"--target-loss of {found.group(1)} or more" in said
     assert not (tmp_path / "tuned.yaml").exists()
+
+
+def test_the_missed_target_error_leaves_out_failed_trials_and_a_baseline_at_its_target() -> None:
+    """An unstable trial that dipped low before it diverged is no guide to what is
+    reachable, nor is a baseline that reached the target it set itself."""
+    from autotune.search import missed_target
+
+    def run(losses: list[float]) -> Measured:
+        train = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
+        steps = range(1, len(losses) + 1)
+        return Measured(
+            train=train, losses=losses, elapsed_s=[0.01 * k for k in steps], samples_per_s=1.6e3
+        )
+
+    study = optuna.create_study()
+    for state, losses in (
+        (optuna.trial.TrialState.FAIL, [2.0 - 0.05 * k for k in range(30)] + [9.0] * 15),
+        (optuna.trial.TrialState.COMPLETE, [2.0 - 0.02 * k for k in range(40)]),
+    ):
+        attrs = {"run": run(losses).model_dump_json()}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state, value=1.0 if state.name == "COMPLETE" else None, user_attrs=attrs
+            )
+        )
+    baseline = BaselineRun(
+        run=run([max(0.2, 2.0 - 0.05 * k) for k in range(60)]),  # at 0.5 by step 30
+        steps=60,
+        target_loss=0.5,
+        target_from="baseline",
+    )
+    said = missed_target(study, baseline)
+    assert "the closest run, trial 1 (" in said  # not the failed trial 0, not the baseline
+    lowest = stability.lowest_reached(run([2.0 - 0.02 * k for k in range(40)]).losses)
+    assert lowest is not None and f"would have reached {lowest:.4g}" in said

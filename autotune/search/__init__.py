@@ -592,12 +592,19 @@ def unbent_baseline(baseline: BaselineRun) -> str | None:
 
 def missed_target(study: optuna.Study, baseline: BaselineRun) -> str:
     """Why there is no winner when no trial reached the target, with how close the closest
-    run came: the lowest target it would have reached (:func:`stability.lowest_reached`)."""
-    runs = [(f"trial {t.number}", run) for t, run in stored_runs(study)]
+    run came: the lowest target it would have reached (:func:`stability.lowest_reached`).
+    Failed trials (unstable, crashed) are no guide to what is reachable, and a baseline
+    that reached the target (the one it set) says nothing about a lower one."""
+    target = baseline.target_loss
+    runs = [
+        (f"trial {t.number}", run)
+        for t, run in stored_runs(study)
+        if t.state != optuna.trial.TrialState.FAIL
+    ]
     runs.append(("the baseline", baseline.run))
     reached = [(stability.lowest_reached(run.losses), who, run) for who, run in runs]
-    lows = [(low, who, run) for low, who, run in reached if low is not None]
-    text = f"no trial reached the target loss {baseline.target_loss:.4g}"
+    lows = [(low, who, run) for low, who, run in reached if low is not None and low > target]
+    text = f"no trial reached the target loss {target:.4g}"
     if not lows:
         return f"{text}; give a larger --budget or a higher --target-loss."
     low, who, run = min(lows, key=lambda entry: entry[0])

@@ -517,3 +517,22 @@ def test_a_rejected_pick_and_the_warnings_are_shown_beside_the_comparison(
     html = render(load_report_data(stored.storage, tuned=path))
     assert "The search&#x27;s pick was measured 0.57x against the baseline" in html
     assert "<b>Warning:</b> the baseline ran &lt;30&gt; steps" in html
+
+
+def test_an_edited_train_section_is_warned_of_beside_the_comparison(
+    stored: Stored, tmp_path: Path
+) -> None:
+    """The report's tuned column shows the file's train section beside the search's
+    numbers: after a hand edit those numbers are of another config, and it says so."""
+    from autotune.config import train_digest
+
+    tuned = tuned_config(task="model.py")
+    assert tuned.measured is not None
+    stamped = tuned.measured.model_copy(update={"train_digest": train_digest(_train(64))})
+    path = tmp_path / "tuned.yaml"
+    path.write_text(
+        yaml.safe_dump(tuned.model_copy(update={"measured": stamped}).model_dump(mode="json"))
+    )
+    assert tuned.train != _train(64)
+    html = render(load_report_data(stored.storage, tuned=path))
+    assert "<b>Warning:</b> the train section was edited after the search" in html

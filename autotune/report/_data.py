@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from autotune.config import (
+    EDITED,
     BaselineMeasured,
     Measured,
     TrainConfig,
@@ -380,9 +381,17 @@ def _from_tuned(
         throughput_speedup=measured.throughput_speedup.median
         if measured.throughput_speedup
         else None,
-        warnings=_rejected(measured) + list(measured.warnings),
+        warnings=_edited(tuned) + _rejected(measured) + list(measured.warnings),
         why=explain(tuned),
     )
+
+
+def _edited(tuned: TunedConfig) -> list[str]:
+    """The warning for a train section edited after the search: the numbers beside it are
+    of the config before (:meth:`TunedConfig.edited`)."""
+    if not tuned.edited():
+        return []
+    return [f"{EDITED}: the tuned column's numbers are not of the config shown."]
 
 
 def _rejected(measured: Measured) -> list[str]:

@@ -207,9 +207,10 @@ def _divergence(
     batch sets a running minimum that ordinary batches then "rise" far above. A streaming
     regression task's own baseline config (batch 32, AdamW at 1e-3) was called diverged at
     step 1 that way: losses 16.5, 35.5, 39.9, 31.4, ... around a mean of 32, forward EMA
-    16.5 then 26.5 (+60%). The zero-lag curve starts at 29.9, then 31.4 and 32.0. At the
-    curve's end the backward pass has nothing to add, so a run that climbs away in its last
-    steps is judged there exactly as before.
+    16.5 then 26.5 (+60%); the zero-lag curve starts near that mean, its backward pass
+    averaging the first loss with those after it (tests/test_stability.py has the run). At
+    the curve's end the backward pass has nothing to add, so a run that climbs away in its
+    last steps is judged there exactly as before.
     """
     smoothed = _zero_lag(losses, alpha)
     if not smoothed:

@@ -214,7 +214,8 @@ def _peak_memory(winner: TrainConfig, trials: Trialist) -> int | None:
     Not from a pair's run: the profiler that measures a CPU step (and its first start in a
     process) is wall time inside that run, so a pair that measured memory ran slower to the
     target than the rest. In 23 searches' logs (benchmarks/results/searches, before letter
-    v) the first pair's tuned run, which did, took a median 1.067x the others' median time;
+    v) the first pair's tuned run, which did, took a median 1.067x the others' median time
+    (scripts/first_pair_bias.py);
     on mlp_digits (AVX2 host, 0.25 s to the target) 1.43x, 1.92x and 5.64x, which put 0.68x
     into a confirmation of 3.52x."""
     result = trials.run(winner, _MEMORY_STEPS, measure_memory=True)

@@ -33,6 +33,7 @@ class BatchStream:
         self.task, self.dataset = task, dataset
         self.micro_batch, self.rank, self.world, self.seed = micro_batch, rank, world, seed
         self.consumed = 0  # micro-batches handed out so far by this rank
+        self._pending: list[Any] = []  # the batch :meth:`peek` read ahead, if it did
         self._iterable = isinstance(dataset, IterableDataset)
         self._batches = self._epoch_batches() if self._iterable else self._map_batches()
 
@@ -49,14 +50,21 @@ class BatchStream:
             for _ in range(count):
                 next(self)
             return
+        self._pending.clear()  # read ahead from the old position; regenerated below
         self.consumed += count
         self._batches = self._map_batches()
+
+    def peek(self) -> Any:
+        """The next micro-batch, without handing it out: the next ``next()`` returns it."""
+        if not self._pending:
+            self._pending.append(next(self._batches))
+        return self._pending[0]
 
     def __iter__(self) -> BatchStream:
         return self
 
     def __next__(self) -> Any:
-        batch = next(self._batches)
+        batch = self._pending.pop() if self._pending else next(self._batches)
         self.consumed += 1
         return batch
 

@@ -22,6 +22,7 @@ from autotune.errors import ConfigError
 from autotune.runtime import _state
 from autotune.runtime._checkpointing import apply_checkpointing
 from autotune.runtime._data import BatchStream, to_device
+from autotune.runtime._ddp import wrap_ddp
 from autotune.runtime._memory import StepMemoryMeter, held_bytes
 from autotune.runtime._optim import build_optimizer, build_scheduler
 from autotune.runtime._precision import precision_plan
@@ -96,10 +97,10 @@ class _Trainer:
         self.optimizer = build_optimizer(self.model, config.optimizer, task)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, options.steps)
         self.scaler = self.plan.grad_scaler(self.device)
-        self.net = self._wrap(self.model)
         self.stream = BatchStream(
             task, task.build_dataset(), config.micro_batch_size, ctx.rank, ctx.world, options.seed
         )
+        self.net = self._wrap(self.model)
         torch.manual_seed(options.seed + 7919 * (ctx.rank + 1))  # dropout stream per rank
         self.meter = StepMemoryMeter(self.device)
         self.records: list[StepRecord] = []
@@ -113,11 +114,21 @@ class _Trainer:
     def _wrap(self, model: nn.Module) -> nn.Module:
         net: nn.Module = model
         if self.ctx.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(model, device_ids=ids)
+            net = wrap_ddp(model, self.device, self._first_loss)
         if self.config.compile:
             net = torch.compile(net)  # type: ignore[assignment]
         return net
+
+    @property
+    def _float_dtype(self) -> torch.dtype | None:
+        """What a batch's floats are cast to: the parameters' dtype where it is not fp32."""
+        return self.plan.param_dtype if self.plan.param_dtype != torch.float32 else None
+
+    def _first_loss(self, model: nn.Module) -> torch.Tensor:
+        """``model``'s loss on the first micro-batch, which stays the first one trained."""
+        batch = to_device(self.stream.peek(), self.device, self._float_dtype)
+        with self.plan.autocast(self.device):
+            return self.task.compute_loss(model, batch)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -167,9 +178,8 @@ class _Trainer:
     def _accumulate(self, measure: bool) -> torch.Tensor:
         accum = self.config.grad_accum_steps
         total = torch.zeros((), device=self.device)
-        float_dtype = self.plan.param_dtype if self.plan.param_dtype != torch.float32 else None
         for i in range(accum):
-            batch = to_device(next(self.stream), self.device, float_dtype)
+            batch = to_device(next(self.stream), self.device, self._float_dtype)
             mark = self.meter.forward() if measure and i == 0 else contextlib.nullcontext()
             with self._no_sync(last=i == accum - 1):
                 with mark, self.plan.autocast(self.device):

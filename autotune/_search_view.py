@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from autotune._tables import key_value_table
+from autotune._tables import key_value_table, speedup_text
 from autotune._units import format_bytes, format_seconds
 from autotune.config import Rejected
 from autotune.explain import explain
@@ -78,12 +78,9 @@ def result_table(outcome: SearchOutcome, output: str) -> Table:
         table.add_row("search time", phase_line(outcome.phases))
     if measured is None:
         return table
-    if measured.speedup_spread is not None:
-        s = measured.speedup_spread
-        table.add_row(
-            "time-to-target speed-up",
-            f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f}, {s.n} pairs)",
-        )
+    speedup = speedup_text(measured)
+    if speedup is not None:
+        table.add_row("time-to-target speed-up", speedup)
     if measured.throughput_speedup is not None:
         s = measured.throughput_speedup
         table.add_row("throughput speed-up", f"{s.median:.2f}x (range {s.low:.2f}-{s.high:.2f})")

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from autotune._search_view import rejected_line
-from autotune._tables import key_value_table
+from autotune._tables import key_value_table, speedup_text
 from autotune._units import format_bytes, format_seconds
 from autotune.config import (
     EDITED,
@@ -121,10 +121,7 @@ def _evidence(measured: Measured) -> Table:
         _seconds(measured.time_to_target_s, measured.time_to_target_spread)
         + (f" (baseline {_seconds(base.time_to_target_s, None)})" if base else ""),
     )
-    table.add_row(
-        "time-to-target speed-up",
-        _ratio(measured.speedup_spread, measured.speedup_vs_baseline),
-    )
+    table.add_row("time-to-target speed-up", speedup_text(measured, "n={}") or _NONE)
     table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else _NONE)
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
     table.add_row("MFU", f"{measured.mfu:.1%}" if measured.mfu is not None else _NONE)

@@ -193,6 +193,13 @@ class Measured(_Closed):
     speedup_spread: Spread | None = Field(
         None, description="Time-to-target speed-up over the baseline, per confirmation pair."
     )
+    speedup_at_least: Spread | None = Field(
+        None,
+        description="Where the baseline reached the target in no confirmation pair (a "
+        "target it cannot reach in its budget): per pair, the baseline run's length over "
+        "the tuned config's time to the target, a lower bound on the speed-up. None where "
+        "the speed-up itself was measured (speedup_spread).",
+    )
     throughput_speedup: Spread | None = Field(
         None, description="samples/s of the tuned config over the baseline's, per pair."
     )

@@ -9,7 +9,13 @@ import pytest
 
 from autotune.config import TrainConfig, train_digest
 from autotune.runtime import StepRecord
-from autotune.search._confirm import known_reference, stable_winner
+from autotune.search._confirm import (
+    Confirmation,
+    Pairing,
+    known_reference,
+    run_pairs,
+    stable_winner,
+)
 from autotune.search._types import Measured
 from autotune.trial import TrialResult, TrialStatus
 
@@ -452,3 +458,42 @@ def test_the_last_pair_says_each_sides_time_and_the_speedup() -> None:
     assert found.last_pair() == "pair 1: tuned 0.50 s, baseline 1.50 s to the target, 3.00x"
     found.pairs, found.latest = 2, (None, base)  # pair 2's winner run failed: not pair 1's
     assert found.last_pair() == "pair 2: tuned not reached, baseline 1.50 s to the target"
+
+
+class _BaselineShort:
+    """A Trialist whose winner (micro 16) falls to 1.5 by step 76 in 0.01-s steps and whose
+    baseline (any other config) falls 10x more slowly, never to 1.5 in its 100 steps."""
+
+    def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
+        watch = kwargs.get("watch")
+        if config.micro_batch_size == 16:
+            return _followed(_CURVE[:steps], watch, config.optimizer.lr, step_s=0.01)
+        slow = [3.0 - 0.002 * k for k in range(steps)]
+        return _followed(slow, watch, config.optimizer.lr, step_s=0.03)
+
+
+def _bounded_pairs() -> Confirmation:
+    winner = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
+    baseline = TrainConfig(micro_batch_size=32, optimizer={"lr": 1e-3})
+    pairing = Pairing(winner, 150, baseline, 100, target=1.5, cap_s=100.0)
+    return run_pairs(pairing, _BaselineShort(), 3, most=8, time_left=lambda: 1e9)  # type: ignore[arg-type]
+
+
+def test_a_baseline_that_never_reaches_the_target_bounds_the_speedup() -> None:
+    """iris with --target-loss 0.02: the baseline reached it in none of 8 pairs, tuned.yaml
+    gave no time-to-target speed-up at all, and 5 more pairs were run to settle what no
+    pair could measure."""
+    found = _bounded_pairs()
+
+    assert found.speedups == [] and found.pairs == 3  # settled on samples/s alone
+    bound = found.speedup_bound()
+    won = found.winner[0].time_to_target_s
+    assert won is not None and bound is not None and bound.n == 3
+    assert bound.median == pytest.approx(3.0 / won)  # the baseline's 100 steps of 0.03 s
+    assert "baseline not at it after 3.00 s, >= 3." in found.last_pair()
+
+
+def test_a_measured_speedup_is_not_reported_as_a_bound() -> None:
+    found = _bounded_pairs()
+    found.speedups.append(2.0)
+    assert found.speedup_bound() is None

@@ -72,6 +72,25 @@ def test_a_file_without_a_speedup_to_check_is_refused_with_the_fix() -> None:
         pairing_of(kept)
 
 
+def test_a_file_with_only_a_bounded_speedup_is_refused_with_the_fix() -> None:
+    tuned = make_tuned()
+    assert tuned.measured is not None and tuned.measured.baseline is not None
+    base = tuned.measured.baseline.model_copy(update={"time_to_target_s": None})
+    bound = Spread(median=5.9, low=5.5, high=6.1, n=8)
+    measured = tuned.measured.model_copy(
+        update={
+            "baseline": base,
+            "speedup_vs_baseline": None,
+            "speedup_spread": None,
+            "speedup_at_least": bound,
+        }
+    )
+    with pytest.raises(
+        ConfigError, match=r"never reached the target loss 0.4321.*5.90x or more.*--target-loss"
+    ):
+        pairing_of(tuned.model_copy(update={"measured": measured}))
+
+
 def test_a_train_section_edited_after_the_search_is_not_checked_against_its_numbers() -> None:
     """tuned.yaml's speed-up is of the config the search measured; a user who changed the
     micro-batch since would have the new config held to it (exit 2, with the fix)."""

@@ -371,6 +371,29 @@ def test_the_early_target_warning_names_the_fix_for_where_the_target_came_from(
     assert warning is not None and warning.endswith(fix)
 
 
+@pytest.mark.parametrize(
+    ("target_from", "fix"),
+    [
+        ("user", "a --target-loss the baseline reaches (its smoothed loss got to 2.116)."),
+        ("task", "(its smoothed loss got to 2.116), or raise Task(target_loss=...)."),
+    ],
+)
+def test_a_speedup_only_bounded_is_warned_of_with_a_target_the_baseline_reaches(
+    target_from: str, fix: str
+) -> None:
+    from autotune.search import bounded_speedup
+    from autotune.search._confirm import Confirmation
+
+    baseline = _baseline_run([2.3 - 0.001 * k for k in range(200)])
+    unreached = baseline.model_copy(update={"target_loss": 1.0, "target_from": target_from})
+    found = Confirmation(baseline=[baseline.run] * 3, bounds=[4.0, 5.0, 6.0])
+    warning = bounded_speedup(found, unreached)
+    assert warning is not None and warning.endswith(fix), warning
+    assert "in none of its 3 confirmation runs (up to 2.00 s each)" in warning
+    assert "at least 5.00x" in warning
+    assert bounded_speedup(Confirmation(speedups=[2.0], bounds=[4.0]), unreached) is None
+
+
 def _search_with_pick(
     write_task: Callable[[str], Path],
     tmp_path: Path,

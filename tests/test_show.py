@@ -188,3 +188,27 @@ def test_an_edited_train_section_is_flagged_above_the_evidence(tmp_path: Path) -
     assert "the evidence below is not of this config" in said
     save_tuned_config(tuned, path)
     assert "was edited" not in " ".join(show(path).stdout.split())
+
+
+def test_a_speedup_the_baseline_never_measured_shows_as_its_lower_bound(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from autotune._search_view import result_table
+    from autotune.config import Spread
+    from autotune.search import SearchOutcome
+
+    tuned = make_tuned()
+    assert tuned.measured is not None
+    bound = Spread(median=5.9, low=5.5, high=6.1, n=8)
+    update = {"speedup_vs_baseline": None, "speedup_spread": None, "speedup_at_least": bound}
+    tuned = tuned.model_copy(update={"measured": tuned.measured.model_copy(update=update)})
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned, path)
+    assert row(show(path).stdout, "time-to-target speed-up")[1] == (
+        "at least 5.90x (range 5.50-6.10, n=8; the baseline never reached the target)"
+    )
+    console = Console(width=400, record=True)
+    console.print(result_table(SearchOutcome(tuned, [], None, [], {}), "tuned.yaml"))  # type: ignore[arg-type]
+    assert row(console.export_text(), "time-to-target speed-up")[1].startswith(
+        "at least 5.90x (range 5.50-6.10, 8 pairs;"
+    )

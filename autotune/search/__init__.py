@@ -24,6 +24,7 @@ import optuna
 
 from autotune import profiler, stability
 from autotune import space as spaces
+from autotune._units import format_seconds
 from autotune.config import Provenance, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
 from autotune.hardware import HardwareInfo, cached_hardware
@@ -93,6 +94,7 @@ __all__ = [
     "Standing",
     "TopConfig",
     "baseline_seconds",
+    "bounded_speedup",
     "describe",
     "early_target",
     "recheck",
@@ -370,6 +372,7 @@ class _Search:
         warnings the search gathered."""
         baseline, report = setup.baseline, setup.report
         self._warn_if(early_target(found, baseline, self.task.baseline_steps()))
+        self._warn_if(bounded_speedup(found, baseline))
         if same_config(winner.train, baseline.run.train):
             self._warn_if(_NOTHING_FASTER)
         elif found.lost():
@@ -628,6 +631,25 @@ def early_target(found: Confirmation, baseline: BaselineRun, task_steps: int | N
         f"the winner reaches the target loss {target:.4f} in {steps} step{plural}: that near "
         f"the start, time to target measures the first steps, not training. "
         f"{_later_target(baseline, task_steps)}"
+    )
+
+
+def bounded_speedup(found: Confirmation, baseline: BaselineRun) -> str | None:
+    """A warning when the baseline reached the target in no confirmation pair, so only a
+    lower bound on the speed-up is known, with a target it does reach; None otherwise."""
+    bound = found.speedup_bound()
+    if bound is None:
+        return None
+    target, runs = baseline.target_loss, len(found.baseline)
+    longest = max(run.elapsed_s[-1] for run in found.baseline)
+    lowest = stability.lowest_reached(baseline.run.losses)
+    reaches = f" (its smoothed loss got to {lowest:.4g})" if lowest is not None else ""
+    task = ", or raise Task(target_loss=...)" if baseline.target_from == "task" else ""
+    return (
+        f"the baseline reached the target loss {target:.4g} in none of its {runs} "
+        f"confirmation runs (up to {format_seconds(longest)} each), so the time-to-target "
+        f"speed-up is only bounded: at least {bound.median:.2f}x. For a "
+        f"measured one, give a --target-loss the baseline reaches{reaches}{task}."
     )
 
 

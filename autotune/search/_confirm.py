@@ -82,6 +82,9 @@ class Confirmation:
     # baseline samples to the target / winner's (time to it x samples/s), per pair in which
     # both reached it: the speed-up over the throughput ratio, pair by pair
     sample_ratios: list[float] = field(default_factory=list)
+    # per pair in which the winner reached the target and the baseline never did: the
+    # baseline run's length over the winner's time, a lower bound on that pair's speed-up
+    bounds: list[float] = field(default_factory=list)
     pairs: int = 0  # pairs run
     peak_memory_bytes: int | None = None
     # samples/s of the search's earlier fresh processes that ran the winner's step (its
@@ -96,8 +99,17 @@ class Confirmation:
         return [run.samples_per_s for run in self.winner] + self.earlier_rates
 
     def settled(self) -> bool:
-        """Whether both the speed-up and the winner's samples/s are settled."""
-        return settled(self.speedups) and settled(self.rates, RATE_SETTLED_ERROR)
+        """Whether both the speed-up and the winner's samples/s are settled. A speed-up
+        only ever bounded (the baseline at the target in no pair of at least 3) counts as
+        settled: more pairs of a baseline that stops short cannot measure it."""
+        unmeasurable = not self.speedups and len(self.bounds) >= 3
+        speedup = unmeasurable or settled(self.speedups)
+        return speedup and settled(self.rates, RATE_SETTLED_ERROR)
+
+    def speedup_bound(self) -> Spread | None:
+        """The speed-up's lower bounds (:attr:`bounds`), where the baseline reached the
+        target in no pair: None where some pair measured the speed-up itself."""
+        return None if self.speedups else spread_of(self.bounds)
 
     def lost(self) -> bool:
         """Whether the pairs measured the winner no faster than the baseline: a median
@@ -114,6 +126,13 @@ class Confirmation:
         (the run of a side that failed or never got there says so)."""
         won, base = (run.time_to_target_s if run else None for run in self.latest)
         speedup = f", {base / won:.2f}x" if won and base else ""
+        short = self.latest[1]
+        if won and short is not None and base is None:
+            ran = short.elapsed_s[-1]
+            return (
+                f"pair {self.pairs}: tuned {_seconds(won)} to the target, baseline not at "
+                f"it after {format_seconds(ran)}, >= {ran / won:.2f}x"
+            )
         return (
             f"pair {self.pairs}: tuned {_seconds(won)}, baseline {_seconds(base)} "
             f"to the target{speedup}"
@@ -245,6 +264,8 @@ def _run_pair(found: Confirmation, pairing: Pairing, trials: Trialist) -> None:
     found.latest = (run, base)
     if run and base and base.samples_per_s > 0:
         found.rate_ratios.append(run.samples_per_s / base.samples_per_s)
+    if run and base and run.time_to_target_s and base.time_to_target_s is None:
+        found.bounds.append(base.elapsed_s[-1] / run.time_to_target_s)
     if run and base and run.time_to_target_s and base.time_to_target_s:
         found.speedups.append(base.time_to_target_s / run.time_to_target_s)
         if base.samples_per_s > 0 and run.samples_per_s > 0:
@@ -512,6 +533,7 @@ def tuned_config(
         ),
         speedup_vs_baseline=statistics.median(speedups) if speedups else None,
         speedup_spread=spread_of(speedups),
+        speedup_at_least=found.speedup_bound(),
         throughput_speedup=spread_of(rate_ratios),
         warnings=list(warnings),
     )

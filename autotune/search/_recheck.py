@@ -250,12 +250,7 @@ def pairing_of(tuned: TunedConfig) -> Pairing:
     if base is None or base.time_to_target_s is None or measured.speedup_vs_baseline is None:
         raise ConfigError(
             "the tuned config records no baseline time to its target, so there is no "
-            "speed-up to check"
-            + (
-                " (the search measured its pick slower and kept the baseline: see `autotune show`)"
-                if measured.rejected is not None
-                else "; write one with `autotune search`."
-            )
+            "speed-up to check" + _why_unchecked(measured)
         )
     # The schedule's length where it has one (the run as `autotune run` would train it), but
     # never far past the target.
@@ -319,3 +314,17 @@ def _device_of(tuned: TunedConfig) -> str:
 def _steps(train: TrainConfig, time_to_target_s: float, samples_per_s: float) -> int:
     """_CAP_FACTOR x the steps ``train`` took to the target at the recorded pace."""
     return max(1, math.ceil(_CAP_FACTOR * time_to_target_s * samples_per_s / train.global_batch))
+
+
+def _why_unchecked(measured: MeasuredSection) -> str:
+    """Why a tuned config has no speed-up to check, and what to do about it."""
+    if measured.rejected is not None:
+        return " (the search measured its pick slower and kept the baseline: see `autotune show`)"
+    bound = measured.speedup_at_least
+    if bound is not None:
+        return (
+            f": the baseline never reached the target loss {measured.target_loss:.4g} in the "
+            f"search's confirmation, which bounded the speed-up at {bound.median:.2f}x or more. "
+            f"Search again with a --target-loss the baseline reaches."
+        )
+    return "; write one with `autotune search`."

@@ -59,6 +59,7 @@ from autotune.search import (
     SearchOptions,
     recheck,
     redact,
+    resolve_study,
     run_search,
 )
 from autotune.task import Task, load_task
@@ -325,7 +326,11 @@ def search(
         str, typer.Option(help="Optuna storage URL (SQLite file or any RDB).")
     ] = "sqlite:///autotune.db",
     study_name: Annotated[
-        str | None, typer.Option(help="Study name (default: the task file's stem).")
+        str | None,
+        typer.Option(
+            help="Study name (default: the task file's stem, or stem-2, ... once that study "
+            "holds a search of another version of the task or options)."
+        ),
     ] = None,
     target_loss: Annotated[
         float | None, typer.Option(help="Loss to reach (default: what the baseline reaches).")
@@ -382,13 +387,17 @@ def search(
         confirm_max_pairs=confirm_pairs,
         runoff_rounds=runoff,
     )
-    name = study_name or task_file.stem
+    with _user_errors():
+        resolved = resolve_study(options)  # the study's name, for the interrupted summary
+    name = str(resolved.options.study_name)
     with _user_errors(), _scratch_dirs(), stop_on_signals(err, storage, name):
         if tensorboard is not None:
             _require_tensorboard()  # before the search: a missing package costs no budget
         err.print(f"study storage: {redact(storage)}", highlight=False, soft_wrap=True)
+        if resolved.note is not None:
+            err.print(escape(resolved.note), highlight=False, soft_wrap=True)
         with SearchView(err) as view:
-            outcome = run_search(options, view.note, view.progress)
+            outcome = run_search(resolved.options, view.note, view.progress)
         if tensorboard is not None:
             write_study_summaries(outcome.studies.convergence, None, tensorboard)
             write_study_summaries(outcome.studies.systems, None, tensorboard / "systems")

@@ -85,6 +85,7 @@ def test_search_writes_a_confirmed_tuned_config(
     assert again.tuned.measured is not None
     resumed = optuna.load_study(study_name="model", storage=storage)
     assert resumed.user_attrs["baseline"] == study.user_attrs["baseline"]
+    assert resumed.user_attrs["identity"] == study.user_attrs["identity"]  # recorded at start
     assert len([t for t in resumed.trials if t.state.is_finished()]) == len(finished) + 1
 
 

@@ -52,6 +52,7 @@ from autotune.search._convergence import (
     same_config,
     stored_runs,
 )
+from autotune.search._identity import Resolved, StudyIdentity, resolve_study
 from autotune.search._measure import STARTUP_PRIOR_S, Trialist, measured, ok
 from autotune.search._progress import (
     Standing,
@@ -87,11 +88,13 @@ __all__ = [
     "RUNOFF_ROUNDS",
     "Recheck",
     "Remeasured",
+    "Resolved",
     "SearchError",
     "SearchInterrupted",
     "SearchOptions",
     "SearchOutcome",
     "Standing",
+    "StudyIdentity",
     "TopConfig",
     "baseline_seconds",
     "bounded_speedup",
@@ -99,6 +102,7 @@ __all__ = [
     "early_target",
     "recheck",
     "redact",
+    "resolve_study",
     "run_search",
     "study_summary",
     "task_horizon_s",
@@ -154,6 +158,11 @@ def run_search(
     ``note`` receives one line per event (phase, trial outcome); ``progress`` the standing
     after each convergence trial, for a live display.
     """
+    resolved = resolve_study(options)
+    say = note or (lambda _: None)
+    if resolved.note is not None:
+        say(resolved.note)
+    options = resolved.options
     with (
         _workdir(options) as workdir,
         Trialist(Path(options.task_path), workdir, options.seed) as trials,
@@ -161,7 +170,8 @@ def run_search(
         hardware = cached_hardware()
         if hardware is not None:  # no peaks to time: its imports overlap ours
             trials.launcher.prepare()
-        search = _Search(options, note or (lambda _: None), progress or (lambda _: None))
+        search = _Search(options, say, progress or (lambda _: None))
+        search.studies.identify(resolved.identity.model_dump_json())
         setup = search.setup(trials, hardware)
         plan = search.plan(setup, trials)
         search.converge(plan, trials)

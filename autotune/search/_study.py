@@ -49,6 +49,7 @@ from autotune.search._shield import SearchInterrupted, shield_storage, shielded
 
 __all__ = [
     "GRACE_S",
+    "IDENTITY_KEY",
     "INTERRUPTED",
     "SURPLUS",
     "SearchInterrupted",
@@ -130,6 +131,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 _T = TypeVar("_T")
+IDENTITY_KEY = "identity"  # the convergence study's user attribute :mod:`._identity` reads
 _ATTEMPTS = 3  # workers starting together race to create the tables; the loser retries
 
 
@@ -493,6 +495,12 @@ class Studies:
         self.claims = optuna.create_study(
             storage=backend, study_name=f"{name}/claims", load_if_exists=True
         )
+
+    def identify(self, identity: str) -> None:
+        """Record the search's identity (JSON) in a study that has none: a new one, or one
+        begun before identities were recorded (:mod:`._identity` compares it on resume)."""
+        if IDENTITY_KEY not in self.convergence.user_attrs:
+            self.convergence.set_user_attr(IDENTITY_KEY, identity)
 
     def stored(self, key: str, model: type[_M]) -> _M | None:
         """The fact stored under ``key`` (see :meth:`cached`), or None."""

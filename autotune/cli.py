@@ -33,6 +33,7 @@ from autotune._tuned_view import allocator_difference, reproduction, tuned_table
 from autotune._units import format_bytes, parse_bytes, parse_duration
 from autotune.config import (
     EDITED,
+    OTHER_TASK,
     TrainConfig,
     TunedConfig,
     load_tuned_config,
@@ -199,6 +200,8 @@ def run(
     out.print(_summary_table(result.summary, train_config))
     if tuned is not None and tuned.edited():
         err.print(f"[bold]vs tuned.yaml:[/] {EDITED}: samples/s not compared.")
+    elif tuned is not None and tuned.other_task(task_file):
+        err.print(f"[bold]vs tuned.yaml:[/] {OTHER_TASK}: samples/s not compared.")
     elif tuned is not None and tuned.measured is not None:
         same, line = reproduction(result.summary.samples_per_s, tuned.measured)
         (out if same else err).print(f"[bold]vs tuned.yaml:[/] {line}")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EDITED",
+    "OTHER_TASK",
     "PRECISIONS",
     "ActivationCheckpointing",
     "BaselineMeasured",
@@ -38,6 +39,7 @@ __all__ = [
     "Spread",
     "TrainConfig",
     "TunedConfig",
+    "file_sha256",
     "load_train_config",
     "load_tuned_config",
     "save_tuned_config",
@@ -216,6 +218,12 @@ class Measured(_Closed):
         default_factory=list,
         description="What makes these numbers weaker than they look, each with its fix.",
     )
+    task_sha256: str | None = Field(
+        None,
+        description="sha256 of the task file's bytes these numbers were measured with: run "
+        "and check do not hold another (or an edited) task file to them. None: written "
+        "before autotune recorded it.",
+    )
     train_digest: str | None = Field(
         None,
         description="train_digest() of the train section these numbers were measured with. "
@@ -256,6 +264,29 @@ class TunedConfig(_Closed):
         if measured is None or measured.train_digest is None:
             return False
         return measured.train_digest != train_digest(self.train)
+
+    def other_task(self, task_path: Path) -> bool:
+        """Whether ``task_path``'s contents are not the task file ``measured`` was measured
+        with (False where the file does not record it, or the task cannot be read: the run
+        itself says why). What to tell the user then starts with :data:`OTHER_TASK`."""
+        recorded = self.measured.task_sha256 if self.measured is not None else None
+        if recorded is None:
+            return False
+        try:
+            return file_sha256(task_path) != recorded
+        except OSError:
+            return False
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of the file's bytes, as hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+OTHER_TASK = (
+    "the task file is not the one the search measured (its contents differ: another task, "
+    "or this one edited since), so the file's measured numbers are not of this task"
+)
 
 
 EDITED = (

@@ -129,6 +129,36 @@ def test_a_run_of_an_edited_tuned_yaml_compares_nothing(
     assert "samples/s not compared" in said and "reproduced" not in said
 
 
+def test_a_run_of_another_task_file_compares_nothing(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """iris.py's tuned.yaml run on unused.py: its 55% read "not reproduced. Is this machine
+    busy?", which blamed the machine for a different model."""
+    from autotune.config import file_sha256
+
+    task = write_task(TINY_TASK)
+    other = write_task(
+        TINY_TASK.replace(
+            "nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2)",
+            "nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 2)",
+        ),
+        "other.py",
+    )
+    tuned = make_tuned(
+        micro_batch_size=8, grad_accum_steps=1, precision="32-true", activation_checkpointing="none"
+    )
+    assert tuned.measured is not None
+    measured = tuned.measured.model_copy(update={"task_sha256": file_sha256(task)})
+    config = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned.model_copy(update={"measured": measured}), config)
+
+    said = " ".join(_run(str(other), "-c", str(config), "--steps", "12").output.split())
+    assert "the task file is not the one the search measured" in said
+    assert "samples/s not compared" in said and "reproduced" not in said
+    same = " ".join(_run(str(task), "-c", str(config), "--steps", "12").output.split())
+    assert "vs tuned.yaml:" in same and "not the one the search measured" not in same
+
+
 def test_summary_table_is_printed(write_task: Callable[[str], Path]) -> None:
     result = _run(str(write_task(TINY_TASK)), "--steps", "3")
     assert "final loss" in result.output and "samples/s" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from autotune.search._confirm import Confirmation
 from autotune.search._recheck import pairing_of
 from autotune.search._types import Measured
 from tests._tuned import BASELINE, make_tuned
+from tests.conftest import TINY_TASK
 from tests.test_show import row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,3 +264,23 @@ def test_check_reruns_a_real_tuned_config_and_its_baseline(tmp_path: Path) -> No
     assert row(result.stdout, "time-to-target speed-up")[1] == "0.05x"
     said = " ".join(result.stdout.split())
     assert re.search(r"3 interleaved pairs \((the same torch|torch |autotune ).*\); holds:", said)
+
+
+def test_another_task_file_is_not_checked_against_the_numbers(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from autotune.config import file_sha256
+
+    tuned = make_tuned()
+    assert tuned.measured is not None
+    recorded = write_task(TINY_TASK)
+    measured = tuned.measured.model_copy(update={"task_sha256": file_sha256(recorded)})
+    other = write_task(
+        TINY_TASK.replace(
+            "nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2)",
+            "nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 2)",
+        ),
+        "other.py",
+    )
+    with pytest.raises(ConfigError, match=r"not the one the search measured.*autotune search"):
+        recheck(tuned.model_copy(update={"measured": measured}), other, tmp_path)

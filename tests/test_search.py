@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from autotune import stability
-from autotune.config import TrainConfig, load_tuned_config
+from autotune.config import TrainConfig, file_sha256, load_tuned_config
 from autotune.search import SearchOptions, SearchOutcome, redact, run_search
 from autotune.search._types import BaselineRun, Measured
 from tests.conftest import TINY_TASK
@@ -63,6 +63,7 @@ def test_search_writes_a_confirmed_tuned_config(
         confirmed = any(line.startswith(f"confirmed with {pairs} pairs") for line in lines)
         assert (pairs > 2) == confirmed
     assert measured.target_loss is not None and measured.time_to_target_s is not None
+    assert measured.task_sha256 == file_sha256(options.task_path)  # run -c compares it
     assert tuned.train.precision != "16-mixed"  # fp16 is ruled out on CPU by the probe
     study = optuna.load_study(study_name="model", storage=storage)
     finished = [t for t in study.trials if t.state.is_finished()]

@@ -170,7 +170,7 @@ def run_search(
         hardware = cached_hardware()
         if hardware is not None:  # no peaks to time: its imports overlap ours
             trials.launcher.prepare()
-        search = _Search(options, say, progress or (lambda _: None))
+        search = _Search(options, say, progress or (lambda _: None), resolved.identity.task_sha256)
         search.studies.identify(resolved.identity.model_dump_json())
         setup = search.setup(trials, hardware)
         plan = search.plan(setup, trials)
@@ -195,8 +195,11 @@ class _Setup:
 class _Search:
     """The phases of one search, sharing its options, studies, budget and event sinks."""
 
-    def __init__(self, options: SearchOptions, say: Events, show: Progress) -> None:
+    def __init__(
+        self, options: SearchOptions, say: Events, show: Progress, task_sha256: str | None = None
+    ) -> None:
         self.options, self.say, self.show = options, say, show
+        self.task_sha256 = task_sha256  # the task file's, recorded beside the numbers
         self.budget = Budget(options.budget_s)
         self.task = load_task(options.task_path)
         self.space = spaces.load_space(options.space)  # a bad file fails before any work
@@ -387,8 +390,8 @@ class _Search:
             self._warn_if(_NOTHING_FASTER)
         elif found.lost():
             self._warn_if(_lost_text(found, winner))
-            return baseline_kept(found, baseline, report, where, self.warnings)
-        return tuned_config(found, baseline, report, where, self.warnings)
+            return baseline_kept(found, baseline, report, where, self.warnings, self.task_sha256)
+        return tuned_config(found, baseline, report, where, self.warnings, self.task_sha256)
 
     def _ranked(self, trials: Trialist, plan: ConvergencePlan) -> list[Entry]:
         """The trials that reached the target, fastest first, after the runoff among the

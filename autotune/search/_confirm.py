@@ -508,6 +508,7 @@ def tuned_config(
     report: ProbeReport,
     provenance: Provenance,
     warnings: Sequence[str] = (),
+    task_sha256: str | None = None,
 ) -> TunedConfig:
     """The tuned config, with the confirmation's medians and spreads as evidence."""
     winner_cfg: TrainConfig = found.winner[0].train
@@ -536,6 +537,7 @@ def tuned_config(
         speedup_at_least=found.speedup_bound(),
         throughput_speedup=spread_of(rate_ratios),
         warnings=list(warnings),
+        task_sha256=task_sha256,
     )
     return TunedConfig(
         task=report.task_file,
@@ -551,6 +553,7 @@ def baseline_kept(
     report: ProbeReport,
     provenance: Provenance,
     warnings: Sequence[str] = (),
+    task_sha256: str | None = None,
 ) -> TunedConfig:
     """The tuned config when the confirmation :meth:`~Confirmation.lost`: the baseline's
     own config, its runs (the one that set the target and the confirmation's) as the
@@ -580,6 +583,7 @@ def baseline_kept(
         ),
         rejected=rejected,
         warnings=list(warnings),
+        task_sha256=task_sha256,
     )
     where = provenance.model_copy(update={"trial": None})
     return TunedConfig(

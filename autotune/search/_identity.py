@@ -24,6 +24,7 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field
 
 from autotune import space as spaces
+from autotune.config import file_sha256
 from autotune.errors import ConfigError
 from autotune.search._study import IDENTITY_KEY, open_storage, redact
 from autotune.search._types import SearchOptions
@@ -50,7 +51,7 @@ class StudyIdentity(BaseModel):
         """The identity of a search with ``options`` (reads the task file and the space)."""
         path = Path(options.task_path)
         try:
-            task_bytes = path.read_bytes()
+            task_sha256 = file_sha256(path)
         except OSError as exc:
             raise ConfigError(
                 f"the task file {path} cannot be read ({exc.strerror}); check the path."
@@ -58,7 +59,7 @@ class StudyIdentity(BaseModel):
         space = spaces.load_space(options.space).model_dump_json()
         return cls(
             task_file=str(path.resolve()),
-            task_sha256=hashlib.sha256(task_bytes).hexdigest(),
+            task_sha256=task_sha256,
             space_sha256=hashlib.sha256(space.encode()).hexdigest(),
             target_loss=options.target_loss,
             memory_limit_bytes=options.memory_limit_bytes,

@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 import torch
 
 from autotune import __version__
-from autotune.config import EDITED, Spread, TrainConfig, TunedConfig
+from autotune.config import EDITED, OTHER_TASK, Spread, TrainConfig, TunedConfig
 from autotune.config import Measured as MeasuredSection
 from autotune.errors import ConfigError
 from autotune.explain import sample_ratio as recorded_sample_ratio
@@ -282,8 +282,14 @@ def recheck(
     its init and data order, so its time to the target).
 
     Raises:
-        ConfigError: see :func:`pairing_of`.
+        ConfigError: see :func:`pairing_of`; or ``task_path`` is not the task file the
+            search measured.
     """
+    if tuned.other_task(task_path):
+        raise ConfigError(
+            f"{OTHER_TASK}, and there is nothing to check it against: run `autotune search "
+            f"{task_path}` for its numbers, or give the task file the search measured."
+        )
     pairing = pairing_of(tuned)
     device = _device_of(tuned)
     with Trialist(task_path, workdir, seed=seed, device=device) as trials:

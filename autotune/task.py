@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, IterableDataset, default_collate
 
 from autotune.errors import TaskError
 
-__all__ = ["OPTIMIZER_NAMES", "OptimizerFactory", "Task", "load_task"]
+__all__ = ["OPTIMIZER_NAMES", "OptimizerFactory", "Task", "checked_task_path", "load_task"]
 
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 """Optimizers a Task or a config may name; anything else is a callable."""
@@ -250,6 +250,17 @@ def load_task(path: str | Path) -> Task:
         TaskError: the file is missing, does not import, or exposes neither ``task``
             nor ``build_model``/``build_dataset``/``loss_fn``.
     """
+    file = checked_task_path(path)
+    module = _import_file(file, str(path))
+    return _task_from_module(module, str(path))
+
+
+def checked_task_path(path: str | Path) -> Path:
+    """``path`` as a task file's :class:`Path`.
+
+    Raises:
+        TaskError: it is a directory, missing, or not a .py file; each with the fix.
+    """
     file = Path(path)
     if file.is_dir():
         raise TaskError(
@@ -263,8 +274,7 @@ def load_task(path: str | Path) -> Task:
         )
     if file.suffix != ".py":
         raise TaskError(f"Task file '{path}' is not a .py file; pass a Python task file.")
-    module = _import_file(file, str(path))
-    return _task_from_module(module, str(path))
+    return file
 
 
 def _import_file(file: Path, shown: str) -> Any:

@@ -204,9 +204,9 @@ def test_the_search_starts_its_fork_server_first_when_no_peaks_are_to_be_timed(
     monkeypatch.setattr(ForkServer, "prepare", lambda self: order.append("server"))
     monkeypatch.setattr(search, "load_task", load_task)
     monkeypatch.setattr(search, "cached_hardware", lambda: object() if cached else None)
-    options = search.SearchOptions(
-        task_path=tmp_path / "model.py", storage=f"sqlite:///{tmp_path}/s.db"
-    )
+    task = tmp_path / "model.py"
+    task.write_text("")  # read for the study's identity; load_task (mocked) never imports it
+    options = search.SearchOptions(task_path=task, storage=f"sqlite:///{tmp_path}/s.db")
     with pytest.raises(_Stop):
         search.run_search(options)
     assert order == expected

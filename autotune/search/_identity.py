@@ -28,6 +28,7 @@ from autotune.config import file_sha256
 from autotune.errors import ConfigError
 from autotune.search._study import IDENTITY_KEY, open_storage, redact
 from autotune.search._types import SearchOptions
+from autotune.task import checked_task_path
 
 __all__ = ["IDENTITY_KEY", "Resolved", "StudyIdentity", "resolve_study"]
 
@@ -49,7 +50,7 @@ class StudyIdentity(BaseModel):
     @classmethod
     def of(cls, options: SearchOptions) -> StudyIdentity:
         """The identity of a search with ``options`` (reads the task file and the space)."""
-        path = Path(options.task_path)
+        path = checked_task_path(options.task_path)
         try:
             task_sha256 = file_sha256(path)
         except OSError as exc:

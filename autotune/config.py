@@ -218,6 +218,12 @@ class Measured(_Closed):
         default_factory=list,
         description="What makes these numbers weaker than they look, each with its fix.",
     )
+    unused_parameters: list[str] = Field(
+        default_factory=list,
+        description="Trainable parameters the probe's backward left without a gradient: "
+        "DDP in the user's own trainer needs find_unused_parameters=True for them (the "
+        "exports say how); autotune's runtime finds them itself.",
+    )
     task_sha256: str | None = Field(
         None,
         description="sha256 of the task file's bytes these numbers were measured with: run "

@@ -100,6 +100,35 @@ def test_lightning_ddp_and_true_bf16() -> None:
     assert type(trainer.strategy).__name__ == "DDPStrategy"
 
 
+def _with_unused(tuned: TunedConfig, names: list[str]) -> TunedConfig:
+    assert tuned.measured is not None
+    measured = tuned.measured.model_copy(update={"unused_parameters": names})
+    return tuned.model_copy(update={"measured": measured})
+
+
+def test_parameters_without_a_gradient_get_the_ddp_that_looks_for_them() -> None:
+    """A model with an auxiliary head the loss never uses: plain DDP fails on its second
+    step ("Expected to have finished reduction in the prior iteration")."""
+    cpu = ExportContext(device="cpu")
+    two = _with_unused(make_tuned(world_size=2, gradient_clip_val=None), ["aux.weight"])
+    kwargs = json.loads(export(two, "lightning", cpu).text)
+    assert kwargs["strategy"] == "ddp_find_unused_parameters_true"
+    assert _trainer(kwargs).strategy._ddp_kwargs["find_unused_parameters"] is True
+    one = export(_with_unused(make_tuned(), ["aux.weight", "aux.bias"]), "lightning", cpu)
+    assert json.loads(one.text)["strategy"] == "auto"
+    assert any(
+        "2 trainable parameter(s) get no gradient (aux.weight, aux.bias)" in n for n in one.notes
+    )
+    hf = json.loads(export(_with_unused(make_tuned(), ["aux.weight"]), "hf", cpu).text)
+    assert hf["ddp_find_unused_parameters"] is True
+    assert json.loads(export(make_tuned(), "hf", cpu).text)["ddp_find_unused_parameters"] is False
+    bare = TunedConfig(train=make_tuned().train)  # a hand-written file: nothing measured
+    assert "ddp_find_unused_parameters" not in json.loads(export(bare, "hf", cpu).text)
+    notes = export(_with_unused(two, ["aux.weight"]), "accelerate", cpu).notes
+    assert any("DistributedDataParallelKwargs(find_unused_parameters=True)" in n for n in notes)
+    assert not any("find_unused" in n for n in export(make_tuned(), "accelerate", cpu).notes)
+
+
 def test_lightning_notes_fp16_on_cpu() -> None:
     exported = export(make_tuned(precision="16-mixed"), "lightning", ExportContext(device="cpu"))
     assert any("16-mixed on CPU" in note for note in exported.notes)

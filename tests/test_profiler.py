@@ -153,6 +153,16 @@ def make_variant(fixed: int = 1_000_000, per_sample: float = 12_345.6) -> Varian
 # --- FLOPs and model facts -------------------------------------------------------------------
 
 
+def test_parameters_the_loss_never_reaches_are_named(tiny: Task, write_task: Any) -> None:
+    from tests.runtime.test_ddp import UNUSED_HEAD_TASK
+
+    assert model_facts(tiny).unused_params == []
+    assert model_facts(load_task(write_task(UNUSED_HEAD_TASK))).unused_params == [
+        "aux.weight",
+        "aux.bias",
+    ]
+
+
 def test_linear_mlp_flops_are_forward_2n_plus_backward_4n(tiny: Task) -> None:
     """Linear(8, 32) -> ReLU -> Linear(32, 2): 2N forward, 4N backward per sample, except
     the first layer's input gradient (2 * 8 * 32): the data needs no gradient, so autograd

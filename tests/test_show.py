@@ -212,3 +212,12 @@ def test_a_speedup_the_baseline_never_measured_shows_as_its_lower_bound(tmp_path
     assert row(console.export_text(), "time-to-target speed-up")[1].startswith(
         "at least 5.90x (range 5.50-6.10, 8 pairs;"
     )
+
+
+def test_parameters_without_a_gradient_are_named_with_what_ddp_needs(tmp_path: Path) -> None:
+    tuned = make_tuned()
+    assert tuned.measured is not None
+    measured = tuned.measured.model_copy(update={"unused_parameters": ["aux.weight"]})
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned.model_copy(update={"measured": measured}), path)
+    assert row(show(path).stdout, "no gradient")[1].startswith("aux.weight: DDP must look")

@@ -13,7 +13,13 @@ from typing import Any
 import yaml
 
 from autotune.config import TunedConfig
-from autotune.export._base import ExportContext, Exported, Exporter, checkpointing_text
+from autotune.export._base import (
+    ExportContext,
+    Exported,
+    Exporter,
+    checkpointing_text,
+    unused_parameters,
+)
 
 __all__ = ["AccelerateExporter"]
 
@@ -73,6 +79,13 @@ class AccelerateExporter(Exporter):
             notes.append(
                 f"activation_checkpointing {checkpointing_text(train)} has no key in an "
                 f"Accelerate config: wrap the blocks in your script (autotune.apply does it)."
+            )
+        unused, which = unused_parameters(tuned)
+        if unused:
+            notes.append(
+                f"{which}: DDP fails on its second step without find_unused_parameters: pass "
+                f"Accelerator(kwargs_handlers=[DistributedDataParallelKwargs("
+                f"find_unused_parameters=True)])."
             )
         if train.gradient_clip_val is not None:
             notes.append(

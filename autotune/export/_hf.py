@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from autotune.config import EveryK, TrainConfig, TunedConfig
-from autotune.export._base import ExportContext, Exported, Exporter
+from autotune.export._base import ExportContext, Exported, Exporter, unused_parameters
 
 __all__ = ["HfExporter"]
 
@@ -40,6 +40,9 @@ class HfExporter(Exporter):
         }
         if ctx.device == "cpu":
             kwargs["use_cpu"] = True
+        unused, _ = unused_parameters(tuned)
+        if unused is not None:  # HF's default (None) guesses; the probe measured it
+            kwargs["ddp_find_unused_parameters"] = unused
         kwargs |= _checkpointing(train, notes)
         kwargs |= _optimizer(train, notes)
         kwargs |= _schedule(train, self.steps(tuned, ctx), notes)

@@ -11,7 +11,13 @@ import json
 from typing import Any
 
 from autotune.config import TunedConfig
-from autotune.export._base import ExportContext, Exported, Exporter, checkpointing_text
+from autotune.export._base import (
+    ExportContext,
+    Exported,
+    Exporter,
+    checkpointing_text,
+    unused_parameters,
+)
 
 __all__ = ["LightningExporter"]
 
@@ -27,7 +33,7 @@ class LightningExporter(Exporter):
         kwargs: dict[str, Any] = {
             "accelerator": "gpu" if ctx.device == "cuda" else "cpu",
             "devices": train.world_size,
-            "strategy": "ddp" if train.world_size > 1 else "auto",
+            "strategy": _strategy(tuned),
             "precision": train.precision,
             "accumulate_grad_batches": train.grad_accum_steps,
         }
@@ -57,8 +63,23 @@ class LightningExporter(Exporter):
             )
         if train.compile:
             notes.append("compile: true is not a Trainer argument: pass torch.compile(model).")
+        unused, which = unused_parameters(tuned)
+        if unused and train.world_size == 1:
+            notes.append(
+                f"{which}: on more than one device use strategy="
+                f"'ddp_find_unused_parameters_true', or plain 'ddp' fails on its second step."
+            )
         if train.precision == "16-mixed" and ctx.device == "cpu":
             notes.append(
                 "Lightning runs precision 16-mixed on CPU as bf16-mixed; train on a GPU for fp16."
             )
         return notes
+
+
+def _strategy(tuned: TunedConfig) -> str:
+    """``auto`` on one device; ``ddp``, or the DDP that looks for parameters without a
+    gradient every step where the probe found some (plain DDP fails on them)."""
+    if tuned.train.world_size == 1:
+        return "auto"
+    unused, _ = unused_parameters(tuned)
+    return "ddp_find_unused_parameters_true" if unused else "ddp"

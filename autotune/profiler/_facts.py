@@ -52,6 +52,7 @@ def model_facts(
     total = sum(p.numel() for p in model.parameters())
     batch, count = sample_batch(task, batch_size)
     flops, tally = _count(task, model.to(torch.device(device)), batch, torch.device(device))
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     per_sample = flops / count
     tokens = tally.tokens_per_sample(count)
     rule = 6.0 * tally.params * tokens
@@ -65,6 +66,7 @@ def model_facts(
         rule_flops_per_sample=rule,
         flops_vs_rule=per_sample / rule if rule > 0 else None,
         blocks=blocks,
+        unused_params=unused,
     )
 
 

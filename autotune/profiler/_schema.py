@@ -88,6 +88,12 @@ class ModelFacts(_Closed):
     blocks: list[str] = Field(
         description="Qualified names of the blocks activation checkpointing would recompute."
     )
+    unused_params: list[str] = Field(
+        default_factory=list,
+        description="Trainable parameters the counted backward left without a gradient (an "
+        "auxiliary head the loss never uses): DDP must look for them every step "
+        "(find_unused_parameters=True), or it fails on its second step.",
+    )
 
 
 class MemoryBudget(_Closed):

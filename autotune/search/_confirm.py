@@ -606,6 +606,7 @@ def _evidence(
         throughput_spread=spread_of(rates),
         mfu=hardware.mfu(achieved, report.hardware, train.precision),
         gradient_noise_scale=report.noise_scale.b_simple,
+        unused_parameters=report.model.unused_params,
         **fields,
     )
 

@@ -337,6 +337,34 @@ def test_a_baseline_still_on_the_losss_first_drop_is_warned_of() -> None:
     assert unbent_baseline(_baseline_run(bent[:25])) is None
 
 
+def test_a_baseline_that_blows_up_sets_no_target() -> None:
+    """iris with Adam at lr 50: 1.25 at step 1, 21781 at step 2, 217 after 2754 steps, and
+    every config "reached" that target at its first step (5.49x was measured to it)."""
+    from autotune.search import SearchError, _require_training
+
+    base = TrainConfig(micro_batch_size=16, optimizer={"lr": 50.0})
+    blown = [1.25, 21781.0, 21879.0, 4430.0] + [217.0 + (k % 7) for k in range(200)]
+    with pytest.raises(
+        SearchError, match=r"blew up from 1.25 at step 1 to 2.188e\+04.*--target-loss"
+    ):
+        _require_training(_baseline_run(blown).run, base, 217.0)
+    # a lucky first batch (a stream's 16.5 against a mean near 32) is no blow-up
+    lucky = [16.5] + [32.0 - 0.05 * k for k in range(200)]
+    _require_training(_baseline_run(lucky).run, base, 22.0)
+    climbing = _baseline_run([2.0] * 100 + [2.0 * 1.1**k for k in range(60)])
+    with pytest.raises(SearchError, match=r"does not train: .*rose"):
+        _require_training(climbing.run, base, 2.0)
+
+
+def test_a_baseline_that_fails_under_a_given_target_is_warned_of() -> None:
+    from autotune.search import unstable_baseline
+
+    climbing = _baseline_run([2.0] * 100 + [2.0 * 1.1**k for k in range(60)])
+    warning = unstable_baseline(climbing)
+    assert warning is not None and warning.startswith("the Task's baseline does not train (")
+    assert unstable_baseline(_baseline_run([2.3 - 0.001 * k for k in range(200)])) is None
+
+
 def test_a_winner_at_the_target_in_its_first_steps_is_warned_of() -> None:
     from autotune.search import early_target
     from autotune.search._confirm import Confirmation

@@ -16,7 +16,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +107,10 @@ __all__ = [
     "study_summary",
     "task_horizon_s",
     "unbent_baseline",
+    "unstable_baseline",
 ]
 
+_BLOW_UP = 10.0  # a loss this many times its first is no batch's noise: the run blew up
 _BASELINE_SHARE = 0.08  # of the budget: long enough for a target off the loss's steep start
 # ... but no longer than lets the confirmation fit in this share of the budget: each of its
 # pairs re-runs the baseline to the target and the winner (planned at up to 1.3x the best,
@@ -257,6 +259,8 @@ class _Search:
         say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
         if baseline.target_from not in ("user", "task"):  # the target is off its curve
             self._warn_if(unbent_baseline(baseline))
+        else:  # a curve that sets no target may still fail to train
+            self._warn_if(unstable_baseline(baseline))
         with self._phase("systems"):
             systems = _systems(space, report, base, self.studies, trials, options, say)
         self.studies.release("setup")
@@ -478,8 +482,53 @@ def _baseline(
     if asked is not None and len(run.losses) < asked:
         horizon = _cut(asked, run, options, say)
     target, source = _target(run, task, options, horizon)
+    if source not in ("user", "task"):  # a target off a curve that does not train is none
+        _require_training(run, base, target)
     tt = Measured.model_validate({**run.model_dump(), "time_to_target_s": _tt(run, target)})
     return BaselineRun(run=tt, steps=len(run.losses), target_loss=target, target_from=source)
+
+
+def _require_training(run: Measured, base: TrainConfig, target: float) -> None:
+    """Raise :class:`SearchError` where the baseline's curve diverged, did not fall, or
+    ends at a ``target`` no lower than its first loss: every config reaches such a target
+    at its first step (Adam at lr 50 on iris: 1.25 at step 1, 21781 at step 2, and a
+    target of 217 after 2754 steps, to which "5.49x" was measured)."""
+    found = stability.verdict(run.losses)
+    if not found.stable:
+        why = "; ".join(found.reasons)
+    elif _blew_up(run.losses, target):
+        why = (
+            f"its loss blew up from {run.losses[0]:.4g} at step 1 to {max(run.losses):.4g}, "
+            f"and after {len(run.losses)} steps, {target:.4g}, it is still above its start"
+        )
+    else:
+        return
+    raise SearchError(
+        f"the Task's baseline ({describe(base)}) does not train: {why}. A target loss taken "
+        f"from its curve is one any config reaches at its first step: fix Task.baseline (a "
+        f"lower lr?) so that `autotune run` trains it, or give --target-loss."
+    )
+
+
+def _blew_up(losses: Sequence[float], target: float) -> bool:
+    """Whether a curve that starts positive ends no lower (``target``) and rose to
+    _BLOW_UP x its first loss on the way. Ending above the first loss alone is no sign:
+    a stream's first batch came out at 16.5 against a mean near 32."""
+    first = losses[0]
+    return first > 0 and target >= first and max(losses) >= _BLOW_UP * first
+
+
+def unstable_baseline(baseline: BaselineRun) -> str | None:
+    """A warning where the baseline's curve diverged or did not fall but the target is the
+    user's or the Task's (a target from the curve itself is refused instead); None when it
+    trains."""
+    found = stability.verdict(baseline.run.losses)
+    if found.stable:
+        return None
+    return (
+        f"the Task's baseline does not train ({'; '.join(found.reasons)}): the speed-up is "
+        f"over a setup that fails, not over a working one. Fix Task.baseline."
+    )
 
 
 def _stop_after(cap_s: float) -> Callable[[StepRecord], bool]:

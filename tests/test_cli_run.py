@@ -132,8 +132,8 @@ def test_a_run_of_an_edited_tuned_yaml_compares_nothing(
 def test_a_run_of_another_task_file_compares_nothing(
     write_task: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """iris.py's tuned.yaml run on unused.py: its 55% read "not reproduced. Is this machine
-    busy?", which blamed the machine for a different model."""
+    """One task's tuned.yaml run on another task file read "not reproduced. Is this
+    machine busy?", which blamed the machine for a different model."""
     from autotune.config import file_sha256
 
     task = write_task(TINY_TASK)

@@ -480,9 +480,9 @@ def _bounded_pairs() -> Confirmation:
 
 
 def test_a_baseline_that_never_reaches_the_target_bounds_the_speedup() -> None:
-    """iris with --target-loss 0.02: the baseline reached it in none of 8 pairs, tuned.yaml
-    gave no time-to-target speed-up at all, and 5 more pairs were run to settle what no
-    pair could measure."""
+    """A user's --target-loss the baseline never reached: no pair measured a speed-up,
+    tuned.yaml gave none at all, and pairs beyond 3 ran to settle what none could
+    measure."""
     found = _bounded_pairs()
 
     assert found.speedups == [] and found.pairs == 3  # settled on samples/s alone

@@ -56,7 +56,7 @@ def test_the_identity_is_the_task_files_contents_and_the_options_that_shape_the_
 def test_an_edited_task_file_starts_a_new_study_and_the_same_one_resumes(
     options: SearchOptions, write_task: Callable[[str], Path]
 ) -> None:
-    """iris.py and another iris.py (another baseline LR) in one storage: the second
+    """Two task files of one name (another baseline LR) in one storage: the second
     search resumed the first one's study, its baseline and its trials as its own."""
     first = resolve_study(options)
     assert first.options.study_name == "model" and first.note is None

@@ -536,3 +536,22 @@ def test_an_edited_train_section_is_warned_of_beside_the_comparison(
     assert tuned.train != _train(64)
     html = render(load_report_data(stored.storage, tuned=path))
     assert "<b>Warning:</b> the train section was edited after the search" in html
+
+
+def test_a_speedup_only_bounded_is_shown_as_its_lower_bound(stored: Stored, tmp_path: Path) -> None:
+    from autotune.config import Spread
+
+    tuned = tuned_config(task="model.py")
+    assert tuned.measured is not None
+    update = {
+        "speedup_vs_baseline": None,
+        "speedup_spread": None,
+        "speedup_at_least": Spread(median=5.5, low=5.25, high=5.63, n=3),
+    }
+    measured = tuned.measured.model_copy(update=update)
+    path = tmp_path / "tuned.yaml"
+    path.write_text(
+        yaml.safe_dump(tuned.model_copy(update={"measured": measured}).model_dump(mode="json"))
+    )
+    html = render(load_report_data(stored.storage, tuned=path))
+    assert "time to target: at least <b>5.50x</b> the baseline's speed (the baseline" in html

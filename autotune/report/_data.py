@@ -95,6 +95,8 @@ class Comparison:
     baseline: Side | None = None
     tuned: Side | None = None
     speedup: float | None = None  # time to target: baseline / tuned
+    # where the baseline never reached the target: the median lower bound on ``speedup``
+    speedup_at_least: float | None = None
     throughput_speedup: float | None = None  # samples/s: tuned / baseline
     # tuned.yaml's measured.rejected (as one line) and measured.warnings: what weakens it
     warnings: list[str] = field(default_factory=list)
@@ -378,6 +380,7 @@ def _from_tuned(
             measured.peak_memory_bytes,
         ),
         speedup=measured.speedup_vs_baseline,
+        speedup_at_least=measured.speedup_at_least.median if measured.speedup_at_least else None,
         throughput_speedup=measured.throughput_speedup.median
         if measured.throughput_speedup
         else None,

@@ -228,6 +228,11 @@ def _speedups(comparison: Comparison) -> str:
     parts = []
     if comparison.speedup is not None:
         parts.append(f"time to target: <b>{comparison.speedup:.2f}x</b> the baseline's speed")
+    elif comparison.speedup_at_least is not None:
+        parts.append(
+            f"time to target: at least <b>{comparison.speedup_at_least:.2f}x</b> the baseline's "
+            f"speed (the baseline never reached the target)"
+        )
     if comparison.throughput_speedup is not None:
         parts.append(f"throughput: <b>{comparison.throughput_speedup:.2f}x</b> the baseline's")
     return f"<p>Speed-up: {'; '.join(parts)}.</p>" if parts else ""

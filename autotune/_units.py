@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_bytes", "format_seconds", "parse_bytes", "parse_duration"]
+__all__ = ["format_bytes", "format_names", "format_seconds", "parse_bytes", "parse_duration"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -69,3 +69,9 @@ def format_bytes(value: int | float | None) -> str:
         if abs(value) >= size:
             return f"{value / size:,.1f} {unit}"
     return f"{int(value)} B"
+
+
+def format_names(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names``, comma-separated, then "and N more" for the rest."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")

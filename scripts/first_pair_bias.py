@@ -5,14 +5,16 @@
 Reads the ``pair N: tuned X s, baseline Y s`` lines of ``autotune search`` logs (default:
 every ``benchmarks/results/searches/*_search_*.txt``) and prints, per log with at least 4
 pairs, the first pair's tuned time over the median of the other pairs' tuned times, then
-the median of those ratios. Until be17d47 the first pair's tuned run also measured peak
-memory, inside the run, with the CPU profiler; ``--exclude-letter v`` leaves out the logs
+the median of those ratios, and how often a fair coin puts as many of them above 1 (a
+one-sided sign test). Until be17d47 the first pair's tuned run also measured peak memory,
+inside the run, with the CPU profiler; ``--exclude-letter v`` leaves out the logs
 written after that change (the letter is the file name's last ``_`` part).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import sys
@@ -38,7 +40,15 @@ def main() -> int:
         print("no log with enough pairs")
         return 1
     print(f"{len(ratios)} logs; median first-pair ratio {statistics.median(ratios):.3f}")
+    above = sum(ratio > 1.0 for ratio in ratios)
+    chance = _tail(above, len(ratios))
+    print(f"{above} of {len(ratios)} above 1; a fair coin gives as many or more {chance:.0%}")
     return 0
+
+
+def _tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2): the one-sided sign test."""
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
 
 
 def _arguments() -> argparse.Namespace:

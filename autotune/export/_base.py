@@ -11,6 +11,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Literal
 
+from autotune._units import format_names
 from autotune.config import EveryK, TrainConfig, TunedConfig
 
 __all__ = ["ExportContext", "Exported", "Exporter", "checkpointing_text", "unused_parameters"]
@@ -69,15 +70,12 @@ def checkpointing_text(train: TrainConfig) -> str:
     return f"every_k: {mode.every_k}" if isinstance(mode, EveryK) else mode
 
 
-_LISTED = 3  # parameter names a note lists before "and N more"
-
-
 def unused_parameters(tuned: TunedConfig) -> tuple[bool | None, str]:
     """Whether the probe found trainable parameters without a gradient (None: the file
     does not say, e.g. a hand-written one), and a phrase naming them."""
     if tuned.measured is None:
         return None, ""
     names = tuned.measured.unused_parameters
-    more = len(names) - _LISTED
-    listed = ", ".join(names[:_LISTED]) + (f" and {more} more" if more > 0 else "")
-    return bool(names), f"{len(names)} trainable parameter(s) get no gradient ({listed})"
+    return bool(names), (
+        f"{len(names)} trainable parameter(s) get no gradient ({format_names(names)})"
+    )

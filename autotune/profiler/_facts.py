@@ -17,6 +17,7 @@ from autotune.errors import TaskError
 from autotune.profiler._schema import ModelFacts
 from autotune.runtime import find_blocks
 from autotune.runtime._data import to_device
+from autotune.runtime._ddp import gradless
 from autotune.task import Task
 
 __all__ = ["FLOPS_BATCH", "PROBE_SEED", "model_facts", "sample_batch", "seeded"]
@@ -52,7 +53,7 @@ def model_facts(
     total = sum(p.numel() for p in model.parameters())
     batch, count = sample_batch(task, batch_size)
     flops, tally = _count(task, model.to(torch.device(device)), batch, torch.device(device))
-    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    unused = gradless(model)  # DDP must look for these every step
     per_sample = flops / count
     tokens = tally.tokens_per_sample(count)
     rule = 6.0 * tally.params * tokens

@@ -20,10 +20,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["unused_parameters", "wrap_ddp"]
+from autotune._units import format_names
+
+__all__ = ["gradless", "unused_parameters", "wrap_ddp"]
 
 log = logging.getLogger(__name__)
-_SHOWN = 3  # parameter names a log line lists before "and N more"
 
 
 def unused_parameters(model: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor]) -> list[str]:
@@ -37,13 +38,18 @@ def unused_parameters(model: nn.Module, loss_of: Callable[[nn.Module], torch.Ten
     cuda = [p.device.index for p in model.parameters() if p.device.type == "cuda"][:1]
     with torch.random.fork_rng(devices=[i for i in cuda if i is not None]):
         loss_of(model).float().backward()  # type: ignore[no-untyped-call]
-    names = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    names = gradless(model)
     for param in model.parameters():
         param.grad = None
     with torch.no_grad():
         for buffer, value in saved:
             buffer.copy_(value)
     return names
+
+
+def gradless(model: nn.Module) -> list[str]:
+    """Names of ``model``'s trainable parameters that have no gradient after a backward."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def wrap_ddp(
@@ -66,6 +72,4 @@ def wrap_ddp(
 
 
 def _listed(names: list[str]) -> str:
-    more = len(names) - _SHOWN
-    shown = ", ".join(names[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
-    return f"{len(names)} parameter{'s' if len(names) > 1 else ''} ({shown})"
+    return f"{len(names)} parameter{'s' if len(names) > 1 else ''} ({format_names(names)})"

@@ -111,10 +111,11 @@ def resolve_study(options: SearchOptions) -> Resolved:
             raise ConfigError(_refusal(options, identity, theirs, storage))
         return Resolved(options=options, identity=identity)
     stem = Path(options.task_path).stem
+    first = _identity_of(storage, stem)  # the default study's, told when this one moves on
     for name in [stem, *(f"{stem}-{k}" for k in range(2, _NUMBERED + 1))]:
-        theirs = _identity_of(storage, name)
+        theirs = first if name == stem else _identity_of(storage, name)
         if theirs is None or not identity.differences(theirs):
-            note = None if name == stem else _moved(stem, name, identity, storage)
+            note = None if first is None or name == stem else _moved(stem, name, identity, first)
             return Resolved(options=replace(options, study_name=name), identity=identity, note=note)
     raise ConfigError(
         f"studies {stem!r} to {stem}-{_NUMBERED} in {redact(options.storage)} were all begun "
@@ -149,11 +150,8 @@ def _refusal(
     )
 
 
-def _moved(
-    stem: str, name: str, identity: StudyIdentity, storage: optuna.storages.BaseStorage
-) -> str:
-    theirs = _identity_of(storage, stem)
-    what = "; ".join(identity.differences(theirs)) if theirs is not None else "another setup"
+def _moved(stem: str, name: str, identity: StudyIdentity, theirs: StudyIdentity) -> str:
+    what = "; ".join(identity.differences(theirs))
     return (
         f"study {stem!r} was begun for another setup ({what}), so this search is study "
         f"{name!r}; the same command resumes it"

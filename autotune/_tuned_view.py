@@ -125,10 +125,12 @@ def _evidence(measured: Measured) -> Table:
     table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else _NONE)
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
     table.add_row("MFU", f"{measured.mfu:.1%}" if measured.mfu is not None else _NONE)
-    if measured.unused_parameters:
+    if measured.unused_parameters or measured.find_unused_parameters:
+        declared = "the task declares Task(find_unused_parameters=True)"
+        which = ", ".join(measured.unused_parameters) or declared
         table.add_row(
             "no gradient",
-            escape(", ".join(measured.unused_parameters))
+            escape(which)
             + ": DDP must look for them each step (find_unused_parameters; the exports set it)",
         )
     if measured.rejected is not None:

@@ -224,6 +224,13 @@ class Measured(_Closed):
         "DDP in the user's own trainer needs find_unused_parameters=True for them (the "
         "exports say how); autotune's runtime finds them itself.",
     )
+    find_unused_parameters: bool | None = Field(
+        None,
+        description="Whether DDP in the user's own trainer must look for parameters without "
+        "a gradient every step: the task's Task.find_unused_parameters where it declares it "
+        "(a model whose data decides which parameters it uses), else whether "
+        "unused_parameters names any. None: written before autotune recorded it.",
+    )
     task_sha256: str | None = Field(
         None,
         description="sha256 of the task file's bytes these numbers were measured with: run "

@@ -64,6 +64,12 @@ class Task:
             segment at a time, so ``"blocks.*"`` is the blocks, not their insides) or
             ``model -> [modules]``; ``None`` finds them.
         collate_fn: how samples become a batch; ``None`` is torch's ``default_collate``.
+        find_unused_parameters: whether DDP must look, every step, for parameters that got
+            no gradient. ``None``: autotune looks at each rank's first micro-batches and
+            turns it on only if one did. ``True`` for a model whose data decides which
+            parameters it uses (mixture-of-experts routing, a branch for some inputs),
+            where the first batches may use them all and a later one not. ``False``:
+            never, for a model that uses every parameter on every batch.
         name: a display name; defaults to the file name.
         source: the task file; set by :func:`load_task`, used in error messages.
     """
@@ -76,6 +82,7 @@ class Task:
     target_loss: float | None = None
     blocks: BlocksSpec | None = None
     collate_fn: Callable[[list[Any]], Any] | None = None
+    find_unused_parameters: bool | None = None
     name: str | None = None
     source: str | None = None
 
@@ -110,6 +117,11 @@ class Task:
             raise TaskError(
                 f"Task.blocks must be a list of module names or a function model -> modules, "
                 f"but got {_describe(self.blocks)}; e.g. blocks=['transformer.h.*']."
+            )
+        if not isinstance(self.find_unused_parameters, (bool, type(None))):
+            raise TaskError(
+                f"Task.find_unused_parameters must be True, False or None, but got "
+                f"{_describe(self.find_unused_parameters)}; None lets autotune look."
             )
         if self.collate_fn is not None and not callable(self.collate_fn):
             raise TaskError(

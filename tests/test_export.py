@@ -100,9 +100,10 @@ def test_lightning_ddp_and_true_bf16() -> None:
     assert type(trainer.strategy).__name__ == "DDPStrategy"
 
 
-def _with_unused(tuned: TunedConfig, names: list[str]) -> TunedConfig:
+def _with_unused(tuned: TunedConfig, names: list[str], declared: bool | None = None) -> TunedConfig:
     assert tuned.measured is not None
-    measured = tuned.measured.model_copy(update={"unused_parameters": names})
+    update = {"unused_parameters": names, "find_unused_parameters": declared}
+    measured = tuned.measured.model_copy(update=update)
     return tuned.model_copy(update={"measured": measured})
 
 
@@ -127,6 +128,21 @@ def test_parameters_without_a_gradient_get_the_ddp_that_looks_for_them() -> None
     notes = export(_with_unused(two, ["aux.weight"]), "accelerate", cpu).notes
     assert any("DistributedDataParallelKwargs(find_unused_parameters=True)" in n for n in notes)
     assert not any("find_unused" in n for n in export(make_tuned(), "accelerate", cpu).notes)
+
+
+def test_a_task_s_declaration_outranks_the_names_the_probe_found() -> None:
+    """Task(find_unused_parameters=True): a model whose data decides which parameters it
+    uses, where the probe's batches may have reached them all."""
+    cpu = ExportContext(device="cpu")
+    two = make_tuned(world_size=2, gradient_clip_val=None)
+    declared = export(_with_unused(two, [], declared=True), "lightning", cpu)
+    assert json.loads(declared.text)["strategy"] == "ddp_find_unused_parameters_true"
+    hf = json.loads(export(_with_unused(make_tuned(), [], declared=True), "hf", cpu).text)
+    assert hf["ddp_find_unused_parameters"] is True
+    notes = export(_with_unused(two, [], declared=True), "accelerate", cpu).notes
+    assert any(n.startswith("the task declares Task(find_unused_parameters=True)") for n in notes)
+    declined = _with_unused(two, ["bright.weight"], declared=False)
+    assert json.loads(export(declined, "lightning", cpu).text)["strategy"] == "ddp"
 
 
 def test_lightning_notes_fp16_on_cpu() -> None:

@@ -157,10 +157,52 @@ def test_parameters_the_loss_never_reaches_are_named(tiny: Task, write_task: Any
     from tests.runtime.test_ddp import UNUSED_HEAD_TASK
 
     assert model_facts(tiny).unused_params == []
-    assert model_facts(load_task(write_task(UNUSED_HEAD_TASK))).unused_params == [
-        "aux.weight",
-        "aux.bias",
-    ]
+    assert model_facts(tiny).find_unused_parameters is False
+    unused_head = model_facts(load_task(write_task(UNUSED_HEAD_TASK)))
+    assert unused_head.unused_params == ["aux.weight", "aux.bias"]
+    assert unused_head.find_unused_parameters is True
+
+
+# TINY_TASK with a layer only for bright inputs, and the dataset's first two samples (the
+# counted batch's) the only bright ones: a branch that the FLOP count alone never misses.
+RARE_BRANCH_TASK = TINY_TASK.replace(
+    "def build_model():\n    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))",
+    """class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(8, 32)
+        self.bright = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x):
+        h = self.body(x)
+        if (x[:, 0] > 4).any():
+            h = self.bright(h)
+        return self.head(h)
+
+def build_model():
+    return Net()""",
+).replace("    y = (x[:, 0]", "    x[:2, 0] = 5.0\n    y = (x[:, 0]")
+
+
+def test_parameters_only_some_batches_reach_are_named(write_task: Any) -> None:
+    task = load_task(write_task(RARE_BRANCH_TASK))
+
+    facts = model_facts(task)
+
+    assert facts.unused_params == ["bright.weight", "bright.bias"]
+    assert facts.find_unused_parameters is True
+
+
+def test_a_task_s_declaration_decides_whether_ddp_looks(write_task: Any) -> None:
+    def declaring(source: str, value: bool) -> Task:
+        text = source.replace("baseline=dict(", f"find_unused_parameters={value}, baseline=dict(")
+        return load_task(write_task(text))
+
+    assert model_facts(declaring(TINY_TASK, True)).find_unused_parameters is True
+    declined = model_facts(declaring(RARE_BRANCH_TASK, False))
+    assert declined.find_unused_parameters is False
+    assert declined.unused_params == ["bright.weight", "bright.bias"]
 
 
 def test_linear_mlp_flops_are_forward_2n_plus_backward_4n(tiny: Task) -> None:

@@ -221,3 +221,14 @@ def test_parameters_without_a_gradient_are_named_with_what_ddp_needs(tmp_path: P
     path = tmp_path / "tuned.yaml"
     save_tuned_config(tuned.model_copy(update={"measured": measured}), path)
     assert row(show(path).stdout, "no gradient")[1].startswith("aux.weight: DDP must look")
+
+
+def test_a_task_that_declares_unused_parameters_is_shown_as_declared(tmp_path: Path) -> None:
+    tuned = make_tuned()
+    assert tuned.measured is not None
+    measured = tuned.measured.model_copy(update={"find_unused_parameters": True})
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned.model_copy(update={"measured": measured}), path)
+    assert row(show(path).stdout, "no gradient")[1].startswith(
+        "the task declares Task(find_unused_parameters=True): DDP must look"
+    )

@@ -83,7 +83,7 @@ class AccelerateExporter(Exporter):
         unused, which = unused_parameters(tuned)
         if unused:
             notes.append(
-                f"{which}: DDP fails on its second step without find_unused_parameters: pass "
+                f"{which}: DDP fails on a later step without find_unused_parameters: pass "
                 f"Accelerator(kwargs_handlers=[DistributedDataParallelKwargs("
                 f"find_unused_parameters=True)])."
             )

@@ -71,11 +71,13 @@ def checkpointing_text(train: TrainConfig) -> str:
 
 
 def unused_parameters(tuned: TunedConfig) -> tuple[bool | None, str]:
-    """Whether the probe found trainable parameters without a gradient (None: the file
-    does not say, e.g. a hand-written one), and a phrase naming them."""
+    """Whether DDP must look for parameters without a gradient every step (None: the file
+    does not say, e.g. a hand-written one), and a phrase saying why."""
     if tuned.measured is None:
         return None, ""
     names = tuned.measured.unused_parameters
-    return bool(names), (
-        f"{len(names)} trainable parameter(s) get no gradient ({format_names(names)})"
-    )
+    declared = tuned.measured.find_unused_parameters
+    needed = bool(names) if declared is None else declared
+    if not names:
+        return needed, "the task declares Task(find_unused_parameters=True)"
+    return needed, f"{len(names)} trainable parameter(s) get no gradient ({format_names(names)})"

@@ -67,7 +67,7 @@ class LightningExporter(Exporter):
         if unused and train.world_size == 1:
             notes.append(
                 f"{which}: on more than one device use strategy="
-                f"'ddp_find_unused_parameters_true', or plain 'ddp' fails on its second step."
+                f"'ddp_find_unused_parameters_true', or plain 'ddp' fails on a later step."
             )
         if train.precision == "16-mixed" and ctx.device == "cpu":
             notes.append(
@@ -78,7 +78,8 @@ class LightningExporter(Exporter):
 
 def _strategy(tuned: TunedConfig) -> str:
     """``auto`` on one device; ``ddp``, or the DDP that looks for parameters without a
-    gradient every step where the probe found some (plain DDP fails on them)."""
+    gradient every step where the probe found some or the task declares it (plain DDP fails
+    on them)."""
     if tuned.train.world_size == 1:
         return "auto"
     unused, _ = unused_parameters(tuned)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from autotune.errors import TaskError
 from autotune.profiler._schema import ModelFacts
 from autotune.runtime import find_blocks
 from autotune.runtime._data import to_device
-from autotune.runtime._ddp import gradless
+from autotune.runtime._ddp import SCAN_BATCHES, gradless, unused_parameters
 from autotune.task import Task
 
 __all__ = ["FLOPS_BATCH", "PROBE_SEED", "model_facts", "sample_batch", "seeded"]
@@ -27,6 +27,10 @@ PROBE_SEED = 0  # one seed for every probe run: the same initial weights and dat
 # Two samples: the fewest with which BatchNorm trains (one sample has no batch variance)
 # and FLOPs are linear in batch size, so counting more only costs time.
 FLOPS_BATCH = 2
+# Eight samples per batch of the unused-parameter scan: small batches miss a data-dependent
+# branch (an expert, a rare input's layer) more often than training batches do, which errs
+# towards DDP looking for such parameters, a cost, over a user's DDP failing, an outage.
+SCAN_SAMPLES = 8
 _DENSE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -53,7 +57,7 @@ def model_facts(
     total = sum(p.numel() for p in model.parameters())
     batch, count = sample_batch(task, batch_size)
     flops, tally = _count(task, model.to(torch.device(device)), batch, torch.device(device))
-    unused = gradless(model)  # DDP must look for these every step
+    unused = _unused(task, model, torch.device(device))
     per_sample = flops / count
     tokens = tally.tokens_per_sample(count)
     rule = 6.0 * tally.params * tokens
@@ -68,7 +72,38 @@ def model_facts(
         flops_vs_rule=per_sample / rule if rule > 0 else None,
         blocks=blocks,
         unused_params=unused,
+        find_unused_parameters=(
+            bool(unused) if task.find_unused_parameters is None else task.find_unused_parameters
+        ),
     )
+
+
+def _unused(task: Task, model: nn.Module, device: torch.device) -> list[str]:
+    """Trainable parameters that the counted backward (whose gradients ``model`` still
+    holds) or a backward of one of :data:`SCAN_BATCHES` batches spread over the dataset
+    leaves without a gradient, in model order: DDP must look for these every step."""
+    missed = set(gradless(model))
+    model.zero_grad(set_to_none=True)
+
+    def loss_of(batch: Any) -> Callable[[nn.Module], torch.Tensor]:
+        return lambda m: task.compute_loss(m, to_device(batch, device))
+
+    batches = scan_batches(task, SCAN_BATCHES, SCAN_SAMPLES)
+    missed.update(unused_parameters(model, [loss_of(b) for b in batches]))
+    return [name for name, _ in model.named_parameters() if name in missed]
+
+
+def scan_batches(task: Task, count: int, size: int) -> list[Any]:
+    """Up to ``count`` collated batches of ``size`` samples, drawn over the whole dataset
+    (a seeded shuffle; an IterableDataset's first samples), none with fewer than two."""
+    dataset = task.build_dataset()
+    if isinstance(dataset, IterableDataset):
+        samples = list(itertools.islice(iter(dataset), count * size))
+    else:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(PROBE_SEED))  # type: ignore[arg-type]
+        samples = [dataset[int(i)] for i in order[: count * size]]
+    chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
+    return [task.collate(chunk) for chunk in chunks if len(chunk) >= 2]
 
 
 @contextlib.contextmanager

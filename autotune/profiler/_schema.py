@@ -90,9 +90,16 @@ class ModelFacts(_Closed):
     )
     unused_params: list[str] = Field(
         default_factory=list,
-        description="Trainable parameters the counted backward left without a gradient (an "
-        "auxiliary head the loss never uses): DDP must look for them every step "
-        "(find_unused_parameters=True), or it fails on its second step.",
+        description="Trainable parameters that the counted backward, or a backward of one of "
+        "a few small batches spread over the dataset, left without a gradient (an auxiliary "
+        "head the loss never uses, an expert no sample was routed to): DDP must look for "
+        "them every step (find_unused_parameters=True), or it fails on a later step.",
+    )
+    find_unused_parameters: bool | None = Field(
+        None,
+        description="Whether DDP must look for parameters without a gradient every step: "
+        "Task.find_unused_parameters where the task declares it, else whether unused_params "
+        "names any. None: a report from before autotune recorded it (read unused_params).",
     )
 
 

@@ -33,7 +33,7 @@ class BatchStream:
         self.task, self.dataset = task, dataset
         self.micro_batch, self.rank, self.world, self.seed = micro_batch, rank, world, seed
         self.consumed = 0  # micro-batches handed out so far by this rank
-        self._pending: list[Any] = []  # the batch :meth:`peek` read ahead, if it did
+        self._pending: list[Any] = []  # batches :meth:`peek_ahead` read ahead, in order
         self._iterable = isinstance(dataset, IterableDataset)
         self._batches = self._epoch_batches() if self._iterable else self._map_batches()
 
@@ -56,15 +56,20 @@ class BatchStream:
 
     def peek(self) -> Any:
         """The next micro-batch, without handing it out: the next ``next()`` returns it."""
-        if not self._pending:
+        return self.peek_ahead(1)[0]
+
+    def peek_ahead(self, count: int) -> list[Any]:
+        """The next ``count`` micro-batches, without handing them out: the next ``count``
+        calls of ``next()`` return them, in this order."""
+        while len(self._pending) < count:
             self._pending.append(next(self._batches))
-        return self._pending[0]
+        return self._pending[:count]
 
     def __iter__(self) -> BatchStream:
         return self
 
     def __next__(self) -> Any:
-        batch = self._pending.pop() if self._pending else next(self._batches)
+        batch = self._pending.pop(0) if self._pending else next(self._batches)
         self.consumed += 1
         return batch
 

@@ -191,14 +191,14 @@ class _Supervisor:
         while True:
             self._drain(timeout=_POLL_S)
             if self.error is not None:
-                raise self._root_cause(*self.error)
+                raise self._root_cause(self.error)
             dead = [p for p in self.procs if p.exitcode not in (None, 0)]
             if dead and self.result is not None and self.result.summary.steps_completed:
                 return self.result  # training finished; a rank died in teardown, after it
             if dead:
                 self._drain(timeout=1.0)  # its own error message may still be in flight
                 if self.error is not None:
-                    raise self._root_cause(*self.error)
+                    raise self._root_cause(self.error)
                 raise self._died(dead[0])
             if all(p.exitcode == 0 for p in self.procs):
                 self._drain(timeout=1.0)
@@ -226,17 +226,21 @@ class _Supervisor:
             self.result = RunResult.model_validate(message[1])
         elif kind == "error":
             self.reported.add(message[1])
-            if self.error is None:
+            if self.error is None or (self.error[1] == "crash" and message[2] != "crash"):
+                # A named error (TaskError: a parameter DDP missed) is the cause; a crash
+                # that came first is its echo in a peer's collective ("connection closed").
                 self.error = (message[1], message[2], message[3])
 
-    def _root_cause(self, rank: int, kind: str, text: str) -> AutotuneError:
+    def _root_cause(self, first: tuple[int, str, str]) -> AutotuneError:
         """The error to report for ``rank``'s: when another rank died without a word (a
         signal, ``os._exit``), ``rank``'s is only the echo of that death in a collective
-        (gloo: "connection closed by peer"), so the death is reported, naming that rank."""
-        if kind in ("TaskError", "ConfigError"):
-            return self._error_from_rank(rank, kind, text)
+        (gloo: "connection closed by peer"), so the death is reported, naming that rank;
+        when another rank's named error arrives meanwhile, that one is reported."""
         deadline = time.monotonic() + _ECHO_WAIT_S
         while True:
+            rank, kind, text = self.error or first
+            if kind in ("TaskError", "ConfigError"):
+                return self._error_from_rank(rank, kind, text)
             silent = [
                 p
                 for i, p in enumerate(self.procs)
@@ -246,7 +250,7 @@ class _Supervisor:
                 return self._died(silent[0])
             if time.monotonic() >= deadline:
                 return self._error_from_rank(rank, kind, text)
-            time.sleep(_POLL_S / 4)
+            self._drain(timeout=_POLL_S / 4)
 
     def _error_from_rank(self, rank: int, kind: str, text: str) -> AutotuneError:
         if kind == "TaskError":

@@ -22,7 +22,7 @@ from autotune.errors import ConfigError
 from autotune.runtime import _state
 from autotune.runtime._checkpointing import apply_checkpointing
 from autotune.runtime._data import BatchStream, to_device
-from autotune.runtime._ddp import wrap_ddp
+from autotune.runtime._ddp import SCAN_BATCHES, check_reduced, wrap_ddp
 from autotune.runtime._memory import StepMemoryMeter, held_bytes
 from autotune.runtime._optim import build_optimizer, build_scheduler
 from autotune.runtime._precision import precision_plan
@@ -113,8 +113,11 @@ class _Trainer:
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         net: nn.Module = model
+        self.ddp: DistributedDataParallel | None = None
         if self.ctx.world > 1:
-            net = wrap_ddp(model, self.device, self._first_loss)
+            losses = [self._loss_of(b) for b in self.stream.peek_ahead(SCAN_BATCHES)]
+            self.ddp = wrap_ddp(model, self.device, losses, self.task.find_unused_parameters)
+            net = self.ddp
         if self.config.compile:
             net = torch.compile(net)  # type: ignore[assignment]
         return net
@@ -124,11 +127,16 @@ class _Trainer:
         """What a batch's floats are cast to: the parameters' dtype where it is not fp32."""
         return self.plan.param_dtype if self.plan.param_dtype != torch.float32 else None
 
-    def _first_loss(self, model: nn.Module) -> torch.Tensor:
-        """``model``'s loss on the first micro-batch, which stays the first one trained."""
-        batch = to_device(self.stream.peek(), self.device, self._float_dtype)
-        with self.plan.autocast(self.device):
-            return self.task.compute_loss(model, batch)
+    def _loss_of(self, batch: Any) -> Callable[[nn.Module], torch.Tensor]:
+        """``model -> loss`` on ``batch``, a micro-batch read ahead (it is still trained)."""
+
+        dtype = self._float_dtype
+
+        def loss_of(model: nn.Module) -> torch.Tensor:
+            with self.plan.autocast(self.device):
+                return self.task.compute_loss(model, to_device(batch, self.device, dtype))
+
+        return loss_of
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -189,13 +197,16 @@ class _Trainer:
                     scaled = self.scaler.scale(scaled)
                 scaled.backward()  # type: ignore[no-untyped-call]
             total += loss.detach().float()
+        if self.ddp is not None:  # before the next collective, which would abort on it
+            step = len(self.records) + 1
+            check_reduced(self.ddp, step, self.task.where(), self.task.find_unused_parameters)
         return total / accum
 
     def _no_sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
         """Skip DDP's all-reduce on all but the last micro-batch of an accumulation."""
-        if last or not isinstance(self.net, DistributedDataParallel):
+        if last or self.ddp is None or self.net is not self.ddp:  # compiled: syncs each
             return contextlib.nullcontext()
-        return self.net.no_sync()
+        return self.ddp.no_sync()
 
     def _optimizer_step(self) -> None:
         clip = self.config.gradient_clip_val

@@ -607,6 +607,7 @@ def _evidence(
         mfu=hardware.mfu(achieved, report.hardware, train.precision),
         gradient_noise_scale=report.noise_scale.b_simple,
         unused_parameters=report.model.unused_params,
+        find_unused_parameters=report.model.find_unused_parameters,
         **fields,
     )
 

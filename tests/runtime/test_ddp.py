@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from autotune.config import TrainConfig
+from autotune.errors import TaskError
 from autotune.runtime import RunOptions, train
 from autotune.runtime._data import BatchStream
-from autotune.runtime._ddp import unused_parameters
-from autotune.task import load_task
+from autotune.runtime._ddp import SCAN_BATCHES, _found, unused_parameters
+from autotune.task import Task, load_task
 from tests.conftest import TINY_TASK
 
 # TINY_TASK with an auxiliary head that forward never calls: DDP's classic failure.
@@ -33,6 +34,32 @@ def build_model():
     return Net()""",
 )
 
+# TINY_TASK with a layer that every forward uses but one: the call right after the runtime's
+# look at the first batches, on rank SKIP_RANK only (a router that sent rank 1's batch
+# elsewhere). DDP without find_unused_parameters then meets mismatched collectives.
+LATE_SKIP_TASK = TINY_TASK.replace(
+    "def build_model():\n    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))",
+    f"""import os
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 32), nn.ReLU())
+        self.extra = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.body(x)
+        if self.calls != {SCAN_BATCHES} + 2 or os.environ["RANK"] != os.environ["SKIP_RANK"]:
+            h = self.extra(h)
+        return self.head(h)
+
+def build_model():
+    return Net()""",
+)
+
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
@@ -44,9 +71,27 @@ def test_unused_parameters_names_those_without_a_gradient() -> None:
     net = _net()
     net["aux"].bias.requires_grad_(False)  # frozen: not "unused", it needs no gradient
 
-    names = unused_parameters(net, lambda m: m["body"](torch.randn(4, 8)).sum())
+    names = unused_parameters(net, [lambda m: m["body"](torch.randn(4, 8)).sum()])
 
     assert names == ["aux.weight"]
+
+
+def test_unused_parameters_lists_those_any_batch_leaves_without_a_gradient() -> None:
+    net = _net()
+    through_aux = lambda m: m["aux"](m["body"](torch.randn(4, 8))).sum()  # noqa: E731
+    body_only = lambda m: m["body"](torch.randn(4, 8)).sum()  # noqa: E731
+
+    assert unused_parameters(net, [through_aux, through_aux]) == []
+    assert unused_parameters(net, [through_aux, body_only]) == ["aux.weight", "aux.bias"]
+
+
+def test_the_warning_tells_a_data_dependent_parameter_from_a_dead_one() -> None:
+    dead = _found(["aux.weight"], [], scanned=8)
+    routed = _found([], ["experts.1.weight"], scanned=8)
+
+    assert "any of each rank's first 8" in dead and "drop them" in dead
+    assert "some of each rank's first 8" in routed and "drop" not in routed
+    assert "Task(find_unused_parameters=True)" in routed
 
 
 def test_unused_parameters_leaves_the_model_and_the_rng_as_they_were() -> None:
@@ -55,7 +100,7 @@ def test_unused_parameters_leaves_the_model_and_the_rng_as_they_were() -> None:
     before = norm.running_mean.clone(), int(norm.num_batches_tracked)
     rng = torch.get_rng_state()
 
-    unused_parameters(net, lambda m: m["body"](torch.randn(4, 8) + 5).sum())
+    unused_parameters(net, [lambda m: m["body"](torch.randn(4, 8) + 5).sum()])
 
     assert torch.equal(norm.running_mean, before[0])
     assert int(norm.num_batches_tracked) == before[1]
@@ -83,6 +128,58 @@ def test_world_size_two_trains_a_model_with_an_unused_head(
     write_task: Callable[[str], Path],
 ) -> None:
     task = load_task(write_task(UNUSED_HEAD_TASK))
+    config = TrainConfig.model_validate(
+        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
+    )
+
+    result = train(task, config, RunOptions(steps=6, device="cpu"))
+
+    assert len(result.steps) == 6 and result.summary.loss_finite
+
+
+def test_batches_read_ahead_are_handed_out_in_order(write_task: Callable[[str], Path]) -> None:
+    task = load_task(write_task(TINY_TASK))
+    stream = BatchStream(task, task.build_dataset(), 16, rank=0, world=1, seed=0)
+    other = BatchStream(task, task.build_dataset(), 16, rank=0, world=1, seed=0)
+
+    ahead = stream.peek_ahead(3)
+
+    assert stream.consumed == 0 and stream.peek() is ahead[0]
+    for batch in ahead:
+        assert torch.equal(next(stream)[0], next(other)[0]) and batch is not None
+    assert stream.consumed == 3 and torch.equal(next(stream)[0], next(other)[0])
+
+
+def test_find_unused_parameters_must_be_a_bool_or_none() -> None:
+    with pytest.raises(TaskError, match="must be True, False or None, but got int 1"):
+        Task(model=nn.Linear, dataset=list, loss=torch.sum, find_unused_parameters=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_parameter_skipped_after_the_first_batches_is_one_error_naming_the_fix(
+    write_task: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKIP_RANK", "1")
+    task = load_task(write_task(LATE_SKIP_TASK))
+    config = TrainConfig.model_validate(
+        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
+    )
+
+    with pytest.raises(TaskError) as raised:
+        train(task, config, RunOptions(steps=6, device="cpu"))
+
+    message = str(raised.value)
+    assert "2 parameters (extra.weight, extra.bias) got no gradient at step 2 on rank 1" in message
+    assert message.endswith("set Task(find_unused_parameters=True).")
+
+
+@pytest.mark.slow
+def test_a_task_that_declares_unused_parameters_trains_through_the_skip(
+    write_task: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKIP_RANK", "1")
+    source = LATE_SKIP_TASK.replace("baseline=dict(", "find_unused_parameters=True, baseline=dict(")
+    task = load_task(write_task(source))
     config = TrainConfig.model_validate(
         {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
     )

@@ -129,6 +129,9 @@ def apply(
 
     ``world_size > 1``: start the script with torchrun and wrap ``setup.model`` in
     ``DistributedDataParallel`` yourself; ``is_boundary`` says when gradients must sync.
+    Pass ``find_unused_parameters=True`` where tuned.yaml's
+    ``measured.find_unused_parameters`` is true (some parameters get no gradient on some
+    batches: plain DDP fails on a later step; ``autotune show`` names them).
     """
     train = _train_config(config)
     where = _resolve(device)

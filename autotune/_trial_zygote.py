@@ -5,7 +5,8 @@ what every trial worker would otherwise pay at its start: importing torch, autot
 what the task file imports (scikit-learn, transformers). Then, for each trial, it forks a
 child that becomes an ordinary trial worker (:func:`autotune._trial_worker.main`) in its
 own session, with its own log, environment and temp dir. The child re-imports the task
-file itself (its module-level code runs fresh each trial); only the imports are shared.
+file itself (its module-level code runs fresh each trial); only the imports and the
+dataset (built once here, see :meth:`autotune.task.Task.build_dataset`) are shared.
 
 Protocol, one JSON object per line. In on stdin:
 ``{"spec": ..., "result": ..., "progress": ..., "log": ..., "env": {...}}``.
@@ -75,9 +76,9 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _warm(task_path: str | None) -> None:
-    """Import the task file once (unless None), so that what it imports is loaded before
-    any fork, and what torch itself imports on a trial's way to its first step
-    (LAZY_IMPORTS).
+    """Import the task file once (unless None) and build its dataset, so that what it
+    imports and the dataset are there before any fork, and what torch itself imports on a
+    trial's way to its first step (LAZY_IMPORTS).
 
     Failures are left for the children: each imports the file again and reports them as
     a trial's structured error, as a plain worker would.
@@ -89,7 +90,7 @@ def _warm(task_path: str | None) -> None:
     if task_path is None:
         return
     with contextlib.suppress(BaseException):
-        load_task(task_path)
+        load_task(task_path).build_dataset()  # every fork shares it (Task.build_dataset)
 
 
 def _serve(reply: IO[str], threads: int) -> None:

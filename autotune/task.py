@@ -38,6 +38,9 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimiz
 BlocksSpec = Sequence[str] | Callable[[nn.Module], Sequence[nn.Module]]
 
 _FUNCTION_FORM = ("build_model", "build_dataset", "loss_fn")
+# Datasets built in this process (or before the fork that made it): key -> (the function
+# that built it, kept alive so that an id() key is not reused; the dataset).
+_DATASETS: dict[tuple[Any, ...], tuple[Callable[[], Any], Dataset[Any]]] = {}
 _T = TypeVar("_T")
 
 
@@ -179,7 +182,36 @@ class Task:
         return model
 
     def build_dataset(self) -> Dataset[Any]:
-        """Call ``dataset()`` and check that it is a non-empty dataset."""
+        """Call ``dataset()`` and check that it is a non-empty dataset, once per process.
+
+        The dataset is built once and then shared by every later call in this process, and
+        by the processes forked after it: the trial fork server builds it before its first
+        fork, so that a dataset that takes seconds to build (tokenizing a corpus) costs
+        them once per search, not once per trial. A map-style dataset is read, never
+        changed, and an IterableDataset starts afresh at each ``iter()``, so sharing one
+        is the same as building another; for a task file, the share is keyed by the
+        file's bytes, so an edited file builds its own.
+        """
+        key = self._dataset_key()
+        built = _DATASETS.get(key)
+        if built is None:
+            built = _DATASETS[key] = (self.dataset, self._build_dataset())
+        return built[1]
+
+    def _dataset_key(self) -> tuple[Any, ...]:
+        """What identifies the dataset ``self.dataset()`` builds: its task file's path,
+        bytes and function name, or, for an in-memory Task, the function itself."""
+        if self.source is not None:
+            try:
+                file = Path(self.source).resolve()
+                digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            except OSError:
+                pass
+            else:
+                return ("file", str(file), digest, getattr(self.dataset, "__qualname__", ""))
+        return ("function", id(self.dataset))
+
+    def _build_dataset(self) -> Dataset[Any]:
         data = self._call(self.dataset, "building the dataset")
         if isinstance(data, IterableDataset):
             return data

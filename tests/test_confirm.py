@@ -235,7 +235,7 @@ def _report() -> Any:
     peaks = {peak_key(precision, "cpu"): 1e12 for precision in ("32-true", "bf16-mixed")}
     info = HardwareInfo.model_construct(device=device, peak_flops=peaks)
     return SimpleNamespace(
-        model=SimpleNamespace(flops_per_sample=1e6, unused_params=[]),
+        model=SimpleNamespace(flops_per_sample=1e6, unused_params=[], find_unused_parameters=False),
         hardware=info,
         task_file="m.py",
         noise_scale=SimpleNamespace(b_simple=12.5),

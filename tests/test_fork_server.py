@@ -85,6 +85,31 @@ def test_a_forked_worker_starts_with_what_torch_imports_lazily_already_imported(
     assert "UNLOADED=[]" in forked.output_tail
 
 
+def test_the_server_builds_the_dataset_once_for_every_worker(
+    write_task: WriteTask, tmp_path: Path
+) -> None:
+    """A dataset that takes seconds to build (tokenizing a corpus) cost every trial those
+    seconds, and a 2-minute search of a 3-second dataset ran 2 trials."""
+    builds = tmp_path / "builds.txt"
+    counting = TINY_TASK.replace(
+        "def build_dataset():\n",
+        "def build_dataset():\n"
+        f"    with open({str(builds)!r}, 'a') as f:\n"
+        "        f.write(f'{__import__(\"os\").getpid()}\\n')\n",
+    )
+    task = write_task(counting)
+    forks = ForkServer(task, tmp_path / "server.log")
+    try:
+        results = [
+            run_trial(_spec(task), workdir=tmp_path / f"t{i}", launcher=forks) for i in range(2)
+        ]
+        assert [r.status for r in results] == [TrialStatus.OK] * 2, results[0].output_tail
+        assert forks.fallback is None
+        assert builds.read_text().split() == [str(forks.pid)]
+    finally:
+        forks.close()
+
+
 def test_parallel_work_at_import_does_not_hang_a_forked_worker(
     write_task: WriteTask, tmp_path: Path, server: ForkServer
 ) -> None:

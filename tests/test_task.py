@@ -674,3 +674,32 @@ def test_bad_baseline_is_a_config_error(baseline: dict[str, Any], pattern: str) 
         r"^the task: Task\.baseline: " + pattern,
         _task(baseline=baseline).baseline_config,
     )
+
+
+def test_a_dataset_is_built_once_per_process_and_again_for_an_edited_file(
+    write_task: WriteTask,
+) -> None:
+    path = write_task(TINY_TASK)
+    first, again = load_task(path), load_task(path)  # a trial re-imports the file
+
+    data = first.build_dataset()
+
+    assert again.build_dataset() is data and first.build_dataset() is data
+    path.write_text(TINY_TASK.replace("manual_seed(0)", "manual_seed(1)"))
+    assert load_task(path).build_dataset() is not data
+
+
+def test_in_memory_tasks_share_a_dataset_only_through_the_same_function() -> None:
+    def build() -> TensorDataset:
+        return TensorDataset(torch.randn(8, 2))
+
+    one = Task(model=lambda: nn.Linear(2, 1), dataset=build, loss=lambda m, b: m(b[0]).sum())
+    same = Task(model=lambda: nn.Linear(2, 1), dataset=build, loss=lambda m, b: m(b[0]).sum())
+    other = Task(
+        model=lambda: nn.Linear(2, 1),
+        dataset=lambda: TensorDataset(torch.randn(8, 2)),
+        loss=lambda m, b: m(b[0]).sum(),
+    )
+
+    assert one.build_dataset() is same.build_dataset()
+    assert other.build_dataset() is not one.build_dataset()

@@ -23,7 +23,7 @@ from autotune.errors import ConfigError
 from autotune.runtime._checkpointing import apply_checkpointing
 from autotune.runtime._data import to_device
 from autotune.runtime._loop import resolve_device
-from autotune.runtime._optim import build_optimizer, build_scheduler
+from autotune.runtime._optim import build_optimizer, build_scheduler, clip_gradients
 from autotune.runtime._precision import PrecisionPlan, precision_plan
 from autotune.task import BlocksSpec
 
@@ -96,7 +96,7 @@ class TunedSetup:
         clip = self.config.gradient_clip_val
         if clip is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
+            clip_gradients(self.module.parameters(), clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with warnings.catch_warnings():

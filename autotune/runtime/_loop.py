@@ -24,7 +24,7 @@ from autotune.runtime._checkpointing import apply_checkpointing
 from autotune.runtime._data import BatchStream, to_device
 from autotune.runtime._ddp import SCAN_BATCHES, check_reduced, wrap_ddp
 from autotune.runtime._memory import StepMemoryMeter, held_bytes
-from autotune.runtime._optim import build_optimizer, build_scheduler
+from autotune.runtime._optim import build_optimizer, build_scheduler, clip_gradients
 from autotune.runtime._precision import precision_plan
 from autotune.runtime._types import RunOptions, RunResult, RunSummary, StepRecord
 from autotune.task import Task
@@ -212,12 +212,12 @@ class _Trainer:
         clip = self.config.gradient_clip_val
         if self.scaler is None:
             if clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                clip_gradients(self.model.parameters(), clip)
             self.optimizer.step()
         else:
             if clip is not None:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                clip_gradients(self.model.parameters(), clip)
             scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()

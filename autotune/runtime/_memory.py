@@ -37,9 +37,17 @@ def held_bytes(tensors: Iterable[torch.Tensor]) -> int:
     """Bytes of the distinct storages behind ``tensors`` (shared storage counted once)."""
     seen: dict[int, int] = {}
     for tensor in tensors:
-        storage = tensor.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
+        for storage in _storages(tensor):
+            seen[storage.data_ptr()] = storage.nbytes()
     return sum(seen.values())
+
+
+def _storages(tensor: torch.Tensor) -> list[torch.UntypedStorage]:
+    """The storages behind ``tensor``: a sparse COO tensor (an SGD momentum buffer of a sparse
+    embedding's gradient) has none of its own, only its indices' and values'."""
+    if tensor.layout == torch.sparse_coo:
+        return [tensor._indices().untyped_storage(), tensor._values().untyped_storage()]
+    return [tensor.untyped_storage()]
 
 
 class StepMemoryMeter:

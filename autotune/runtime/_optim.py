@@ -8,11 +8,23 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from autotune._units import format_names
 from autotune.config import OptimizerConfig, ScheduleConfig
 from autotune.errors import ConfigError
 from autotune.task import Task
 
-__all__ = ["LRMultiplier", "build_optimizer", "build_scheduler"]
+__all__ = [
+    "SPARSE_OPTIMIZERS",
+    "LRMultiplier",
+    "build_optimizer",
+    "build_scheduler",
+    "clip_gradients",
+    "sparse_parameters",
+]
+
+# The named optimizers whose torch implementation updates sparse gradients; adam, adamw and
+# rmsprop raise on one ("... does not support sparse gradients").
+SPARSE_OPTIMIZERS = ("sgd", "adagrad")
 
 _ONECYCLE_START = 1 / 25  # onecycle starts at peak/25, torch's OneCycleLR div_factor
 _ONECYCLE_WARMUP = 0.3  # share of steps rising when warmup_steps is 0 (OneCycleLR's pct_start)
@@ -26,9 +38,13 @@ def build_optimizer(
     ``task`` is needed only for ``name: custom`` (the Task's own optimizer function).
 
     Weight decay applies to matrices and embeddings only (``ndim >= 2``); biases and
-    norm scales are not decayed, the usual practice for transformers and CNNs.
+    norm scales are not decayed, the usual practice for transformers and CNNs. Embeddings
+    with sparse gradients (:func:`sparse_parameters`) are not decayed either: torch cannot
+    add a dense decay term to a sparse gradient. A named optimizer that cannot update
+    sparse gradients at all raises a :class:`ConfigError` with the fix, before any step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    sparse = sparse_parameters(model)
     if config.name == "custom":
         if task is None:
             raise ConfigError(
@@ -41,7 +57,12 @@ def build_optimizer(
                 f"{task.where()} names {task.optimizer!r}; set optimizer.name: {task.optimizer}."
             )
         return task.optimizer(params, config.lr)
-    groups = _decay_groups(params, config.weight_decay)
+    if sparse and config.name not in SPARSE_OPTIMIZERS:
+        raise ConfigError(_sparse_refusal(config.name, sparse))
+    dense = [p for p in params if all(p is not q for q in sparse.values())]
+    groups = _decay_groups(dense, config.weight_decay)
+    if sparse:
+        groups.append({"params": list(sparse.values()), "weight_decay": 0.0})
     lr, momentum = config.lr, config.momentum
     if config.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
@@ -62,6 +83,44 @@ def _decay_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[d
     if rest:
         groups.append({"params": rest, "weight_decay": 0.0})
     return groups
+
+
+def sparse_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable parameters whose gradients are sparse, by name, in model order: the
+    weights of ``nn.Embedding`` and ``nn.EmbeddingBag`` modules built with ``sparse=True``."""
+    weights = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse
+    }
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) in weights}
+
+
+def _sparse_refusal(name: str, sparse: dict[str, nn.Parameter]) -> str:
+    verb = "gets" if len(sparse) == 1 else "get"
+    return (
+        f"optimizer {name!r} cannot update sparse gradients, and "
+        f"{format_names(list(sparse))} {verb} them (an nn.Embedding or nn.EmbeddingBag built "
+        f"with sparse=True); name one of {', '.join(SPARSE_OPTIMIZERS)} in Task(optimizer=...) "
+        f"or the config's optimizer.name, or build the embedding with sparse=False to keep "
+        f"{name}."
+    )
+
+
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale the gradients of ``params`` so their total 2-norm is at most ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_`` does, sparse gradients included (torch's has no sparse
+    norm kernel); returns the total norm before clipping."""
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]  # (mypy: the same list)
+    if not any(g.is_sparse for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norms = [(g.coalesce().values() if g.is_sparse else g).norm().float() for g in grads]
+    total: torch.Tensor = torch.stack(norms).norm()
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for grad in grads:
+        grad.mul_(scale.to(grad.dtype))
+    return total
 
 
 class LRMultiplier:

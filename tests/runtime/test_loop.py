@@ -145,6 +145,45 @@ def test_gradient_clipping_bounds_the_update(tiny: Task) -> None:
     assert (free[1] - free[0]).norm() > 1e-3
 
 
+SPARSE_TASK = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from autotune import Task
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.EmbeddingBag(64, 8, sparse=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.head(self.emb(ids))
+
+def build_dataset():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 64, (512, 6), generator=g)
+    return TensorDataset(ids, (ids < 32).sum(1).gt(3).long())
+
+def loss_fn(model, batch):
+    ids, y = batch
+    return nn.functional.cross_entropy(model(ids), y)
+
+task = Task(model=Net, dataset=build_dataset, loss=loss_fn, optimizer="sgd")
+"""
+
+
+@pytest.mark.parametrize("world_size", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_sparse_embeddings_train_with_momentum_weight_decay_and_clipping(
+    write_task: Callable[[str], Path], world_size: int
+) -> None:
+    task = load_task(write_task(SPARSE_TASK))
+    sgd = {"name": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 1e-4}
+    config = {"micro_batch_size": 32, "gradient_clip_val": 1.0, "world_size": world_size}
+    result = _run(task, steps=40, optimizer=sgd, **config)
+    assert result.summary.loss_finite and _falls(result)
+
+
 def test_dataset_smaller_than_a_batch_is_a_config_error(tiny: Task) -> None:
     with pytest.raises(
         ConfigError, match="fewer than one micro-batch per rank.*lower micro_batch_size"

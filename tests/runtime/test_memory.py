@@ -29,3 +29,12 @@ def test_activation_and_peak_bytes_are_exact_for_a_known_model() -> None:
 def test_shared_storage_is_counted_once() -> None:
     weight = torch.zeros(10, 10)
     assert held_bytes([weight, weight.view(100), weight[0]]) == 400
+
+
+def test_held_bytes_counts_a_sparse_tensors_indices_and_values() -> None:
+    # An SGD momentum buffer of a sparse embedding's gradient is a sparse COO tensor.
+    indices = torch.tensor([[0, 3, 7]])
+    values = torch.ones(3, 16)
+    sparse = torch.sparse_coo_tensor(indices, values, (10, 16))
+    assert held_bytes([sparse]) == 3 * 8 + 3 * 16 * 4  # int64 indices, fp32 rows
+    assert held_bytes([sparse, torch.zeros(5)]) == 3 * 8 + 3 * 16 * 4 + 20

@@ -12,6 +12,7 @@ from torch import nn
 from autotune.config import OptimizerConfig, ScheduleConfig
 from autotune.errors import ConfigError
 from autotune.runtime import LRMultiplier, build_optimizer, build_scheduler
+from autotune.runtime._optim import clip_gradients, sparse_parameters
 from autotune.task import Task
 
 
@@ -115,3 +116,67 @@ def test_custom_optimizer_comes_from_the_task() -> None:
 def test_custom_name_without_a_callable_is_an_error() -> None:
     with pytest.raises(ConfigError, match="set optimizer.name: adamw"):
         build_optimizer(nn.Linear(2, 2), OptimizerConfig(name="custom", lr=0.1), _task("adamw"))
+
+
+class _Recommender(nn.Module):
+    """A sparse bag-of-ids embedding (sparse gradients) under a dense head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.EmbeddingBag(50, 4, sparse=True)
+        self.dense = nn.Embedding(50, 4)  # sparse=False: dense gradients, decayed as usual
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(ids) + self.dense(ids).mean(1))
+
+
+def _backward(model: nn.Module) -> None:
+    torch.manual_seed(0)
+    model(torch.randint(0, 50, (8, 5))).pow(2).sum().backward()
+
+
+def test_sparse_parameters_are_the_sparse_embeddings_weights() -> None:
+    model = _Recommender()
+    assert list(sparse_parameters(model)) == ["emb.weight"]
+    _backward(model)
+    grads = {n: p.grad.is_sparse for n, p in model.named_parameters() if p.grad is not None}
+    assert [n for n, sparse in grads.items() if sparse] == ["emb.weight"] and len(grads) == 4
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad"])
+def test_sparse_gradients_step_with_weight_decay_on_the_dense_matrices_only(name: str) -> None:
+    model = _Recommender()
+    config = OptimizerConfig(name=name, lr=0.1, weight_decay=0.01, momentum=0.9)  # type: ignore[arg-type]
+    opt = build_optimizer(model, config, _task(name))
+    decayed = [id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert decayed == [id(model.dense.weight), id(model.head.weight)]
+    before = model.emb.weight.detach().clone()
+    _backward(model)
+    opt.step()  # torch raises here if a sparse gradient is in a decayed group
+    assert not torch.equal(before, model.emb.weight)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop"])
+def test_an_optimizer_without_sparse_support_is_refused_before_any_step(name: str) -> None:
+    config = OptimizerConfig(name=name, lr=0.1)  # type: ignore[arg-type]
+    fix = r"emb.weight gets them .* name one of sgd, adagrad .* sparse=False to keep"
+    refusal = f"optimizer '{name}' cannot update sparse gradients.*{fix}"
+    with pytest.raises(ConfigError, match=refusal):
+        build_optimizer(_Recommender(), config, _task(name))
+
+
+def test_clipping_sparse_gradients_matches_clipping_their_dense_copies() -> None:
+    sparse, dense = _Recommender(), _Recommender()
+    dense.load_state_dict(sparse.state_dict())
+    dense.emb.sparse = False
+    _backward(sparse)
+    _backward(sparse)  # two backwards: an uncoalesced gradient with repeated rows
+    _backward(dense)
+    _backward(dense)
+    want = torch.nn.utils.clip_grad_norm_(dense.parameters(), 0.5)
+    got = clip_gradients(sparse.parameters(), 0.5)
+    assert float(got) == pytest.approx(float(want), rel=1e-5) and float(want) > 0.5
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
+        grad = p.grad.to_dense() if p.grad.is_sparse else p.grad
+        assert torch.allclose(grad, q.grad, atol=1e-6), name

@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from autotune._host import CpuShare
 from autotune._search_view import rejected_line
 from autotune._tables import key_value_table, speedup_text
 from autotune._units import format_bytes, format_seconds
@@ -161,10 +162,13 @@ def _levers(levers: tuple[Lever, ...]) -> str:
     return "\n".join(escape(lever.line()) for lever in levers)
 
 
-def reproduction(samples_per_s: float, measured: Measured) -> tuple[bool, str]:
+def reproduction(
+    samples_per_s: float, measured: Measured, contention: CpuShare | None = None
+) -> tuple[bool, str]:
     """Whether ``samples_per_s``, from a run of the tuned config, is within
     REPRODUCTION_TOLERANCE of what ``measured`` records, and a sentence that says so (with
-    the likely cause and the fix when it is not)."""
+    the likely cause and the fix when it is not). ``contention``: what other processes used
+    of this machine's cores while the run ran, where known: the cause, when it is busy."""
     recorded, spread = measured.throughput_samples_per_s, measured.throughput_spread
     ratio = samples_per_s / recorded
     device = measured.device
@@ -179,6 +183,8 @@ def reproduction(samples_per_s: float, measured: Measured) -> tuple[bool, str]:
             f"{text}: outside {REPRODUCTION_TOLERANCE:.0%}, inside the range the search's own "
             f"runs spanned (this machine's speed drifts between runs). {_CHECK_HINT}"
         )
+    if contention is not None and contention.busy:
+        return False, f"{text}: not reproduced, and {contention.sentence()}. {_CHECK_HINT}"
     return False, (
         f"{text}: not reproduced. Is this machine busy, or another one (a VM may give one "
         f"CPU name to hosts with and without fast bf16)? {_CHECK_HINT} Run `autotune search` "

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from autotune import __version__, profiler
 from autotune._cli_support import OneLineErrors, stop_on_signals
+from autotune._host import CpuShare, CpuWatch
 from autotune._io import write_text_atomic
 from autotune._probe_view import probe_tables
 from autotune._recheck_view import recheck_table
@@ -186,6 +187,7 @@ def run(
             resume=resume,
         )
         logger = StepLogger(tensorboard) if tensorboard and _is_main_rank() else None
+        watch = CpuWatch()
         try:
             result = _train_with_progress(task, train_config, options, logger)
             if logger is not None:
@@ -198,12 +200,13 @@ def run(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(result.model_dump(), indent=1) + "\n")
     out.print(_summary_table(result.summary, train_config))
+    contention = _contention(watch)
     if tuned is not None and tuned.edited():
         err.print(f"[bold]vs tuned.yaml:[/] {EDITED}: samples/s not compared.")
     elif tuned is not None and tuned.other_task(task_file):
         err.print(f"[bold]vs tuned.yaml:[/] {OTHER_TASK}: samples/s not compared.")
     elif tuned is not None and tuned.measured is not None:
-        same, line = reproduction(result.summary.samples_per_s, tuned.measured)
+        same, line = reproduction(result.summary.samples_per_s, tuned.measured, contention)
         (out if same else err).print(f"[bold]vs tuned.yaml:[/] {line}")
         differs = allocator_difference(tuned, os.environ.get("GLIBC_TUNABLES"))
         if differs is not None:
@@ -211,6 +214,21 @@ def run(
     if result.summary.stopped_reason:
         err.print(f"[bold red]training stopped:[/] {result.summary.stopped_reason}")
         raise typer.Exit(1)
+
+
+def _contention(watch: CpuWatch) -> CpuShare | None:
+    """What others used of this process's cores since ``watch`` began, told (as a note) when
+    it is enough to slow the timings; None under torchrun, whose peer ranks it would count."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return None
+    share = watch.share()
+    if share is not None and share.busy:
+        err.print(
+            f"[bold]note:[/] {share.sentence()}, so the samples/s above are lower and noisier "
+            "than this machine's own; measure on an idle machine.",
+            highlight=False,
+        )
+    return share
 
 
 def _train_with_progress(
@@ -500,6 +518,7 @@ def check(
         tuned = load_tuned_config(config)
         task_file = _task_of(tuned, task)
         err.print(f"checking {escape(str(config))} on {escape(str(task_file))}", highlight=False)
+        watch = CpuWatch()
         with tempfile.TemporaryDirectory(prefix="autotune-check-") as workdir:
             found = recheck(
                 tuned,
@@ -513,6 +532,7 @@ def check(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(found.summary(), indent=1) + "\n")
     out.print(recheck_table(found, str(config)))
+    _contention(watch)
     if not found.holds():
         raise typer.Exit(1)
 

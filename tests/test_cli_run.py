@@ -15,6 +15,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from autotune import cli
+from autotune._host import CpuShare
 from autotune.cli import app
 from autotune.config import save_tuned_config
 from autotune.runtime import CHECKPOINT_NAME
@@ -162,6 +164,31 @@ def test_a_run_of_another_task_file_compares_nothing(
 def test_summary_table_is_printed(write_task: Callable[[str], Path]) -> None:
     result = _run(str(write_task(TINY_TASK)), "--steps", "3")
     assert "final loss" in result.output and "samples/s" in result.output
+
+
+class _Busy:
+    """A CpuWatch that saw others keep 1.2 of 2 cores busy."""
+
+    others = 1.2
+
+    def share(self) -> CpuShare:
+        return CpuShare(cores=2, others_cores=self.others, seconds=3.0)
+
+
+class _Quiet(_Busy):
+    others = 0.1
+
+
+def test_a_run_beside_other_work_says_so(
+    write_task: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = str(write_task(TINY_TASK))
+    monkeypatch.setattr(cli, "CpuWatch", _Quiet)
+    assert "other processes kept" not in _run(task, "--steps", "3").output
+    monkeypatch.setattr(cli, "CpuWatch", _Busy)
+    note = " ".join(_run(task, "--steps", "3").output.split())
+    assert "note: other processes kept 1.2 of this process's 2 CPU cores busy over 3 s" in note
+    assert "lower and noisier than this machine's own" in note
 
 
 def test_diverging_run_exits_1(write_task: Callable[[str], Path]) -> None:

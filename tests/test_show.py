@@ -7,6 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
+from autotune._host import CpuShare
 from autotune._tuned_view import allocator_difference, reproduction
 from autotune.cli import app
 from autotune.config import save_tuned_config
@@ -110,6 +111,18 @@ def test_reproduction_is_judged_against_the_recorded_rate_and_range() -> None:
     assert not inside and "inside the range the search's own runs spanned" in line
     for miss in (line, reproduction(725.0, measured)[1]):  # either miss names the check
         assert "`autotune check` re-runs it beside the baseline" in miss
+
+
+def test_a_miss_under_contention_names_it_instead_of_asking() -> None:
+    measured = make_tuned().measured
+    assert measured is not None
+    busy = CpuShare(cores=2, others_cores=1.3, seconds=12.0)
+    same, line = reproduction(725.0, measured, busy)
+    assert not same and "not reproduced, and other processes kept 1.3 of this" in line
+    assert "Is this machine busy" not in line
+    quiet = CpuShare(cores=2, others_cores=0.1, seconds=12.0)
+    assert "Is this machine busy" in reproduction(725.0, measured, quiet)[1]
+    assert reproduction(750.0, measured, busy)[0]  # within 10%: reproduced all the same
 
 
 def test_a_run_under_another_allocator_than_the_search_says_so() -> None:

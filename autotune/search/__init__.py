@@ -24,6 +24,7 @@ import optuna
 
 from autotune import profiler, stability
 from autotune import space as spaces
+from autotune._host import CpuWatch
 from autotune._units import format_seconds
 from autotune.config import Provenance, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
@@ -211,11 +212,26 @@ class _Search:
         self.convergence = self.studies.convergence
         self.phases: dict[str, float] = {}
         self.warnings: list[str] = []  # what weakens the numbers: told now, kept in tuned.yaml
+        self.watch = CpuWatch()  # other processes on these cores: the timings' hidden cause
+        self.told_contention = False
 
     def _warn_if(self, text: str | None) -> None:
         if text is not None:
             self.warnings.append(text)
             self.say(f"warning: {text}")
+
+    def _contention(self, over: str) -> str | None:
+        """A warning, once per search, when other processes kept enough of this machine's
+        cores busy since the search began to slow and scatter its timings."""
+        share = None if self.told_contention else self.watch.share()
+        if share is None or not share.busy:
+            return None
+        self.told_contention = True
+        return (
+            f"{share.sentence()} ({over}), so the search's timings are slower and noisier than "
+            "this machine's own, and its pick and speed-up may not hold on it idle; stop the "
+            "other work and search again, or `autotune check` the result then."
+        )
 
     @contextlib.contextmanager
     def _phase(self, name: str) -> Iterator[None]:
@@ -257,6 +273,7 @@ class _Search:
                 lambda: _baseline(self.task, base, report, options, trials, say),
             )
         say(f"target loss {baseline.target_loss:.4f} ({baseline.target_from})")
+        self._warn_if(self._contention("the probe and the baseline"))  # before what it explains
         if baseline.target_from not in ("user", "task"):  # the target is off its curve
             self._warn_if(unbent_baseline(baseline))
         else:  # a curve that sets no target may still fail to train
@@ -388,6 +405,7 @@ class _Search:
         pairs measured the winner slower (:meth:`~._confirm.Confirmation.lost`), with the
         warnings the search gathered."""
         baseline, report = setup.baseline, setup.report
+        self._warn_if(self._contention("the whole search"))
         self._warn_if(early_target(found, baseline, self.task.baseline_steps()))
         self._warn_if(bounded_speedup(found, baseline))
         if same_config(winner.train, baseline.run.train):

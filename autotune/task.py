@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import itertools
 import math
 import sys
 import traceback
@@ -42,6 +43,9 @@ _FUNCTION_FORM = ("build_model", "build_dataset", "loss_fn")
 # that built it, kept alive so that an id() key is not reused; the dataset).
 _DATASETS: dict[tuple[Any, ...], tuple[Callable[[], Any], Dataset[Any]]] = {}
 _T = TypeVar("_T")
+# Samples in the forward that sizes lazy modules: shapes need one, and 2 keeps a batch that
+# code squeezing a batch dimension of 1 away (or BatchNorm, in train mode) still accepts.
+_LAZY_SAMPLES = 2
 
 
 def _default_baseline() -> dict[str, Any]:
@@ -172,14 +176,41 @@ class Task:
     # -- checked calls into user code --------------------------------------------------
 
     def build_model(self) -> nn.Module:
-        """Call ``model()`` and check that it returned an ``nn.Module``."""
+        """Call ``model()``, check that it returned an ``nn.Module``, and materialize its
+        lazy modules (``nn.LazyLinear``, ``nn.LazyConv2d``, ...).
+
+        A lazy module has no parameter shapes until its first call, and an optimizer, DDP, a
+        FLOP count or a memory estimate built before then fails on the uninitialized
+        parameters ("Attempted to use an uninitialized parameter"). So such a model gets one
+        forward pass of the dataset's first samples here, in eval mode and without
+        gradients (no BatchNorm statistics move, no dropout draws), as torch's docs ask.
+        """
         model = self._call(self.model, "building the model")
         if not isinstance(model, nn.Module):
             raise TaskError(
                 f"{self.where()}: the model function returned {_describe(model)}, not a "
                 f"torch.nn.Module; return the module instance, e.g. `return MyNet()`."
             )
+        if any(nn.parameter.is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+            self._materialize(model)
         return model
+
+    def _materialize(self, model: nn.Module) -> None:
+        data = self.build_dataset()
+        if isinstance(data, IterableDataset):
+            samples = list(itertools.islice(iter(data), _LAZY_SAMPLES))
+        else:
+            samples = [data[i] for i in range(min(_LAZY_SAMPLES, len(data)))]  # type: ignore[arg-type]
+        training = model.training
+        model.eval()
+        with torch.no_grad():
+            self._call(
+                self.loss,
+                "computing the loss (to size the lazy modules)",
+                model,
+                self.collate(samples),
+            )
+        model.train(training)
 
     def build_dataset(self) -> Dataset[Any]:
         """Call ``dataset()`` and check that it is a non-empty dataset, once per process.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
@@ -238,6 +239,20 @@ def test_embedding_fed_linears_are_exactly_6nt() -> None:
     assert facts.tokens_per_sample == 5
     assert facts.flops_per_sample == facts.rule_flops_per_sample == 6 * facts.matmul_params * 5
     assert facts.flops_vs_rule == 1.0
+
+
+def test_a_lazy_model_is_counted_as_its_eager_twin(tiny: Task) -> None:
+    """nn.LazyLinear has no shapes until its first call; the probe sizes it first (was:
+    "Attempted to use an uninitialized parameter" from the probe's parameter count)."""
+    lazy = dataclasses.replace(
+        tiny,
+        model=lambda: torch.nn.Sequential(
+            torch.nn.LazyLinear(32), torch.nn.ReLU(), torch.nn.LazyLinear(2)
+        ),
+    )
+    facts, eager = model_facts(lazy), model_facts(tiny)
+    assert facts.total_params == eager.total_params == 8 * 32 + 32 + 32 * 2 + 2
+    assert facts.flops_per_sample == eager.flops_per_sample
 
 
 def test_attention_is_counted_and_blocks_found(small_gpt: Task) -> None:

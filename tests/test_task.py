@@ -703,3 +703,36 @@ def test_in_memory_tasks_share_a_dataset_only_through_the_same_function() -> Non
 
     assert one.build_dataset() is same.build_dataset()
     assert other.build_dataset() is not one.build_dataset()
+
+
+class _LazyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.LazyLinear(16), nn.LazyBatchNorm1d(), nn.Dropout(0.5))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_lazy_modules_are_sized_by_one_quiet_forward() -> None:
+    seen: list[tuple[bool, bool]] = []
+
+    def loss(model: nn.Module, batch: Any) -> torch.Tensor:
+        seen.append((model.training, torch.is_grad_enabled()))
+        x, y = batch
+        return nn.functional.cross_entropy(model(x), y)
+
+    data = TensorDataset(torch.randn(10, 5), torch.arange(10) % 3)
+    task = Task(model=_LazyNet, dataset=lambda: data, loss=loss)
+    model = task.build_model()
+    assert not any(nn.parameter.is_lazy(t) for t in (*model.parameters(), *model.buffers()))
+    assert model.body[0].weight.shape == (16, 5) and model.training
+    assert seen == [(False, False)]  # eval mode, no gradients: one forward, sizes only
+    norm = model.body[1]
+    assert torch.equal(norm.running_mean, torch.zeros(16)) and int(norm.num_batches_tracked) == 0
+    assert all(p.grad is None for p in model.parameters())
+    task.build_model()
+    assert len(seen) == 2  # every fresh model is sized
+    Task(model=lambda: nn.Linear(5, 3), dataset=lambda: data, loss=loss).build_model()
+    assert len(seen) == 2  # an eager model gets no forward

@@ -14,7 +14,7 @@ import pytest
 
 from autotune import stability
 from autotune.config import TrainConfig, file_sha256, load_tuned_config
-from autotune.search import SearchOptions, SearchOutcome, redact, run_search
+from autotune.search import SearchError, SearchOptions, SearchOutcome, redact, run_search
 from autotune.search._types import BaselineRun, Measured
 from tests.conftest import TINY_TASK
 
@@ -550,3 +550,28 @@ def test_the_missed_target_error_leaves_out_failed_trials_and_a_baseline_at_its_
     assert "the closest run, trial 1 (" in said  # not the failed trial 0, not the baseline
     lowest = stability.lowest_reached(run([2.0 - 0.02 * k for k in range(40)]).losses)
     assert lowest is not None and f"would have reached {lowest:.4g}" in said
+
+
+@pytest.mark.slow
+def test_a_memory_limit_nothing_fits_stops_before_the_baseline(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Every systems config over the budget: one error with the closest and the fix, before
+    the baseline runs (was: a ValueError from min() after the baseline's seconds)."""
+    options = SearchOptions(
+        task_path=write_task(TINY_TASK),
+        budget_s=60,
+        memory_limit_bytes=1024,
+        storage=f"sqlite:///{tmp_path / 'autotune.db'}",
+        output=tmp_path / "tuned.yaml",
+        workdir=tmp_path / "trials",
+    )
+    lines: list[str] = []
+    with pytest.raises(SearchError) as caught:
+        run_search(options, lines.append)
+    said = str(caught.value)
+    assert said.startswith("no config in the search space fits the memory budget (--memory-limit)")
+    assert re.search(r"the closest: predicted peak .* \(micro_batch_size=\d+, 32-true", said)
+    assert "Raise --memory-limit" in said
+    assert not any("running the baseline" in line for line in lines), lines
+    assert not options.output.exists()

@@ -66,7 +66,7 @@ from autotune.search._progress import (
 from autotune.search._recheck import CHECK_TOLERANCE, Recheck, Remeasured, recheck
 from autotune.search._runoff import Entry, runoff
 from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
-from autotune.search._systems import measure_systems, predict_systems
+from autotune.search._systems import Prediction, measure_systems, nothing_fits, predict_systems
 from autotune.search._types import (
     CONFIRM_MAX_PAIRS,
     CONFIRM_PAIRS,
@@ -265,6 +265,9 @@ class _Search:
         for removal in removals:
             say(str(removal))
         base = self.task.baseline_config()
+        predicted = predict_systems(space, report, base)
+        if not predicted[0]:  # before the baseline: nothing it would set a target for fits
+            raise SearchError(nothing_fits(predicted[1], report))
         say("running the baseline")
         with self._phase("baseline"):
             baseline = self.studies.cached(
@@ -279,7 +282,7 @@ class _Search:
         else:  # a curve that sets no target may still fail to train
             self._warn_if(unstable_baseline(baseline))
         with self._phase("systems"):
-            systems = _systems(space, report, base, self.studies, trials, options, say)
+            systems = _systems(space, predicted, base, self.studies, trials, options, say)
         self.studies.release("setup")
         return _Setup(report, space, removals, base, baseline, systems)
 
@@ -624,14 +627,14 @@ def _tt(run: Measured, target: float) -> float | None:
 
 def _systems(
     space: spaces.SearchSpace,
-    report: ProbeReport,
+    predicted: Prediction,
     base: TrainConfig,
     studies: Studies,
     trials: Trialist,
     options: SearchOptions,
     say: Events,
 ) -> list[Measured]:
-    candidates, pruned = predict_systems(space, report, base)
+    candidates, pruned = predicted
     say(f"systems: {len(candidates)} configs fit, {len(pruned)} pruned by the memory model")
     runs = measure_systems(
         candidates,

@@ -29,8 +29,10 @@ __all__ = [
     "DOMINATED_SHARE",
     "Candidate",
     "Dominated",
+    "Prediction",
     "beyond_saturation",
     "measure_systems",
+    "nothing_fits",
     "precision_free_step",
     "precision_twins",
     "predict_systems",
@@ -78,13 +80,18 @@ class Candidate:
     peak_bytes: int | None
 
 
+# What predict_systems returns: the configs that fit, and the pruned ones with the reason.
+Prediction = tuple[list[Candidate], list[tuple[dict[str, Any], str]]]
+
+
 def predict_systems(
     space: spaces.SearchSpace, report: ProbeReport, base: TrainConfig
-) -> tuple[list[Candidate], list[tuple[dict[str, Any], str]]]:
+) -> Prediction:
     """Every systems combination: the ones that fit ranked fastest first, and the pruned
-    ones with the reason (predicted bytes over the budget)."""
+    ones with the reason (predicted bytes over the budget), the closest to fitting first."""
     fitting: list[Candidate] = []
     pruned: list[tuple[dict[str, Any], str]] = []
+    over: list[float] = []  # each pruned one's predicted bytes, to order them
     budget = report.memory_budget.budget_bytes
     cpu = report.hardware.device.kind == "cpu"
     for values in _combinations(space):
@@ -97,13 +104,30 @@ def predict_systems(
         )
         if not verdict.fits:
             pruned.append((values, verdict.reason))
+            over.append(verdict.predicted_bytes or 0.0)
             continue
         rate = _predicted_rate(variant, config, cpu)
         predicted = None if verdict.predicted_bytes is None else int(verdict.predicted_bytes)
         fitting.append(Candidate(config, values, rate, predicted))
     fitting = _without_needless_checkpointing(fitting)
     fitting.sort(key=lambda c: -c.samples_per_s)
-    return fitting, pruned
+    order = sorted(range(len(pruned)), key=over.__getitem__)
+    return fitting, [pruned[k] for k in order]
+
+
+def nothing_fits(pruned: list[tuple[dict[str, Any], str]], report: ProbeReport) -> str:
+    """Why a search stops before its baseline when the memory model prunes every systems
+    config (``pruned`` closest first, as :func:`predict_systems` orders them), and the fix."""
+    budget = report.memory_budget
+    given = budget.source == "memory_limit"
+    where = "--memory-limit" if given else "the share of the device's memory a search budgets"
+    fix = "raise --memory-limit" if given else "give a larger --memory-limit"
+    closest = f"; the closest: {pruned[0][1]}" if pruned else ""
+    return (
+        f"no config in the search space fits the memory budget ({where}): the memory model "
+        f"prunes all {len(pruned)}{closest}. {fix.capitalize()}, or give a --space with "
+        "smaller micro_batch_size values or activation checkpointing (Task(blocks=[...]))."
+    )
 
 
 def _without_needless_checkpointing(fitting: list[Candidate]) -> list[Candidate]:

@@ -118,6 +118,15 @@ TARGET_BAND = 0.02
 TARGET_SUPPORT_STEPS = 10
 
 
+# drop_in_noise: a target less than this many per-step loss deviations below the start of
+# a curve's trend is a level that a lucky stretch of batches reaches: on a GRU text
+# classifier whose baseline barely fell in its budget's share, a batch-8 trial crossed its
+# target in a few lucky batches and its curve rose after, and every confirmation pair (the
+# same seed, the same batches) "confirmed" it. The trials of tasks that train (the
+# examples, and the dogfood tasks that trained) sit well above 1.
+MIN_DROP_IN_NOISE = 1.0
+
+
 class StabilityVerdict(BaseModel):
     """Whether a loss curve is stable, and why: the failed checks (or, when stable, the
     evidence of each passed check), each a sentence with its numbers."""
@@ -313,6 +322,24 @@ def steps_to_target(
         if value <= target:
             return k if len(losses) - 1 - k >= support else None
     return None
+
+
+def step_noise(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> float:
+    """The per-step deviation of ``losses`` around their zero-lag trend (the RMS residual):
+    how far one batch's loss scatters from where training is. 0 for an empty curve."""
+    if not losses:
+        return 0.0
+    residuals = [x - t for x, t in zip(losses, _zero_lag(losses, alpha), strict=True)]
+    return math.sqrt(math.fsum(r * r for r in residuals) / len(losses))
+
+
+def drop_in_noise(losses: Sequence[float], target: float, alpha: float = SMOOTHING_ALPHA) -> float:
+    """How far ``target`` lies below the start of the curve's trend, in :func:`step_noise`
+    units; ``inf`` for a noiseless curve. Below :data:`MIN_DROP_IN_NOISE`, reaching
+    ``target`` says more about a lucky stretch of batches than about training."""
+    noise = step_noise(losses, alpha)
+    drop = _zero_lag(losses, alpha)[0] - target
+    return drop / noise if noise > 0 else math.inf
 
 
 def lowest_reached(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -354,6 +355,34 @@ def test_a_baseline_that_blows_up_sets_no_target() -> None:
     climbing = _baseline_run([2.0] * 100 + [2.0 * 1.1**k for k in range(60)])
     with pytest.raises(SearchError, match=r"does not train: .*rose"):
         _require_training(climbing.run, base, 2.0)
+
+
+def _noisy(start: float, tau: float, seed: int = 0) -> list[float]:
+    """96 losses falling by ``start`` (time constant ``tau``) to 0.56, each batch off by
+    a Gaussian of deviation 0.08."""
+    rng = random.Random(seed)
+    return [0.56 + start * math.exp(-k / tau) + 0.08 * rng.gauss(0, 1) for k in range(96)]
+
+
+def test_a_target_within_the_baselines_batch_noise_sets_no_target() -> None:
+    """A baseline that fell less than its batches scatter (a GRU text classifier in its
+    budget's share, outside the repo): a batch-8 trial crossed such a target in a few
+    lucky batches, and every same-seed confirmation pair repeated them."""
+    from autotune.search import SearchError, _require_training, noisy_target
+
+    base = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
+    barely = _noisy(0.1, 4)
+    target = stability.baseline_target(barely)
+    assert stability.verdict(barely).stable  # it does fall: no other check refuses it
+    assert stability.drop_in_noise(barely, target) < stability.MIN_DROP_IN_NOISE
+    refusal = r"less than its single batches scatter by \(0.08\d*\).* ranks luck, not configs"
+    with pytest.raises(SearchError, match=refusal + r".*Train the baseline longer"):
+        _require_training(_baseline_run(barely).run, base, target)
+    trains = _noisy(0.6, 30)  # the same noise on a curve that falls 0.5: a target
+    _require_training(_baseline_run(trains).run, base, stability.baseline_target(trains))
+    assert noisy_target(_baseline_run(trains).run, 0.2) is None  # a given target that far
+    said = noisy_target(_baseline_run(barely).run, 0.6)  # a given target near the start
+    assert said is not None and said.startswith("the target loss 0.6 is ")
 
 
 def test_a_baseline_that_fails_under_a_given_target_is_warned_of() -> None:

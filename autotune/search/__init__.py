@@ -281,6 +281,7 @@ class _Search:
             self._warn_if(unbent_baseline(baseline))
         else:  # a curve that sets no target may still fail to train
             self._warn_if(unstable_baseline(baseline))
+            self._warn_if(noisy_target(baseline.run, baseline.target_loss))
         with self._phase("systems"):
             systems = _systems(space, predicted, base, self.studies, trials, options, say)
         self.studies.release("setup")
@@ -523,6 +524,12 @@ def _require_training(run: Measured, base: TrainConfig, target: float) -> None:
             f"and after {len(run.losses)} steps, {target:.4g}, it is still above its start"
         )
     else:
+        noisy = noisy_target(run, target)
+        if noisy is not None:
+            raise SearchError(
+                f"{noisy}. Train the baseline longer (Task.baseline steps, or a larger "
+                "--budget), or give a --target-loss further down."
+            )
         return
     raise SearchError(
         f"the Task's baseline ({describe(base)}) does not train: {why}. A target loss taken "
@@ -537,6 +544,21 @@ def _blew_up(losses: Sequence[float], target: float) -> bool:
     a stream's first batch came out at 16.5 against a mean near 32."""
     first = losses[0]
     return first > 0 and target >= first and max(losses) >= _BLOW_UP * first
+
+
+def noisy_target(run: Measured, target: float) -> str | None:
+    """Why ``target`` ranks luck where it lies within the baseline ``run``'s batch-to-batch
+    noise of its start (:func:`stability.drop_in_noise`); None where it lies further down."""
+    drop = stability.drop_in_noise(run.losses, target)
+    if drop >= stability.MIN_DROP_IN_NOISE:
+        return None
+    noise = stability.step_noise(run.losses)
+    start = target + drop * noise  # the trend's first value
+    return (
+        f"the target loss {target:.4g} is {max(0.0, start - target):.3g} below where the "
+        f"baseline's loss started ({start:.4g}), less than its single batches scatter by "
+        f"({noise:.3g}): a few lucky batches reach it, so time to it ranks luck, not configs"
+    )
 
 
 def unstable_baseline(baseline: BaselineRun) -> str | None:

@@ -69,9 +69,9 @@ class TunedSetup:
         return self.precision.autocast(self.device)
 
     def to_device(self, batch: Any) -> Any:
-        """Move a (nested) batch to the device; floats become bf16 under ``bf16-true``."""
-        cast = self.precision.param_dtype if self.precision.param_dtype != torch.float32 else None
-        return to_device(batch, self.device, cast)
+        """Move a (nested) batch to the device; floats become the parameters' dtype (bf16
+        under ``bf16-true``, else float32, float64 data included), as the model was cast."""
+        return to_device(batch, self.device, self.precision.param_dtype)
 
     def is_boundary(self, micro_step: int) -> bool:
         """Whether micro-batch ``micro_step`` (counted from 0) ends an optimizer step."""

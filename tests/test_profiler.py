@@ -255,6 +255,18 @@ def test_a_lazy_model_is_counted_as_its_eager_twin(tiny: Task) -> None:
     assert facts.flops_per_sample == eager.flops_per_sample
 
 
+def test_float64_data_and_models_are_probed_in_fp32(tiny: Task) -> None:
+    """As the runtime trains them (was: "mat1 and mat2 must have the same dtype" from the
+    user's loss, for float64 data under a float32 model)."""
+    data = tiny.build_dataset()
+    x, y = data.tensors  # type: ignore[attr-defined]
+    doubles = torch.utils.data.TensorDataset(x.double(), y)  # float64 features, long labels
+    for model in (tiny.model, lambda: tiny.model().double()):
+        task = dataclasses.replace(tiny, model=model, dataset=lambda: doubles)
+        assert model_facts(task).flops_per_sample == model_facts(tiny).flops_per_sample
+        assert measure_noise_scale(task, small_batch=8, big_batch=32, big_batches=2).b_simple
+
+
 def test_attention_is_counted_and_blocks_found(small_gpt: Task) -> None:
     facts = model_facts(small_gpt)
     assert facts.blocks == ["blocks.0", "blocks.1"]

@@ -56,7 +56,9 @@ def model_facts(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     batch, count = sample_batch(task, batch_size)
-    flops, tally = _count(task, model.to(torch.device(device)), batch, torch.device(device))
+    # fp32, as the runtime's reference precision casts the model and float inputs
+    model = model.to(device=torch.device(device), dtype=torch.float32)
+    flops, tally = _count(task, model, batch, torch.device(device))
     unused = _unused(task, model, torch.device(device))
     per_sample = flops / count
     tokens = tally.tokens_per_sample(count)
@@ -86,7 +88,7 @@ def _unused(task: Task, model: nn.Module, device: torch.device) -> list[str]:
     model.zero_grad(set_to_none=True)
 
     def loss_of(batch: Any) -> Callable[[nn.Module], torch.Tensor]:
-        return lambda m: task.compute_loss(m, to_device(batch, device))
+        return lambda m: task.compute_loss(m, to_device(batch, device, torch.float32))
 
     batches = scan_batches(task, SCAN_BATCHES, SCAN_SAMPLES)
     missed.update(unused_parameters(model, [loss_of(b) for b in batches]))
@@ -142,7 +144,7 @@ def _count(
     """FLOPs of one forward+backward of ``batch``, and what the dense layers saw."""
     counter = FlopCounterMode(display=False)
     with _DenseTally(model) as tally, sdpa_kernel(SDPBackend.MATH), counter:
-        loss = task.compute_loss(model, to_device(batch, device))
+        loss = task.compute_loss(model, to_device(batch, device, torch.float32))
         loss.backward()  # type: ignore[no-untyped-call]
     return int(counter.get_total_flops()), tally
 

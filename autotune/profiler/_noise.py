@@ -78,7 +78,7 @@ def measure_noise_scale(
         raise ValueError(f"big_batches must be >= 1, but got {big_batches}.")
     target = torch.device(device)
     with seeded(seed, target):
-        model = task.build_model().to(target).train()
+        model = task.build_model().to(target, torch.float32).train()  # as the runtime's
         stream = BatchStream(task, task.build_dataset(), small_batch, 0, 1, seed)
         small_sq, big_sq = _squared_norms(
             task, model, stream, big_batch // small_batch, big_batches, target
@@ -103,7 +103,8 @@ def _squared_norms(
     for _ in range(big_batches):
         total = [torch.zeros_like(p, dtype=torch.float64) for p in params]
         for _ in range(chunks):
-            grads = _gradient(task, model, params, to_device(next(stream), device))
+            batch = to_device(next(stream), device, torch.float32)
+            grads = _gradient(task, model, params, batch)
             small_sq.append(_squared_norm(grads))
             for acc, grad in zip(total, grads, strict=True):
                 acc.add_(grad)

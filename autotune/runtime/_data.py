@@ -126,7 +126,7 @@ def _fetch(dataset: Dataset[Any], indices: list[int]) -> list[Any]:
 
 
 def to_device(batch: Any, device: torch.device, float_dtype: torch.dtype | None = None) -> Any:
-    """Move every tensor in a nested batch to ``device``; cast floats for bf16-true."""
+    """Move every tensor in a nested batch to ``device``; cast floats to ``float_dtype``."""
     if isinstance(batch, torch.Tensor):
         if float_dtype is not None and batch.is_floating_point():
             return batch.to(device=device, dtype=float_dtype, non_blocking=True)

@@ -123,9 +123,11 @@ class _Trainer:
         return net
 
     @property
-    def _float_dtype(self) -> torch.dtype | None:
-        """What a batch's floats are cast to: the parameters' dtype where it is not fp32."""
-        return self.plan.param_dtype if self.plan.param_dtype != torch.float32 else None
+    def _float_dtype(self) -> torch.dtype:
+        """What a batch's floats are cast to: the parameters' dtype, which the precision
+        sets (the model is cast to it, a float64 one too), so float64 data (numpy's default)
+        meets float32 weights as float32; a float32 tensor's cast is no copy."""
+        return self.plan.param_dtype
 
     def _loss_of(self, batch: Any) -> Callable[[nn.Module], torch.Tensor]:
         """``model -> loss`` on ``batch``, a micro-batch read ahead (it is still trained)."""

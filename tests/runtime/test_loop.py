@@ -184,6 +184,37 @@ def test_sparse_embeddings_train_with_momentum_weight_decay_and_clipping(
     assert result.summary.loss_finite and _falls(result)
 
 
+FLOAT64_TASK = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from autotune import Task
+
+def build_dataset():  # float64, as numpy arrays turn into tensors
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 8, generator=g, dtype=torch.float64)
+    return TensorDataset(x, x[:, :4].sum(1, keepdim=True))
+
+def loss_fn(model, batch):
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y)
+
+task = Task(model=lambda: nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1)){cast},
+            dataset=build_dataset, loss=loss_fn)
+"""
+
+
+@pytest.mark.parametrize("cast", ["", ".double()"])
+def test_float64_data_and_models_train_in_the_configs_precision(
+    write_task: Callable[[str], Path], cast: str
+) -> None:
+    """float64 data met float32 weights in the user's loss ("mat1 and mat2 must have the
+    same dtype"), and a float64 model was cast to float32 under its float64 inputs."""
+    task = load_task(write_task(FLOAT64_TASK.replace("{cast}", cast)))
+    result = _run(task, steps=30)
+    assert result.summary.loss_finite and _falls(result)
+
+
 def test_dataset_smaller_than_a_batch_is_a_config_error(tiny: Task) -> None:
     with pytest.raises(
         ConfigError, match="fewer than one micro-batch per rank.*lower micro_batch_size"

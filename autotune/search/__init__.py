@@ -773,9 +773,10 @@ def _later_target(baseline: BaselineRun, task_steps: int | None) -> str:
 
 
 _NOTHING_FASTER = (
-    "no config the search ran reached the target faster than the baseline's own, so "
-    "tuned.yaml is the baseline's config, and its speed-up is the noise between runs of "
-    "one config. Give a larger --budget for more trials, or a --space with other values."
+    "no config the search ran reached the target faster than the baseline's own and passed "
+    "the stability and seed checks, so tuned.yaml is the baseline's config, and its "
+    "speed-up is the noise between runs of one config. Give a larger --budget for more "
+    "trials, or a --space with other values."
 )
 
 

@@ -30,6 +30,7 @@ from autotune.profiler import ProbeReport
 from autotune.runtime import StepRecord
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
+from autotune.search._reseed import reseed_check
 from autotune.search._types import BaselineRun, Measured, same_kind
 from autotune.trial import TargetStop
 
@@ -346,7 +347,8 @@ def stable_winner(
     known: Sequence[Measured] = (),
     spare: Callable[[Measured], float] | None = None,
 ) -> Measured | None:
-    """The fastest candidate that passes the stability check, trying at most
+    """The fastest candidate that passes the stability check (and, where its crossing of
+    ``target`` lies within its batch noise, the seed check of :mod:`._reseed`), trying at most
     ``_STABILITY_TRIES`` and, after a candidate fails (a reduced precision disagreeing
     with fp32, or any curve diverging), only candidates in its precision at a lower LR:
     both grow with the LR, the gap to fp32 too
@@ -360,7 +362,9 @@ def stable_winner(
     (:func:`_sooner`); if none passes, the fastest alternative wins. ``known``: fp32 runs
     already measured (the baseline), reused as references where they match. ``spare``:
     the training seconds the budget has beyond the confirmation of a given candidate; the
-    retry runs only where it fits (None: always). None: no candidate, and no alternative."""
+    retry and the seed check run only where they fit (None: always). A candidate that fails
+    the seed check leaves ``known`` (the baseline it was measured beside) as an alternative.
+    None: no candidate, and no alternative."""
     failed_at: dict[str, float] = {}  # precision -> the lowest LR at which it failed
     alternatives: list[Measured] = []
     tries = 0
@@ -373,8 +377,11 @@ def stable_winner(
         tries += 1
         verdict, reference = reference_check(candidate, trials, target, known)
         say(f"stability of {describe(candidate.train)}: {'; '.join(verdict.reasons)}")
-        if verdict.stable:
+        if verdict.stable and _not_luck(candidate, trials, target, say, spare):
             return _sooner(candidate, _soonest(alternatives), say)
+        if verdict.stable:  # its crossing was luck: the runs it was measured beside stand
+            alternatives += [run for run in known if run.time_to_target_s is not None]
+            continue
         derate = precision not in failed_at and _fits(candidate, reference, spare, say)
         failed_at[precision] = lr
         alternatives += _alternatives(candidate, reference, derate, trials, target, say)
@@ -382,6 +389,22 @@ def stable_winner(
     if fallback is not None:
         say(f"falling back to {describe(fallback.train)}: no candidate passed")
     return fallback
+
+
+def _not_luck(
+    candidate: Measured,
+    trials: Trialist,
+    target: float,
+    say: Callable[[str], None],
+    spare: Callable[[Measured], float] | None,
+) -> bool:
+    """False where ``candidate``'s crossing lies within its batch noise and a re-run on
+    another seed did not cross again (:func:`._reseed.reseed_check`), said either way."""
+    room = None if spare is None else (lambda: spare(candidate))
+    found = reseed_check(candidate, trials, target, room)
+    if found.why is not None:
+        say(f"seed check of {describe(candidate.train)}: {found.why}")
+    return found.passed is not False
 
 
 def _fits(

@@ -150,15 +150,18 @@ class Trialist:
         time_cap_s: float | None = None,
         measure_memory: bool = False,
         warmup_steps: int | None = None,
+        seed: int | None = None,
     ) -> TrialResult:
         """One supervised run; never raises for what the trial does. A ``watch`` that
-        :class:`StopsAtTarget` has the worker end the run at its target itself."""
+        :class:`StopsAtTarget` has the worker end the run at its target itself. ``seed``:
+        another than the search's (:attr:`seed`), for a re-run that must not share its
+        initial weights and batches."""
         self.count += 1
         spec = TrialSpec(
             task_path=self.task_path,
             train=config,
             steps=steps,
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             device=self.device,
             timeout_s=(time_cap_s or 600.0) + _START_ALLOWANCE_S,
             measure_memory=measure_memory,

@@ -26,6 +26,7 @@ from autotune.runtime._ddp import SCAN_BATCHES, check_reduced, wrap_ddp
 from autotune.runtime._memory import StepMemoryMeter, held_bytes
 from autotune.runtime._optim import build_optimizer, build_scheduler, clip_gradients
 from autotune.runtime._precision import precision_plan
+from autotune.runtime._same_data import check_same_data
 from autotune.runtime._types import RunOptions, RunResult, RunSummary, StepRecord
 from autotune.task import Task
 
@@ -97,8 +98,11 @@ class _Trainer:
         self.optimizer = build_optimizer(self.model, config.optimizer, task)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, options.steps)
         self.scaler = self.plan.grad_scaler(self.device)
+        dataset = task.build_dataset()
+        if ctx.world > 1:  # each rank built its own: they must be one dataset
+            check_same_data(task, dataset)
         self.stream = BatchStream(
-            task, task.build_dataset(), config.micro_batch_size, ctx.rank, ctx.world, options.seed
+            task, dataset, config.micro_batch_size, ctx.rank, ctx.world, options.seed
         )
         self.net = self._wrap(self.model)
         torch.manual_seed(options.seed + 7919 * (ctx.rank + 1))  # dropout stream per rank

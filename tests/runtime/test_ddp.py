@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from autotune.errors import TaskError
 from autotune.runtime import RunOptions, train
 from autotune.runtime._data import BatchStream
 from autotune.runtime._ddp import SCAN_BATCHES, _found, unused_parameters
+from autotune.runtime._same_data import fingerprint
 from autotune.task import Task, load_task
 from tests.conftest import TINY_TASK
 
@@ -187,3 +189,67 @@ def test_a_task_that_declares_unused_parameters_trains_through_the_skip(
     result = train(task, config, RunOptions(steps=6, device="cpu"))
 
     assert len(result.steps) == 6 and result.summary.loss_finite
+
+
+# TINY_TASK whose data is shuffled by Python's own RNG, unseeded: seeded from the OS in each
+# process, as a vocabulary of hash(str) ids is salted in each, so every rank builds its own.
+PER_PROCESS_DATA_TASK = TINY_TASK.replace(
+    "    return TensorDataset(x, y)",
+    "    import random\n    order = torch.tensor(random.sample(range(256), 256))\n"
+    "    return TensorDataset(x[order], y[order])",
+)
+
+
+@pytest.mark.slow
+def test_ranks_that_built_different_data_stop_with_the_fix(
+    write_task: Callable[[str], Path],
+) -> None:
+    task = load_task(write_task(PER_PROCESS_DATA_TASK))
+    config = TrainConfig.model_validate(
+        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
+    )
+    with pytest.raises(TaskError) as raised:
+        train(task, config, RunOptions(steps=3, device="cpu"))
+    message = str(raised.value)
+    assert "build_dataset built different data on different ranks" in message
+    assert "Python's hash() of a str differs per process" in message
+    train(load_task(write_task(TINY_TASK, "same.py")), config, RunOptions(steps=3, device="cpu"))
+
+
+def test_the_fingerprint_reads_tensors_arrays_and_containers() -> None:
+    def data(scale: float) -> list[object]:
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        return [{"x": torch.ones(3) * scale, "tokens": [1, 2], "a": x, "name": "s"}] * 3
+
+    assert fingerprint(data(1.0)) == fingerprint(data(1.0))  # type: ignore[arg-type]
+    assert fingerprint(data(1.0)) != fingerprint(data(2.0))  # type: ignore[arg-type]
+    as_bf16 = [torch.ones(3, dtype=torch.bfloat16)]  # no numpy dtype: read as bytes
+    assert fingerprint(as_bf16) != fingerprint([torch.ones(3)])  # type: ignore[arg-type]
+    assert fingerprint(list(range(40))) == fingerprint([*range(16), 99])  # type: ignore[arg-type]
+
+
+# PER_PROCESS_DATA_TASK's differing order, plus noise drawn from Python's RNG at every read:
+# augmentation, which may differ between ranks, so the ranks' samples are not compared.
+AUGMENTED_TASK = PER_PROCESS_DATA_TASK.replace(
+    "    return TensorDataset(x[order], y[order])",
+    """    base = TensorDataset(x[order], y[order])
+
+    class Augmented(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(base)
+
+        def __getitem__(self, i):
+            x, y = base[i]
+            return x + 0.01 * random.random(), y
+
+    return Augmented()""",
+)
+
+
+@pytest.mark.slow
+def test_samples_that_change_per_read_are_not_compared(write_task: Callable[[str], Path]) -> None:
+    task = load_task(write_task(AUGMENTED_TASK))
+    config = TrainConfig.model_validate(
+        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
+    )
+    assert len(train(task, config, RunOptions(steps=3, device="cpu")).steps) == 3

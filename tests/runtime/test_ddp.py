@@ -19,6 +19,11 @@ from autotune.runtime._same_data import fingerprint
 from autotune.task import Task, load_task
 from tests.conftest import TINY_TASK
 
+# Two ranks of 8-sample micro-batches: every world-2 test's config.
+_WORLD_2 = TrainConfig.model_validate(
+    {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
+)
+
 # TINY_TASK with an auxiliary head that forward never calls: DDP's classic failure.
 UNUSED_HEAD_TASK = TINY_TASK.replace(
     "def build_model():\n    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))",
@@ -130,11 +135,8 @@ def test_world_size_two_trains_a_model_with_an_unused_head(
     write_task: Callable[[str], Path],
 ) -> None:
     task = load_task(write_task(UNUSED_HEAD_TASK))
-    config = TrainConfig.model_validate(
-        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    )
 
-    result = train(task, config, RunOptions(steps=6, device="cpu"))
+    result = train(task, _WORLD_2, RunOptions(steps=6, device="cpu"))
 
     assert len(result.steps) == 6 and result.summary.loss_finite
 
@@ -163,12 +165,9 @@ def test_a_parameter_skipped_after_the_first_batches_is_one_error_naming_the_fix
 ) -> None:
     monkeypatch.setenv("SKIP_RANK", "1")
     task = load_task(write_task(LATE_SKIP_TASK))
-    config = TrainConfig.model_validate(
-        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    )
 
     with pytest.raises(TaskError) as raised:
-        train(task, config, RunOptions(steps=6, device="cpu"))
+        train(task, _WORLD_2, RunOptions(steps=6, device="cpu"))
 
     message = str(raised.value)
     assert "2 parameters (extra.weight, extra.bias) got no gradient at step 2 on rank 1" in message
@@ -182,11 +181,8 @@ def test_a_task_that_declares_unused_parameters_trains_through_the_skip(
     monkeypatch.setenv("SKIP_RANK", "1")
     source = LATE_SKIP_TASK.replace("baseline=dict(", "find_unused_parameters=True, baseline=dict(")
     task = load_task(write_task(source))
-    config = TrainConfig.model_validate(
-        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    )
 
-    result = train(task, config, RunOptions(steps=6, device="cpu"))
+    result = train(task, _WORLD_2, RunOptions(steps=6, device="cpu"))
 
     assert len(result.steps) == 6 and result.summary.loss_finite
 
@@ -205,15 +201,12 @@ def test_ranks_that_built_different_data_stop_with_the_fix(
     write_task: Callable[[str], Path],
 ) -> None:
     task = load_task(write_task(PER_PROCESS_DATA_TASK))
-    config = TrainConfig.model_validate(
-        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    )
     with pytest.raises(TaskError) as raised:
-        train(task, config, RunOptions(steps=3, device="cpu"))
+        train(task, _WORLD_2, RunOptions(steps=3, device="cpu"))
     message = str(raised.value)
     assert "build_dataset built different data on different ranks" in message
     assert "Python's hash() of a str differs per process" in message
-    train(load_task(write_task(TINY_TASK, "same.py")), config, RunOptions(steps=3, device="cpu"))
+    train(load_task(write_task(TINY_TASK, "same.py")), _WORLD_2, RunOptions(steps=3, device="cpu"))
 
 
 def test_the_fingerprint_reads_tensors_arrays_and_containers() -> None:
@@ -249,7 +242,4 @@ AUGMENTED_TASK = PER_PROCESS_DATA_TASK.replace(
 @pytest.mark.slow
 def test_samples_that_change_per_read_are_not_compared(write_task: Callable[[str], Path]) -> None:
     task = load_task(write_task(AUGMENTED_TASK))
-    config = TrainConfig.model_validate(
-        {"micro_batch_size": 8, "world_size": 2, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    )
-    assert len(train(task, config, RunOptions(steps=3, device="cpu")).steps) == 3
+    assert len(train(task, _WORLD_2, RunOptions(steps=3, device="cpu")).steps) == 3

@@ -26,7 +26,14 @@ from torch.utils.data import Dataset, IterableDataset, default_collate
 
 from autotune.errors import TaskError
 
-__all__ = ["OPTIMIZER_NAMES", "OptimizerFactory", "Task", "checked_task_path", "load_task"]
+__all__ = [
+    "OPTIMIZER_NAMES",
+    "OptimizerFactory",
+    "Task",
+    "checked_task_path",
+    "first_samples",
+    "load_task",
+]
 
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 """Optimizers a Task or a config may name; anything else is a callable."""
@@ -50,6 +57,14 @@ _LAZY_SAMPLES = 2
 
 def _default_baseline() -> dict[str, Any]:
     return {"batch_size": 32, "lr": 1e-3}
+
+
+def first_samples(dataset: Dataset[Any], count: int) -> list[Any]:
+    """The first ``count`` samples of ``dataset`` (fewer where it has fewer): indices
+    ``0..count-1`` of a map-style one, the first ones an IterableDataset yields."""
+    if isinstance(dataset, IterableDataset):
+        return list(itertools.islice(iter(dataset), count))
+    return [dataset[i] for i in range(min(count, len(dataset)))]  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,11 +211,7 @@ class Task:
         return model
 
     def _materialize(self, model: nn.Module) -> None:
-        data = self.build_dataset()
-        if isinstance(data, IterableDataset):
-            samples = list(itertools.islice(iter(data), _LAZY_SAMPLES))
-        else:
-            samples = [data[i] for i in range(min(_LAZY_SAMPLES, len(data)))]  # type: ignore[arg-type]
+        samples = first_samples(self.build_dataset(), _LAZY_SAMPLES)
         training = model.training
         model.eval()
         with torch.no_grad():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from autotune.profiler._schema import ModelFacts
 from autotune.runtime import find_blocks
 from autotune.runtime._data import to_device
 from autotune.runtime._ddp import SCAN_BATCHES, gradless, unused_parameters
-from autotune.task import Task
+from autotune.task import Task, first_samples
 
 __all__ = ["FLOPS_BATCH", "PROBE_SEED", "model_facts", "sample_batch", "seeded"]
 
@@ -100,7 +99,7 @@ def scan_batches(task: Task, count: int, size: int) -> list[Any]:
     (a seeded shuffle; an IterableDataset's first samples), none with fewer than two."""
     dataset = task.build_dataset()
     if isinstance(dataset, IterableDataset):
-        samples = list(itertools.islice(iter(dataset), count * size))
+        samples = first_samples(dataset, count * size)
     else:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(PROBE_SEED))  # type: ignore[arg-type]
         samples = [dataset[int(i)] for i in order[: count * size]]
@@ -124,18 +123,12 @@ def sample_batch(task: Task, size: int) -> tuple[Any, int]:
     Returns the batch and how many samples it holds; raises :class:`TaskError` for an
     IterableDataset that yields nothing (an empty map-style one the Task rejects itself).
     """
-    dataset = task.build_dataset()
-    stream = iter(dataset) if isinstance(dataset, IterableDataset) else _indexed(dataset)
-    samples = list(itertools.islice(stream, size))
+    samples = first_samples(task.build_dataset(), size)
     if not samples:
         raise TaskError(
             f"{task.where()}: the dataset yielded no samples; make it yield at least one batch."
         )
     return task.collate(samples), len(samples)
-
-
-def _indexed(dataset: Any) -> Iterator[Any]:
-    return (dataset[i] for i in range(len(dataset)))
 
 
 def _count(

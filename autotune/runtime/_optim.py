@@ -59,7 +59,7 @@ def build_optimizer(
         return task.optimizer(params, config.lr)
     if sparse and config.name not in SPARSE_OPTIMIZERS:
         raise ConfigError(_sparse_refusal(config.name, sparse))
-    dense = [p for p in params if all(p is not q for q in sparse.values())]
+    dense = [p for n, p in model.named_parameters() if p.requires_grad and n not in sparse]
     groups = _decay_groups(dense, config.weight_decay)
     if sparse:
         groups.append({"params": list(sparse.values()), "weight_decay": 0.0})

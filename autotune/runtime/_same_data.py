@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -23,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset
 
 from autotune.errors import TaskError
-from autotune.task import Task
+from autotune.task import Task, first_samples
 
 __all__ = ["FINGERPRINT_SAMPLES", "check_same_data", "fingerprint"]
 
@@ -39,12 +38,7 @@ def fingerprint(dataset: Dataset[Any], samples: int = FINGERPRINT_SAMPLES) -> st
     """A sha256 of the dataset's first ``samples`` samples: their tensors' dtypes, shapes
     and bytes, numpy arrays alike, and every other leaf's ``repr``."""
     digest = hashlib.sha256()
-    first: Iterator[Any]
-    if isinstance(dataset, IterableDataset):
-        first = itertools.islice(iter(dataset), samples)
-    else:
-        first = (dataset[i] for i in range(min(samples, len(dataset))))  # type: ignore[arg-type]
-    for sample in first:
+    for sample in first_samples(dataset, samples):
         _feed(digest, sample)
     return digest.hexdigest()
 

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autotune import __version__, profiler
+from autotune import space as spaces
 from autotune._cli_support import OneLineErrors, stop_on_signals
 from autotune._host import CpuShare, CpuWatch
 from autotune._io import write_text_atomic
@@ -187,6 +188,7 @@ def run(
             resume=resume,
         )
         logger = StepLogger(tensorboard) if tensorboard and _is_main_rank() else None
+        _warn_of_overrun(task, train_config)
         watch = CpuWatch()
         try:
             result = _train_with_progress(task, train_config, options, logger)
@@ -214,6 +216,19 @@ def run(
     if result.summary.stopped_reason:
         err.print(f"[bold red]training stopped:[/] {result.summary.stopped_reason}")
         raise typer.Exit(1)
+
+
+def _warn_of_overrun(task: Task, config: TrainConfig) -> None:
+    """A note, before training, when one step of ``config`` takes more than an epoch of the
+    task's dataset (a config tuned on another dataset; a search prunes these)."""
+    dataset = task.build_dataset()
+    size = len(dataset) if hasattr(dataset, "__len__") else None
+    overrun = spaces.epoch_overrun(config, size)
+    if overrun is not None and spaces.short_dataset(config, size) is None and _is_main_rank():
+        err.print(
+            f"[bold]note:[/] {escape(overrun)}; lower grad_accum_steps or micro_batch_size.",
+            highlight=False,
+        )
 
 
 def _contention(watch: CpuWatch) -> CpuShare | None:

@@ -79,12 +79,14 @@ __all__ = [
     "decode_params",
     "encode_checkpointing",
     "encode_params",
+    "epoch_overrun",
     "load_space",
     "lr_seed_value",
     "parse_space",
     "restrict",
     "scaled_lr",
     "scaling_rule_for",
+    "short_dataset",
     "suggest_convergence",
     "suggest_systems",
     "systems_grid",
@@ -634,6 +636,44 @@ def check_memory(
         predicted_bytes=predicted,
         budget_bytes=budget_bytes,
         reason=f"predicted peak {shown} ({what}) fits the budget {_bytes(budget_bytes)}",
+    )
+
+
+def short_dataset(config: TrainConfig, dataset_size: int | None) -> str | None:
+    """Why ``config`` cannot start on a dataset of ``dataset_size`` samples (an epoch holds
+    no micro-batch for each rank: the runtime's ConfigError), or None; None where the size
+    is unknown (an IterableDataset)."""
+    if dataset_size is None:
+        return None
+    micro, world = config.micro_batch_size, config.world_size
+    if (dataset_size // world) // micro == 0:
+        return (
+            f"micro_batch_size={micro} x world_size={world} needs {micro * world} samples, "
+            f"but the dataset has only {dataset_size}"
+        )
+    return None
+
+
+def epoch_overrun(config: TrainConfig, dataset_size: int | None) -> str | None:
+    """Why one optimizer step of ``config`` would draw more than an epoch, or None.
+
+    Each rank gets ``dataset_size // world_size`` samples of an epoch, in whole
+    micro-batches (the runtime's order). A step needs ``grad_accum_steps`` micro-batches
+    per rank: with fewer in an epoch it takes some samples twice, a larger batch's cost
+    with no new data in its gradient. Includes :func:`short_dataset`'s reason.
+    """
+    if dataset_size is None:
+        return None
+    micro, world, accum = config.micro_batch_size, config.world_size, config.grad_accum_steps
+    per_epoch = (dataset_size // world) // micro
+    if per_epoch == 0 or accum <= per_epoch:
+        return short_dataset(config, dataset_size)
+    whom = "" if world == 1 else f"each of the {world} ranks "
+    batches = "1 micro-batch" if per_epoch == 1 else f"{per_epoch} micro-batches"
+    return (
+        f"a global batch of {config.global_batch} is more than an epoch: the dataset's "
+        f"{dataset_size} samples give {whom}{batches} of {micro}, fewer than "
+        f"grad_accum_steps={accum}, so every step would take some samples twice"
     )
 
 

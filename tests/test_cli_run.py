@@ -161,6 +161,24 @@ def test_a_run_of_another_task_file_compares_nothing(
     assert "vs tuned.yaml:" in same and "not the one the search measured" not in same
 
 
+def test_a_config_whose_step_takes_more_than_an_epoch_is_noted(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """TINY_TASK has 256 samples: 64 x 2 is half an epoch, 64 x 8 takes some twice."""
+    config = tmp_path / "train.yaml"
+    task = str(write_task(TINY_TASK))
+    for accum, noted in ((2, False), (8, True)):
+        train = {"micro_batch_size": 64, "grad_accum_steps": accum, "optimizer": {"lr": 0.01}}
+        config.write_text(yaml.safe_dump({"train": train}))
+        said = " ".join(_run(task, "-c", str(config), "--steps", "2").output.split())
+        expected = (
+            "note: a global batch of 512 is more than an epoch: the dataset's 256 samples give "
+            "4 micro-batches of 64, fewer than grad_accum_steps=8, so every step would take "
+            "some samples twice; lower grad_accum_steps or micro_batch_size."
+        )
+        assert (expected in said) == noted, said
+
+
 def test_summary_table_is_printed(write_task: Callable[[str], Path]) -> None:
     result = _run(str(write_task(TINY_TASK)), "--steps", "3")
     assert "final loss" in result.output and "samples/s" in result.output

@@ -193,6 +193,7 @@ class _Setup:
     base: TrainConfig
     baseline: BaselineRun
     systems: list[Measured]
+    dataset_size: int | None  # None: an IterableDataset
 
 
 class _Search:
@@ -261,13 +262,14 @@ class _Search:
                     neighbor=trials.launcher,  # the trials' fork server starts beside it
                 ),
             )
-        space, removals = spaces.restrict(self.space, _facts(report, self.task))
+        facts = _facts(report, self.task)
+        space, removals = spaces.restrict(self.space, facts)
         for removal in removals:
             say(str(removal))
         base = self.task.baseline_config()
-        predicted = predict_systems(space, report, base)
-        if not predicted[0]:  # before the baseline: nothing it would set a target for fits
-            raise SearchError(nothing_fits(predicted[1], report))
+        predicted = predict_systems(space, report, base, facts.dataset_size)
+        if not predicted.fitting:  # before the baseline: nothing it would set a target for fits
+            raise SearchError(nothing_fits(predicted, report))
         say("running the baseline")
         with self._phase("baseline"):
             baseline = self.studies.cached(
@@ -285,7 +287,7 @@ class _Search:
         with self._phase("systems"):
             systems = _systems(space, predicted, base, self.studies, trials, options, say)
         self.studies.release("setup")
-        return _Setup(report, space, removals, base, baseline, systems)
+        return _Setup(report, space, removals, base, baseline, systems, facts.dataset_size)
 
     def plan(self, setup: _Setup, trials: Trialist) -> ConvergencePlan:
         """What every convergence trial shares, and what the confirmation holds back."""
@@ -302,6 +304,7 @@ class _Search:
             trials.startup_s,
             options.runoff_rounds,
             setup.report.noise_scale.b_simple,
+            setup.dataset_size,
         )
         ruled_out = plan.no_smaller_batch()
         if ruled_out is not None:
@@ -656,11 +659,14 @@ def _systems(
     options: SearchOptions,
     say: Events,
 ) -> list[Measured]:
-    candidates, pruned = predicted
-    say(f"systems: {len(candidates)} configs fit, {len(pruned)} pruned by the memory model")
+    candidates = predicted.fitting
+    said = f"systems: {len(candidates)} configs fit, {len(predicted.over_memory)} pruned by the "
+    short = len(predicted.short_of_data)
+    said += f"memory model, {short} by the dataset's size" if short else "memory model"
+    say(said)
     runs = measure_systems(
         candidates,
-        pruned,
+        predicted.pruned,
         studies.systems,
         trials,
         options.systems_measured,

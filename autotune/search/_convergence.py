@@ -34,7 +34,7 @@ from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, mea
 from autotune.search._pace import Pace, paced_s
 from autotune.search._pruner import MedianRule
 from autotune.search._runoff import Entry, needed_s
-from autotune.search._study import Studies, counted, tracked
+from autotune.search._study import NOT_RUN, Studies, counted, tracked
 from autotune.search._systems import DOMINATED_SHARE, precision_free_step
 from autotune.search._types import (
     REAL_GAIN,
@@ -180,6 +180,7 @@ class ConvergencePlan:
     startup_s: float = STARTUP_PRIOR_S  # per trial, on top of its training: Trialist.startup_s
     runoff_rounds: int = 0  # repeats of each close candidate the trials leave budget for
     noise_scale: float | None = None  # the probe's gradient noise scale at init, in samples
+    dataset_size: int | None = None  # None: an IterableDataset, whose epochs are unknown
 
     def no_smaller_batch(self) -> str | None:
         """Why no batch below the baseline's can win, when the probe's gradient noise
@@ -631,6 +632,12 @@ def _run_one(
     steps = _planned_steps(plan, values, systems, time_cap)
     config = spaces.to_train_config(values, plan.base, steps)
     trial.set_user_attr("train", config.model_dump_json())
+    overrun = spaces.epoch_overrun(config, plan.dataset_size)
+    if overrun is not None:  # pruned before paying: a step would repeat samples
+        trial.set_user_attr("status", "PRUNED")
+        trial.set_user_attr("pruned_by", f"not run ({overrun})")
+        trial.set_user_attr(NOT_RUN, True)
+        return trial.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     repeat = baseline_repeat(plan.baseline, config)
     stored = stored_runs(trial.study)  # read once: the pace, the median rule and the tell
     earlier = [run for _, run in stored]

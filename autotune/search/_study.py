@@ -51,6 +51,7 @@ __all__ = [
     "GRACE_S",
     "IDENTITY_KEY",
     "INTERRUPTED",
+    "NOT_RUN",
     "SURPLUS",
     "SearchInterrupted",
     "Studies",
@@ -74,6 +75,9 @@ _POLL_S = 0.5  # how often a waiting worker looks again (locks, other workers' t
 INTERRUPTED = "INTERRUPTED"  # status of a trial whose search stopped (signal, kill, error)
 SURPLUS = "SURPLUS"  # status of a trial asked for by a worker racing past --trials
 _UNCOUNTED = (INTERRUPTED, SURPLUS)
+# User attr of a trial pruned before any process started (it would repeat samples within a
+# step): it cost nothing, so it does not count toward --trials or the patience.
+NOT_RUN = "not_run"
 _JOURNAL = "journal:///"
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 _SQLITE_TIMEOUT_S = 60  # wait this long for another worker's write lock, not sqlite's 5 s
@@ -324,12 +328,17 @@ def fail_stale(study: optuna.Study) -> int:
 
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that count toward ``--trials``: finished ones that were not INTERRUPTED or
-    SURPLUS, and RUNNING ones whose worker is alive; in number order."""
+    SURPLUS or pruned unrun (:data:`NOT_RUN`), and RUNNING ones whose worker is alive; in
+    number order."""
     now = time.time()
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if (t.state in _FINISHED and t.user_attrs.get("status") not in _UNCOUNTED)
+        if (
+            t.state in _FINISHED
+            and t.user_attrs.get("status") not in _UNCOUNTED
+            and not t.user_attrs.get(NOT_RUN)
+        )
         or (t.state == _RUNNING and _alive(t, now))
     ]
 

@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 
@@ -30,6 +30,7 @@ __all__ = [
     "Candidate",
     "Dominated",
     "Prediction",
+    "Pruned",
     "beyond_saturation",
     "measure_systems",
     "nothing_fits",
@@ -80,17 +81,34 @@ class Candidate:
     peak_bytes: int | None
 
 
-# What predict_systems returns: the configs that fit, and the pruned ones with the reason.
-Prediction = tuple[list[Candidate], list[tuple[dict[str, Any], str]]]
+Pruned = list[tuple[dict[str, Any], str]]  # a systems config's values, and why it was not run
+
+
+class Prediction(NamedTuple):
+    """What :func:`predict_systems` returns."""
+
+    fitting: list[Candidate]  # the configs to measure, the fastest predicted first
+    over_memory: Pruned  # over the memory budget, the closest to fitting first
+    short_of_data: Pruned  # an epoch holds no micro-batch for each rank
+
+    @property
+    def pruned(self) -> Pruned:
+        """Every config not run, with its reason: the study records them all."""
+        return [*self.over_memory, *self.short_of_data]
 
 
 def predict_systems(
-    space: spaces.SearchSpace, report: ProbeReport, base: TrainConfig
+    space: spaces.SearchSpace,
+    report: ProbeReport,
+    base: TrainConfig,
+    dataset_size: int | None = None,
 ) -> Prediction:
     """Every systems combination: the ones that fit ranked fastest first, and the pruned
-    ones with the reason (predicted bytes over the budget), the closest to fitting first."""
+    ones with the reason: predicted bytes over the budget, the closest to fitting first,
+    or a micro-batch per rank larger than ``dataset_size`` allows (None: unknown)."""
     fitting: list[Candidate] = []
-    pruned: list[tuple[dict[str, Any], str]] = []
+    pruned: Pruned = []
+    short: Pruned = []
     over: list[float] = []  # each pruned one's predicted bytes, to order them
     budget = report.memory_budget.budget_bytes
     cpu = report.hardware.device.kind == "cpu"
@@ -98,6 +116,10 @@ def predict_systems(
         config = spaces.to_train_config(values, base, _NOMINAL_STEPS)
         variant = _variant(report, config)
         if variant is None:
+            continue
+        too_few = spaces.short_dataset(config, dataset_size)
+        if too_few is not None:  # the run would stop before its first step
+            short.append((values, too_few))
             continue
         verdict = spaces.check_memory(
             config, variant.predict_peak_bytes, budget, ranks_share_memory=cpu
@@ -112,12 +134,18 @@ def predict_systems(
     fitting = _without_needless_checkpointing(fitting)
     fitting.sort(key=lambda c: -c.samples_per_s)
     order = sorted(range(len(pruned)), key=over.__getitem__)
-    return fitting, [pruned[k] for k in order]
+    return Prediction(fitting, [pruned[k] for k in order], short)
 
 
-def nothing_fits(pruned: list[tuple[dict[str, Any], str]], report: ProbeReport) -> str:
-    """Why a search stops before its baseline when the memory model prunes every systems
-    config (``pruned`` closest first, as :func:`predict_systems` orders them), and the fix."""
+def nothing_fits(predicted: Prediction, report: ProbeReport) -> str:
+    """Why a search stops before its baseline when no systems config is left to run (the
+    memory model prunes them, the closest first, or the dataset is too small), and the fix."""
+    pruned = predicted.over_memory
+    if not pruned and predicted.short_of_data:
+        return (
+            f"no config in the search space can start: {predicted.short_of_data[0][1]}. Give "
+            "a --space with smaller micro_batch_size and world_size values, or a larger dataset."
+        )
     budget = report.memory_budget
     given = budget.source == "memory_limit"
     where = "--memory-limit" if given else "the share of the device's memory a search budgets"

@@ -71,6 +71,20 @@ DIVERGENCE_RISE = 0.5
 # its baseline called diverged with a 1% floor), while a real divergence at that level
 # climbs back by a large part of the starting loss.
 DIVERGENCE_FLOOR_FRACTION = 0.1
+# ... and against DIVERGENCE_NOISE per-step loss deviations (step_noise) of the curve up to
+# its minimum, so a loss near zero with heavy-tailed batches does not turn one stretch of
+# hard batches into a "rise": a TransformerEncoder classifier's baseline (batch 16) went
+# from 0.45 to 0.055 and wobbled to 0.083 (+51%, 0.25 deviations of its batches' 0.11)
+# and was refused as diverged. On flat noise the zero-lag curve climbs above its running
+# minimum by up to 1.5 deviations (white noise) and 2.1 (heavy-tailed batch losses) over
+# 3,000 steps (300 seeded curves each); a climb back toward the start is many more.
+DIVERGENCE_NOISE = 2.0
+# ... measured over the NOISE_WINDOW steps up to the minimum (five times the smoothing's
+# reach: the noise at the minimum's loss level, not the steep start's, where a loss far
+# above it scatters more), and only where they are at least MIN_NOISE_STEPS: fewer say
+# little about the batches' noise (and a run unstable from its first step has no calm part).
+NOISE_WINDOW = 50
+MIN_NOISE_STEPS = 20
 
 # agrees_with_reference: the mean relative gap between the smoothed reduced-precision
 # curve and the smoothed fp32 curve may be at most 5%. Mixed-precision runs track fp32
@@ -229,9 +243,19 @@ def _divergence(
     for k, value in enumerate(smoothed):
         if value < best:
             best, best_at = value, k
-        elif value - best > rise * max(abs(best), floor):
+        elif value - best > rise * max(abs(best), floor) and value - best > _noise_allowance(
+            losses, best_at, alpha
+        ):
             return k, value, best_at, best
     return None
+
+
+def _noise_allowance(losses: Sequence[float], best_at: int, alpha: float) -> float:
+    """How far noise alone lifts the smoothed curve above its minimum at ``best_at``:
+    DIVERGENCE_NOISE step deviations of the NOISE_WINDOW steps up to it (the batches' noise
+    at that loss, not the steep start's); 0 with fewer than MIN_NOISE_STEPS there."""
+    calm = losses[max(0, best_at + 1 - NOISE_WINDOW) : best_at + 1]
+    return DIVERGENCE_NOISE * step_noise(calm, alpha) if len(calm) >= MIN_NOISE_STEPS else 0.0
 
 
 def diverged(
@@ -468,7 +492,8 @@ def _divergence_check(losses: Sequence[float]) -> _Check:
     found = _divergence(losses, SMOOTHING_ALPHA, DIVERGENCE_RISE)
     if found is None:
         return True, (
-            f"no divergence: smoothed loss never rose {DIVERGENCE_RISE:.0%} above its minimum"
+            f"no divergence: smoothed loss never rose {DIVERGENCE_RISE:.0%} above its minimum "
+            f"and {DIVERGENCE_NOISE:g} deviations of its batches' noise"
         )
     step, value, best_at, best = found
     return False, (

@@ -290,7 +290,7 @@ class Task:
         if not isinstance(loss, torch.Tensor):
             raise TaskError(
                 f"{self.where()}: the loss function returned {_describe(loss)}, not a "
-                f"torch.Tensor; return the loss tensor itself, not loss.item()."
+                f"torch.Tensor; {_loss_fix(loss)}"
             )
         if loss.ndim != 0:
             raise TaskError(
@@ -437,6 +437,18 @@ def _user_location(exc: BaseException, source: str | None, shown: str | None = N
         if not str(Path(frame.filename).resolve()).startswith(package):
             return f"{frame.filename}:{frame.lineno}"
     return shown or source or "the task"
+
+
+def _loss_fix(value: Any) -> str:
+    """The fix for a loss function that returned ``value``, not a tensor."""
+    if isinstance(getattr(value, "loss", None), torch.Tensor):  # a Hugging Face ModelOutput
+        return "return its loss tensor, e.g. `return model(**batch).loss`."
+    if isinstance(value, tuple | list | dict):
+        return (
+            "return the loss tensor alone; compute metrics such as accuracy outside the "
+            "loss function (autotune trains on what it returns)."
+        )
+    return "return the loss tensor itself, not loss.item()."
 
 
 def _describe(value: Any) -> str:

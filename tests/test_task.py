@@ -480,8 +480,20 @@ def test_custom_collate_fn_is_used_and_its_errors_are_reported() -> None:
             r"the loss does not require grad, so it cannot train the model; compute it from the "
             r"model's output and do not detach it",
         ),
+        (
+            "    loss = nn.functional.cross_entropy(model(x).float(), y)\n"
+            "    return loss, {'acc': (model(x).argmax(1) == y).float().mean()}",
+            r"the loss function returned tuple .*, not a torch\.Tensor; return the loss tensor "
+            r"alone; compute metrics such as accuracy outside the loss function",
+        ),
+        (
+            "    from types import SimpleNamespace\n"
+            "    return SimpleNamespace(loss=nn.functional.cross_entropy(model(x).float(), y))",
+            r"the loss function returned SimpleNamespace .*, not a torch\.Tensor; return its "
+            r"loss tensor, e\.g\. `return model\(\*\*batch\)\.loss`",
+        ),
     ],
-    ids=["float", "not-scalar", "no-grad"],
+    ids=["float", "not-scalar", "no-grad", "tuple", "model-output"],
 )
 def test_bad_loss(write_task: WriteTask, loss: str, pattern: str) -> None:
     path = write_task(variant(TINY_LOSS, loss))

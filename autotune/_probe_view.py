@@ -19,6 +19,15 @@ def probe_tables(report: ProbeReport, baseline_batch: int | None = None) -> list
     return [_hardware(report), model, _variants(report), _verdicts(report)]
 
 
+def _flop_count(value: float) -> str:
+    """FLOPs per sample in the unit that keeps 3 significant digits (a bag-of-words model
+    counts hundreds, a GPT billions): "0.0 MFLOP" said nothing."""
+    for scale, unit in ((1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"), (1e3, "kFLOP")):
+        if value >= scale:
+            return f"{value / scale:,.3g} {unit}"
+    return f"{value:,.0f} FLOP"
+
+
 def _flops(value: float) -> str:
     return f"{value / 1e12:,.2f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
 
@@ -40,11 +49,11 @@ def _model(report: ProbeReport, baseline_batch: int | None) -> Table:
     model, noise = report.model, report.noise_scale
     table = key_value_table(f"Model: {report.task}")
     table.add_row("parameters", f"{model.trainable_params:,} trainable of {model.total_params:,}")
-    table.add_row("FLOPs / sample", f"{model.flops_per_sample / 1e6:,.1f} MFLOP (fwd+bwd)")
+    table.add_row("FLOPs / sample", f"{_flop_count(model.flops_per_sample)} (fwd+bwd)")
     if model.flops_vs_rule is not None:
         table.add_row(
             "6NT rule",
-            f"{model.rule_flops_per_sample / 1e6:,.1f} MFLOP; counted / rule = "
+            f"{_flop_count(model.rule_flops_per_sample)}; counted / rule = "
             f"{model.flops_vs_rule:.3f}",
         )
     blocks = ", ".join(model.blocks[:4]) + (" ..." if len(model.blocks) > 4 else "")

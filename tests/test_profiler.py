@@ -805,3 +805,16 @@ def test_the_probes_model_table_places_the_baseline_batch_against_the_noise_scal
 
     assert "the baseline's batch of 16 is 8.0x below it: a larger batch should need" in text(16)
     assert "baseline batch" not in text(None)
+
+
+@pytest.mark.parametrize(
+    ("flops", "shown"),
+    [(768.0, "768 FLOP"), (1.23456e5, "123 kFLOP"), (2.5e6, "2.5 MFLOP"), (3.1e9, "3.1 GFLOP")],
+)
+def test_flops_per_sample_are_shown_in_a_unit_that_keeps_their_digits(
+    flops: float, shown: str
+) -> None:
+    """A bag-of-words model's 768 FLOPs per sample showed as "0.0 MFLOP"."""
+    from autotune._probe_view import _flop_count
+
+    assert _flop_count(flops) == shown

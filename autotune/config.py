@@ -7,6 +7,7 @@ follow Lightning's where one exists (``precision: bf16-mixed``).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -92,6 +93,12 @@ class ScheduleConfig(_Closed):
     total_steps: int | None = Field(
         None, ge=1, description="Steps the schedule spans; None means the run's step count."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        """``schedule: cosine`` is ``schedule: {name: cosine}``."""
+        return {"name": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> ScheduleConfig:
@@ -320,9 +327,11 @@ def train_config_from_baseline(task: Task) -> TrainConfig:
     """Map ``Task.baseline`` (``batch_size``, ``lr`` and any TrainConfig field) to a config;
     its ``steps`` is the baseline's length (:meth:`Task.baseline_steps`), not config."""
     values = dict(task.baseline)
+    _known_baseline_keys(task, values)
     values.pop("steps", None)  # the baseline's length, not part of its config
     if "batch_size" in values:
         values.setdefault("micro_batch_size", values.pop("batch_size"))
+    values["schedule"] = _baseline_schedule(task, values)
     given = values.pop("optimizer", None) or {}
     if isinstance(given, str):  # baseline=dict(optimizer="sgd", ...): a name
         given = {"name": given}
@@ -341,6 +350,36 @@ def train_config_from_baseline(task: Task) -> TrainConfig:
     )
     values["optimizer"] = optimizer
     return validate_train_config(values, f"{task.where()}: Task.baseline")
+
+
+# Task.baseline's own keys beside TrainConfig's fields: the usual names of a training setup.
+_BASELINE_KEYS = ("batch_size", "steps", "lr", "weight_decay", "momentum")
+_SCHEDULE_KEYS = ("warmup_steps", "min_lr_ratio")
+
+
+def _known_baseline_keys(task: Task, values: Mapping[str, Any]) -> None:
+    """Raise a :class:`ConfigError` naming the closest key for a misspelt baseline key
+    (was: ``micro_batch_size: Field required`` for ``batchsize``)."""
+    known = sorted({*_BASELINE_KEYS, *_SCHEDULE_KEYS, *TrainConfig.model_fields})
+    for key in values:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"the keys are {', '.join(known)}."
+        raise ConfigError(f"{task.where()}: Task.baseline: unknown key {key!r}; {hint}")
+
+
+def _baseline_schedule(task: Task, values: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's schedule: ``schedule`` (a name or a dict) with ``warmup_steps`` and
+    ``min_lr_ratio`` given beside it folded in."""
+    given = values.pop("schedule", None) or {}
+    schedule = {"name": given} if isinstance(given, str) else given
+    if not isinstance(schedule, Mapping):
+        raise ConfigError(
+            f"{task.where()}: Task.baseline: schedule must be a name such as 'cosine' or a "
+            f"dict such as dict(name='cosine', warmup_steps=100), but got {given!r}."
+        )
+    return {**schedule, **{k: values.pop(k) for k in _SCHEDULE_KEYS if k in values}}
 
 
 def validate_train_config(data: Any, where: str) -> TrainConfig:

@@ -149,7 +149,7 @@ def test_bad_baseline_is_one_line(write_task: WriteTask) -> None:
     result = run("run", str(path), "--steps", "1")
     assert result.exit_code == 2, result.output
     line = error_line(result)
-    assert str(path) in line and "epochs: unknown key" in line
+    assert str(path) in line and "unknown key 'epochs'" in line
 
 
 def test_training_time_error_is_the_only_line_on_stderr(write_task: WriteTask) -> None:

@@ -90,6 +90,11 @@ def fails(pattern: str, fn: Any, *args: Any) -> str:
 # -- valid configs round-trip ------------------------------------------------------------
 
 
+def test_a_schedule_may_be_given_by_its_name() -> None:
+    config = validate_train_config({**MINIMAL, "schedule": "cosine"}, "where")
+    assert config.schedule == ScheduleConfig(name="cosine")
+
+
 def test_minimal_train_config_defaults() -> None:
     config = validate_train_config(MINIMAL, "where")
     assert config.global_batch_size == 8 == config.global_batch

@@ -658,8 +658,34 @@ def test_baseline_unknown_key_names_it(write_task: WriteTask) -> None:
     task = load_task(path)
     fails(
         ConfigError,
-        at(path) + r": Task\.baseline: epochs: unknown key; remove it or check its spelling",
+        at(path) + r": Task\.baseline: unknown key 'epochs'; the keys are "
+        r"activation_checkpointing, "
+        r"batch_size, .*, steps, warmup_steps, weight_decay, world_size\.$",
         task.baseline_config,
+    )
+
+
+def test_a_misspelt_baseline_key_is_told_the_closest() -> None:
+    """Was: "micro_batch_size: Field required; batchsize: unknown key", the first half
+    about a name the user never wrote."""
+    fails(
+        ConfigError,
+        r"^the task: Task\.baseline: unknown key 'batchsize'; did you mean 'batch_size'\?$",
+        _task(baseline={"batchsize": 32, "lr": 1e-3}).baseline_config,
+    )
+
+
+def test_the_baselines_schedule_may_be_a_name_with_its_warmup_beside_it() -> None:
+    config = _task(
+        baseline={"batch_size": 8, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 5}
+    ).baseline_config()
+    assert (config.schedule.name, config.schedule.warmup_steps) == ("cosine", 5)
+    config = _task(baseline={"batch_size": 8, "lr": 1e-3, "min_lr_ratio": 0.1}).baseline_config()
+    assert (config.schedule.name, config.schedule.min_lr_ratio) == ("constant", 0.1)
+    fails(
+        ConfigError,
+        r"Task\.baseline: schedule must be a name such as 'cosine' or a dict",
+        _task(baseline={"batch_size": 8, "lr": 1e-3, "schedule": 3}).baseline_config,
     )
 
 

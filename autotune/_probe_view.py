@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from autotune._tables import key_value_table
-from autotune._units import format_bytes
+from autotune._units import format_bytes, format_percent
 from autotune.explain import batch_against_noise
 from autotune.profiler import ProbeReport, VariantReport
 
@@ -89,7 +89,7 @@ def _variant_row(variant: VariantReport, batches: list[int]) -> list[str]:
         format_bytes(variant.bytes_per_sample),
         "-" if variant.max_batch_size is None else f"{variant.max_batch_size:,}",
         *[rates.get(b, "-") for b in batches],
-        "-" if variant.mfu is None else f"{variant.mfu:.1%}",
+        "-" if variant.mfu is None else format_percent(variant.mfu),
     ]
 
 

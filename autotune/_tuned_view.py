@@ -13,7 +13,7 @@ from rich.table import Table
 from autotune._host import CpuShare
 from autotune._search_view import rejected_line
 from autotune._tables import key_value_table, speedup_text
-from autotune._units import format_bytes, format_seconds
+from autotune._units import format_bytes, format_percent, format_seconds
 from autotune.config import (
     EDITED,
     Measured,
@@ -125,7 +125,7 @@ def _evidence(measured: Measured) -> Table:
     table.add_row("time-to-target speed-up", speedup_text(measured, "n={}") or _NONE)
     table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else _NONE)
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
-    table.add_row("MFU", f"{measured.mfu:.1%}" if measured.mfu is not None else _NONE)
+    table.add_row("MFU", format_percent(measured.mfu) if measured.mfu is not None else _NONE)
     if measured.unused_parameters or measured.find_unused_parameters:
         declared = "the task declares Task(find_unused_parameters=True)"
         which = ", ".join(measured.unused_parameters) or declared

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_bytes", "format_names", "format_seconds", "parse_bytes", "parse_duration"]
+__all__ = [
+    "format_bytes",
+    "format_names",
+    "format_percent",
+    "format_seconds",
+    "parse_bytes",
+    "parse_duration",
+]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -59,6 +66,16 @@ def format_seconds(value: float, unit: str = " s") -> str:
     if round(size, 2) >= 0.1 or size == 0 or not math.isfinite(size):
         return f"{value:.2f}{unit}"
     return f"{value:.{1 - math.floor(math.log10(size))}f}{unit}"
+
+
+def format_percent(value: float) -> str:
+    """A fraction as a percentage to a tenth (``12.3%``), and to two significant figures
+    below 0.1% (``0.0031%``): a small model's MFU is thousandths of a percent, and ``0.0%``
+    would hide it."""
+    size = abs(value) * 100
+    if round(size, 1) >= 0.1 or size == 0 or not math.isfinite(size):
+        return f"{value:.1%}"
+    return f"{value * 100:.{1 - math.floor(math.log10(size))}f}%"
 
 
 def format_bytes(value: int | float | None) -> str:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from autotune._units import format_bytes, format_seconds, parse_bytes, parse_duration
+from autotune._units import (
+    format_bytes,
+    format_percent,
+    format_seconds,
+    parse_bytes,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +72,12 @@ def test_format_bytes_picks_the_unit() -> None:
 def test_format_seconds_keeps_small_times_readable(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
     assert format_seconds(seconds, unit="") == text.removesuffix(" s")
+
+
+@pytest.mark.parametrize(
+    ("fraction", "text"),
+    [(0.123, "12.3%"), (0.001, "0.1%"), (3.1e-5, "0.0031%"), (2.0e-6, "0.00020%"), (0.0, "0.0%")],
+)
+def test_format_percent_keeps_a_small_models_mfu_readable(fraction: float, text: str) -> None:
+    """A bag-of-words model's MFU showed as 0.0%."""
+    assert format_percent(fraction) == text

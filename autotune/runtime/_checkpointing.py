@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -111,18 +112,53 @@ def apply_checkpointing(
     every = mode.every_k if isinstance(mode, EveryK) else 1
     selected = [(name, block) for i, (name, block) in enumerate(blocks) if i % every == 0]
     for _, block in selected:
-        block.forward = _checkpointed(block.forward)
+        block.forward = _checkpointed(block.forward, _running_stats(block))
     return [name for name, _ in selected]
 
 
-def _checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:
+def _checkpointed(forward: Callable[..., Any], stats: list[torch.Tensor]) -> Callable[..., Any]:
+    """``forward`` under non-reentrant checkpointing; its recompute in backward leaves
+    ``stats`` (the block's normalization running statistics) as the forward left them."""
+
+    def contexts() -> tuple[
+        contextlib.AbstractContextManager[None], contextlib.AbstractContextManager[None]
+    ]:  # (forward, recompute)
+        return contextlib.nullcontext(), _restored(stats)
+
     @functools.wraps(forward)
     def run(*args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled():  # evaluation: nothing to save, nothing to recompute
             return forward(*args, **kwargs)
-        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, context_fn=contexts, **kwargs)
 
     return run
+
+
+def _running_stats(block: nn.Module) -> list[torch.Tensor]:
+    """The running mean, variance and batch count of every BatchNorm (and InstanceNorm
+    that tracks them) in ``block``: what a forward in training mode updates in place."""
+    return [
+        buffer
+        for module in block.modules()
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
+        for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
+        if buffer is not None
+    ]
+
+
+@contextlib.contextmanager
+def _restored(stats: list[torch.Tensor]) -> Iterator[None]:
+    """Put ``stats`` back as they were on entry: the recompute of a checkpointed block runs
+    its BatchNorms in training mode again, which would move their running statistics a
+    second time per step (num_batches_tracked counted 2 per step on a ResNet's blocks, and
+    eval-mode outputs drifted from an unchecked run's)."""
+    kept = [t.clone() for t in stats]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(stats, kept, strict=True):
+                tensor.copy_(value)
 
 
 def _mode_text(mode: ActivationCheckpointing) -> str:

@@ -125,3 +125,45 @@ def test_checkpointing_saves_less_for_backward() -> None:
     plain, wrapped = Net(), Net()
     apply_checkpointing(wrapped, "full")
     assert _saved_bytes(wrapped, x) < 0.5 * _saved_bytes(plain, x)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.norm = nn.BatchNorm2d(4, momentum=None)  # a cumulative average: counts batches
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(torch.relu(self.bn(self.conv(x))))
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(ConvBlock(), ConvBlock())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).mean()
+
+
+def test_the_recompute_leaves_batchnorm_running_statistics_as_the_forward_did() -> None:
+    """A ResNet's checkpointed blocks ran their BatchNorms twice per step (the recompute is
+    a training-mode forward): num_batches_tracked counted 2 a step, running means moved
+    twice, and the trained model's eval outputs differed from an unchecked run's."""
+    torch.manual_seed(0)
+    plain = ConvNet()
+    wrapped = ConvNet()
+    wrapped.load_state_dict(plain.state_dict())
+    apply_checkpointing(wrapped, "full")
+    for step in range(3):
+        x = torch.randn(8, 4, 6, 6, generator=torch.Generator().manual_seed(step))
+        for a, b in zip(_grads(plain, x), _grads(wrapped, x), strict=True):
+            torch.testing.assert_close(a, b)
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(wrapped.state_dict()[name], value, msg=name)
+    assert int(wrapped.blocks[0].bn.num_batches_tracked) == 3
+    x = torch.randn(8, 4, 6, 6)
+    plain.eval()
+    wrapped.eval()
+    torch.testing.assert_close(wrapped(x), plain(x))

@@ -508,9 +508,11 @@ def _decrease_check(losses: Sequence[float]) -> _Check:
         return False, "only 1 loss recorded: cannot tell whether it decreases"
     window, first, last = _window_means(losses, DECREASE_WINDOW_FRACTION)
     drop = _relative_drop(first, last)
+    # A percentage of a loss at or below zero (a Gaussian NLL) reads as nonsense: -1281%.
+    change = _pct(0.0 - drop) if first > 0 and last >= 0 else f"{last - first:+.4g}"
     trend = (
         f"mean loss of the first {window} steps {first:.4g}, of the last {window} "
-        f"{last:.4g} ({_pct(0.0 - drop)})"
+        f"{last:.4g} ({change})"
     )
     if drop >= MIN_RELATIVE_DECREASE:
         return True, f"decreasing: {trend}"

@@ -221,6 +221,17 @@ def test_flat_is_unstable() -> None:
     ]
 
 
+def test_a_loss_that_falls_below_zero_is_decreasing_by_its_change_not_a_percentage() -> None:
+    """A Gaussian NLL from 0.6 to -2: "(-1281.5%)" said nothing."""
+    curve = [0.6 - 0.026 * k for k in range(100)]
+    result = verdict(curve)
+    assert result.stable
+    assert (
+        "decreasing: mean loss of the first 20 steps 0.353, of the last 20 -1.727 (-2.08)"
+        in result.reasons
+    )
+
+
 def test_reduced_precision_against_fp32() -> None:
     fp32 = noisy(CLEAN, 0.05, seed=1)
     bf16 = noisy([x * 1.01 for x in CLEAN], 0.05, seed=2)

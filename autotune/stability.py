@@ -24,6 +24,7 @@ __all__ = [
     "MAX_OVERFLOW_RATE",
     "MIN_RELATIVE_DECREASE",
     "OVERFLOW_CALIBRATION_STEPS",
+    "REFERENCE_FLOOR_FRACTION",
     "REFERENCE_FROM_FRACTION",
     "REFERENCE_TOLERANCE",
     "SMOOTHING_ALPHA",
@@ -97,6 +98,12 @@ REFERENCE_TOLERANCE = 0.05
 # calibrates) is a large relative gap that says nothing about the precision; the second half
 # is where a precision that stalls separates from fp32.
 REFERENCE_FROM_FRACTION = 0.5
+# ... each step's gap relative to |fp32's smoothed loss|, but never to less than this share
+# of fp32's smoothed drop (its start less its minimum): a loss that falls through zero (a
+# Gaussian NLL from 0.6 to -2) or ends near it makes |loss| tiny, and any gap a huge
+# "disagreement". 5% of the drop binds only there: cross-entropy falling from 2.3 is
+# compared relative to itself down to a loss of about 0.1.
+REFERENCE_FLOOR_FRACTION = 0.05
 # ... and, given the target, only over the steps up to where the reduced-precision curve
 # reached it: those are the steps its time to target rests on. Past the target the loss is
 # below anything the baseline reached and the curves are two runs' batch noise, where any
@@ -276,9 +283,10 @@ def diverged(
 def reference_gap(
     losses: Sequence[float], reference: Sequence[float], alpha: float = SMOOTHING_ALPHA
 ) -> float:
-    """Mean relative gap ``|s - r| / |r|`` of the smoothed curves over the second half of
-    their common steps (REFERENCE_FROM_FRACTION). ``inf`` when either curve is not finite
-    or they share no step.
+    """Mean relative gap ``|s - r| / max(|r|, floor)`` of the smoothed curves over the
+    second half of their common steps (REFERENCE_FROM_FRACTION); ``floor`` is
+    REFERENCE_FLOOR_FRACTION of the reference's smoothed drop. ``inf`` when either curve
+    is not finite or they share no step.
     """
     common = min(len(losses), len(reference))
     if common == 0 or not (is_finite(losses[:common]) and is_finite(reference[:common])):
@@ -286,8 +294,9 @@ def reference_gap(
     ours = smooth(losses[:common], alpha)
     theirs = smooth(reference[:common], alpha)
     start = min(int(common * REFERENCE_FROM_FRACTION), common - 1)
+    floor = REFERENCE_FLOOR_FRACTION * max(theirs[0] - min(theirs), 0.0)
     gaps = [
-        abs(s - r) / abs(r) if r != 0 else (0.0 if s == 0 else math.inf)
+        abs(s - r) / scale if (scale := max(abs(r), floor)) > 0 else (0.0 if s == r else math.inf)
         for s, r in zip(ours[start:], theirs[start:], strict=True)
     ]
     return math.fsum(gaps) / len(gaps)

@@ -122,8 +122,10 @@ def apply(
             ``device``, cast to bf16 under ``bf16-true``) and returned as ``setup.model``.
         optimizer: your own optimizer, used as is (its learning rates are the schedule's
             peak); ``None`` builds the config's (``name``, ``lr``, ``weight_decay``).
-        total_steps: optimizer steps the schedule spans when the config's
-            ``schedule.total_steps`` is unset; needed for linear, cosine and onecycle.
+        total_steps: the optimizer steps your run trains; the schedule spans them (default:
+            the config's ``schedule.total_steps``, the horizon the search tuned: a longer
+            run past it would train on at the schedule's final LR, 0 for most). Needed for
+            linear, cosine and onecycle where the config has no span.
         device: ``None`` is CUDA when present (this process's ``LOCAL_RANK``), else CPU.
         blocks: which modules to checkpoint, as ``Task(blocks=...)``; ``None`` finds them.
 
@@ -145,7 +147,9 @@ def apply(
                 "autotune.apply(config, model, optimizer=...)."
             )
         optimizer = build_optimizer(model, train.optimizer)
-    scheduler = build_scheduler(optimizer, train.schedule, _span(train, total_steps))
+    span = _span(train, total_steps)
+    spanning = train.schedule.model_copy(update={"total_steps": span})  # the run's, if given
+    scheduler = build_scheduler(optimizer, spanning, span)
     scaler = plan.grad_scaler(where) or torch.amp.GradScaler(where.type, enabled=False)
     net: nn.Module = torch.compile(model) if train.compile else model  # type: ignore[assignment]
     return TunedSetup(train, net, model, optimizer, scheduler, scaler, where, plan, names)
@@ -172,10 +176,10 @@ def _resolve(device: str | torch.device | None) -> torch.device:
 
 def _span(train: TrainConfig, total_steps: int | None) -> int:
     schedule = train.schedule
+    if total_steps is not None:  # the run's own length: the schedule spans it
+        return total_steps
     if schedule.total_steps is not None:
         return schedule.total_steps
-    if total_steps is not None:
-        return total_steps
     if schedule.name == "constant":
         return schedule.warmup_steps + 1  # flat after warmup: the span does not matter
     raise ConfigError(

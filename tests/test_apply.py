@@ -176,6 +176,30 @@ def test_scheduler_lrs_match_the_runtime(schedule: dict[str, object]) -> None:
     assert mine == pytest.approx([record.lr for record in run.steps])
 
 
+def test_the_runs_total_steps_outrank_the_tuned_horizon() -> None:
+    """A tuned cosine to 0 over 10 steps applied to a 40-step run: its LR was 0 from step
+    10 on, as the config's span was taken over the one the caller gave."""
+    config = TrainConfig.model_validate(
+        {
+            "micro_batch_size": 8,
+            "optimizer": {"lr": 0.01},
+            "schedule": {"name": "cosine", "total_steps": 10},
+        }
+    )
+    setup = autotune.apply(config, _lr_task().build_model(), device="cpu", total_steps=40)
+    lrs = []
+    for _ in range(40):
+        setup.optimizer.step()
+        setup.scheduler.step()
+        lrs.append(setup.scheduler.get_last_lr()[0])
+    assert lrs[18] == pytest.approx(0.005, rel=0.05) and lrs[37] > 0  # half way at step 20
+    tuned = autotune.apply(config, _lr_task().build_model(), device="cpu")
+    for _ in range(10):
+        tuned.optimizer.step()
+        tuned.scheduler.step()
+    assert tuned.scheduler.get_last_lr()[0] == 0.0  # no run length given: the tuned span
+
+
 def test_builds_the_configs_optimizer_or_keeps_yours() -> None:
     setup = autotune.apply(make_train(), Blocks(), device="cpu", total_steps=20)
     assert isinstance(setup.optimizer, torch.optim.AdamW)

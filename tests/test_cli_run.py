@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -177,6 +178,32 @@ def test_a_config_whose_step_takes_more_than_an_epoch_is_noted(
             "some samples twice; lower grad_accum_steps or micro_batch_size."
         )
         assert (expected in said) == noted, said
+
+
+def test_a_run_longer_than_the_tuned_schedule_stretches_it_over_the_run(
+    write_task: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A tuned cosine to 0 over 10 steps, run for 20: was lr 0 from step 10 on."""
+    config = tmp_path / "train.yaml"
+    schedule = {"name": "cosine", "total_steps": 10}
+    train = {"micro_batch_size": 16, "optimizer": {"lr": 0.01}, "schedule": schedule}
+    config.write_text(yaml.safe_dump({"train": train}))
+    task, out = str(write_task(TINY_TASK)), tmp_path / "run.json"
+
+    def lrs(steps: int) -> tuple[str, list[float]]:
+        result = _run(task, "-c", str(config), "--steps", str(steps), "--json", str(out))
+        records = json.loads(out.read_text())["steps"]
+        return " ".join(result.output.split()), [record["lr"] for record in records]
+
+    def cosine(step: int, span: int) -> float:  # a record holds the next step's lr
+        return 0.01 * (1 + math.cos(math.pi * min(1.0, step / (span - 1)))) / 2
+
+    said, long = lrs(20)
+    assert "note: the cosine schedule spans 10 steps (the tuned horizon), the run 20" in said
+    assert long[9] == pytest.approx(cosine(10, 20)) and long[17] > 0  # was 0 from step 10
+    said, short = lrs(8)
+    assert "schedule spans" not in said  # within its span: as tuned
+    assert short[6] == pytest.approx(cosine(7, 10))
 
 
 def test_summary_table_is_printed(write_task: Callable[[str], Path]) -> None:

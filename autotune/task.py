@@ -297,6 +297,12 @@ class Task:
                 f"{self.where()}: the loss function returned a tensor of shape "
                 f"{tuple(loss.shape)}, not a scalar; reduce it, e.g. `loss.mean()`."
             )
+        if not loss.requires_grad and not any(p.requires_grad for p in model.parameters()):
+            raise TaskError(
+                f"{self.where()}: the model has no trainable parameter (requires_grad is "
+                f"False on every one), so nothing can train; unfreeze what should train in "
+                f"build_model, e.g. model.requires_grad_(True)."
+            )
         if not loss.requires_grad:
             raise TaskError(
                 f"{self.where()}: the loss does not require grad, so it cannot train the "

@@ -492,8 +492,14 @@ def test_custom_collate_fn_is_used_and_its_errors_are_reported() -> None:
             r"the loss function returned SimpleNamespace .*, not a torch\.Tensor; return its "
             r"loss tensor, e\.g\. `return model\(\*\*batch\)\.loss`",
         ),
+        (
+            "    model.requires_grad_(False)\n"
+            "    return nn.functional.cross_entropy(model(x).float(), y)",
+            r"the model has no trainable parameter \(requires_grad is False on every one\), so "
+            r"nothing can train; unfreeze what should train in build_model",
+        ),
     ],
-    ids=["float", "not-scalar", "no-grad", "tuple", "model-output"],
+    ids=["float", "not-scalar", "no-grad", "tuple", "model-output", "all-frozen"],
 )
 def test_bad_loss(write_task: WriteTask, loss: str, pattern: str) -> None:
     path = write_task(variant(TINY_LOSS, loss))

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, IterableDataset, default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from autotune.errors import TaskError
 
@@ -257,6 +257,12 @@ class Task:
         data = self._call(self.dataset, "building the dataset")
         if isinstance(data, IterableDataset):
             return data
+        if isinstance(data, DataLoader):
+            raise TaskError(
+                f"{self.where()}: the dataset function returned a DataLoader; return its "
+                f"dataset (the loader's .dataset, and its collate_fn as Task(collate_fn=...)): "
+                f"autotune makes the batches itself, at each config's batch size."
+            )
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
             raise TaskError(
                 f"{self.where()}: the dataset function returned {_describe(data)}, which is "

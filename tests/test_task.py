@@ -400,6 +400,20 @@ def test_dataset_that_is_not_a_dataset(write_task: WriteTask) -> None:
     )
 
 
+def test_a_dataloader_for_a_dataset_is_told_to_return_its_dataset(write_task: WriteTask) -> None:
+    """A common slip: build_dataset returning the DataLoader of the user's own loop."""
+    loader = (
+        "    from torch.utils.data import DataLoader\n    return DataLoader(TensorDataset(x, y))"
+    )
+    task = load_task(write_task(variant(TINY_DATA, loader)))
+    fails(
+        TaskError,
+        r": the dataset function returned a DataLoader; return its dataset \(the loader's "
+        r"\.dataset, and its collate_fn as Task\(collate_fn=\.\.\.\)\): autotune makes the batches",
+        task.build_dataset,
+    )
+
+
 def test_dataset_whose_len_raises_names_the_line(write_task: WriteTask) -> None:
     source = TINY_TASK + (
         "\nclass Broken(torch.utils.data.Dataset):\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -508,9 +509,8 @@ def report(
         highlight=False,
         soft_wrap=True,
     )
-    out.print(
-        f"explore it live: optuna-dashboard {escape(data.storage)}", highlight=False, soft_wrap=True
-    )
+    dashboard = f"optuna-dashboard {shlex.quote(data.storage)}"  # a path may hold spaces
+    out.print(f"explore it live: {escape(dashboard)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -355,6 +355,22 @@ def test_cli_writes_the_report(stored: Stored, tmp_path: Path) -> None:
     assert f"optuna-dashboard {stored.storage}" in result.stdout
 
 
+def test_the_dashboard_command_quotes_a_storage_path_with_a_space(
+    stored: Stored, tmp_path: Path
+) -> None:
+    """`optuna-dashboard sqlite:///my db.db` was printed unquoted: a shell splits it."""
+    spaced = tmp_path / "my dir" / "autotune.db"
+    spaced.parent.mkdir()
+    shutil.copyfile(stored.storage.removeprefix("sqlite:///"), spaced)
+    storage = f"sqlite:///{spaced}"
+    output = tmp_path / "out.html"
+    result = runner.invoke(app, ["report", "--storage", storage, "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert f"optuna-dashboard '{storage}'" in said
+    assert f"optuna-dashboard &#x27;{storage}&#x27;" in output.read_text()
+
+
 def _stderr(result: Result) -> list[str]:
     text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", result.stderr)
     return [line for line in text.splitlines() if line.strip()]

@@ -4,6 +4,7 @@ network access when opened; every string from the study is HTML-escaped."""
 from __future__ import annotations
 
 import datetime
+import shlex
 from collections import Counter
 from collections.abc import Callable
 from html import escape
@@ -82,7 +83,7 @@ def _header(data: ReportData) -> str:
         f"{len(data.convergence)} convergence and {len(data.systems)} systems trials &middot; "
         f"autotune {escape(__version__)}, {now}</p>\n"
         f"<p class='meta'>Explore the study live: "
-        f"<code>optuna-dashboard {escape(data.storage)}</code></p>"
+        f"<code>optuna-dashboard {escape(shlex.quote(data.storage))}</code></p>"
     )
 
 

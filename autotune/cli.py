@@ -230,11 +230,13 @@ def _spanning(config: TrainConfig, steps: int) -> TrainConfig:
     if span is None or steps <= span or schedule.name == "constant":
         return config
     if _is_main_rank():
+        ratio = schedule.min_lr_ratio
+        final = "0" if ratio == 0 else f"{ratio:g}x the peak"
         err.print(
             f"[bold]note:[/] the {schedule.name} schedule spans {span} steps (the tuned "
             f"horizon), the run {steps}: it is stretched over the run's {steps} (past its "
-            f"span its lr would stay at {schedule.min_lr_ratio:g}x the peak). Pass --steps "
-            f"{span} to train the tuned horizon.",
+            f"span its lr would stay at {final}). Pass --steps {span} to train the tuned "
+            "horizon.",
             highlight=False,
         )
     stretched = schedule.model_copy(update={"total_steps": steps})
@@ -243,7 +245,11 @@ def _spanning(config: TrainConfig, steps: int) -> TrainConfig:
 
 def _warn_of_overrun(task: Task, config: TrainConfig) -> None:
     """A note, before training, when one step of ``config`` takes more than an epoch of the
-    task's dataset (a config tuned on another dataset; a search prunes these)."""
+    task's dataset (a config tuned on another dataset; a search prunes these). At world
+    size 1 only: there this process trains on the dataset it builds here (built once per
+    process); spawned ranks build their own, and a slow dataset would be built once more."""
+    if config.world_size > 1:
+        return
     dataset = task.build_dataset()
     size = len(dataset) if hasattr(dataset, "__len__") else None
     overrun = spaces.epoch_overrun(config, size)

@@ -71,6 +71,7 @@ __all__ = [
     "SearchSpace",
     "SystemsSpace",
     "Viability",
+    "allowed_accum",
     "bundled_space_path",
     "check_memory",
     "choices",
@@ -872,6 +873,7 @@ def convergence_seed(
     :func:`warmup_for`, each clipped into the space's range.
     """
     section = space.convergence
+    grad_accum_steps = allowed_accum(space, grad_accum_steps)
     micro = int(systems.get("micro_batch_size", base.micro_batch_size))
     world = int(systems.get("world_size", base.world_size))
     batch = micro * grad_accum_steps * world
@@ -892,6 +894,19 @@ def convergence_seed(
         fraction = warmup_for(batch, base.global_batch, steps) / steps
         params["warmup_fraction"] = _clip(fraction, section.warmup_fraction)
     return params
+
+
+def allowed_accum(space: SearchSpace, wanted: int) -> int:
+    """``wanted`` where the space's ``grad_accum_steps`` choices hold it (or it searches
+    none), else the nearest choice by ratio, the smaller on a tie: a seed at accumulation 1
+    in a space of ``[4, 8]`` stopped the search with Optuna's "'1' not in (4, 8)"."""
+    spec = space.convergence.grad_accum_steps
+    if spec is None:
+        return wanted
+    options = [int(value) for value in choices(spec)]
+    if wanted in options:
+        return wanted
+    return min(options, key=lambda value: (abs(math.log(value / wanted)), value))
 
 
 def lr_seed_value(lr: LrRange, base: TrainConfig, batch: int, value: float) -> float:

@@ -154,3 +154,23 @@ def test_a_convergence_trial_past_an_epoch_is_pruned_unrun_and_not_counted() -> 
     )
     assert "pruned: not run (a global batch of 64" in trial_line(frozen)
     assert counted(study) == []  # it cost nothing: --trials and the patience skip it
+
+
+def test_a_search_whose_every_trial_was_past_an_epoch_says_so() -> None:
+    """Was: "no trial reached the target loss; give a larger --budget", where no trial ran."""
+    from autotune.search import missed_target
+
+    study = optuna.create_study()
+    for _ in range(2):
+        trial = study.ask()
+        trial.set_user_attr(NOT_RUN, True)
+        trial.set_user_attr("pruned_by", "not run (a global batch of 128 is more than an epoch)")
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    systems = Measured(train=_config(32), losses=[0.7], elapsed_s=[0.01], samples_per_s=1.0)
+    space = spaces.parse_space({"schema_version": 1, "systems": {"micro_batch_size": [32]}})
+    said = missed_target(study, _plan(space, systems, 40).baseline)
+    assert said == (
+        "no trial could run: each one's step took more than an epoch (trial 0: a global batch "
+        "of 128 is more than an epoch). Give a --space with smaller grad_accum_steps (or "
+        "micro_batch_size) values, or a larger dataset."
+    )

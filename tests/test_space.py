@@ -20,6 +20,7 @@ from autotune.space import (
     PowerOfTwoRange,
     SearchSpace,
     Viability,
+    allowed_accum,
     bundled_space_path,
     check_memory,
     choices,
@@ -446,6 +447,25 @@ def test_seed_params_follow_the_scaling_rules_and_enqueue() -> None:
     absolute = _space(convergence={"lr": {"low": 1e-4, "high": 2e-3}})
     seeded = convergence_seed(absolute, BASE, {"micro_batch_size": 64}, 1, steps=100)
     assert seeded == {"lr": 2e-3}  # sqrt rule says 2e-3 exactly (4x batch): within the range
+
+
+def test_a_seed_takes_the_nearest_accumulation_the_space_allows() -> None:
+    """A space of grad_accum_steps [4, 8]: the seed at accumulation 1 stopped the search
+    with Optuna's "'1' not in (4, 8)" and a traceback."""
+    space = _space(convergence={"grad_accum_steps": [4, 8], "lr": {"low": 1e-4, "high": 1e-1}})
+    assert allowed_accum(space, 1) == 4
+    assert allowed_accum(space, 6) == 8  # nearer by ratio: 8/6 against 6/4
+    assert allowed_accum(space, 8) == 8
+    assert allowed_accum(_space(convergence={"grad_accum_steps": [1, 4]}), 2) == 1  # a tie
+    no_accum = _space(convergence={"lr": {"low": 1e-4, "high": 1e-1}})
+    assert allowed_accum(no_accum, 3) == 3  # no accumulation searched: as asked
+    seeded = convergence_seed(space, BASE, {"micro_batch_size": 16}, 1, steps=100)
+    assert seeded == {"grad_accum_steps": 4, "lr": pytest.approx(2e-3)}  # sqrt rule at 64
+    study = optuna.create_study()
+    study.enqueue_trial(seeded)
+    assert (
+        suggest_convergence(study.ask(), space, {"micro_batch_size": 16})["grad_accum_steps"] == 4
+    )
 
 
 # --- scaling rules ---------------------------------------------------------------------

@@ -65,7 +65,7 @@ from autotune.search._progress import (
 )
 from autotune.search._recheck import CHECK_TOLERANCE, Recheck, Remeasured, recheck
 from autotune.search._runoff import Entry, runoff
-from autotune.search._study import SearchInterrupted, Studies, redact, study_summary
+from autotune.search._study import NOT_RUN, SearchInterrupted, Studies, redact, study_summary
 from autotune.search._systems import Prediction, measure_systems, nothing_fits, predict_systems
 from autotune.search._types import (
     CONFIRM_MAX_PAIRS,
@@ -710,6 +710,9 @@ def missed_target(study: optuna.Study, baseline: BaselineRun) -> str:
     Failed trials (unstable, crashed) are no guide to what is reachable, and a baseline
     that reached the target (the one it set) says nothing about a lower one."""
     target = baseline.target_loss
+    unrun = _all_unrun(study)
+    if unrun is not None:
+        return unrun
     runs = [
         (f"trial {t.number}", run)
         for t, run in stored_runs(study)
@@ -726,6 +729,21 @@ def missed_target(study: optuna.Study, baseline: BaselineRun) -> str:
         f"{text}; the closest run, {who} ({describe(run.train)}), would have reached "
         f"{low:.4g} (its smoothed loss's lowest point). Give a larger --budget, or a "
         f"--target-loss of {low:.4g} or more."
+    )
+
+
+def _all_unrun(study: optuna.Study) -> str | None:
+    """Why no trial ran, where every finished one was pruned unrun (:data:`NOT_RUN`: its
+    step takes more than an epoch); else None."""
+    finished = [t for t in study.trials if t.state.is_finished()]
+    if not finished or not all(t.user_attrs.get(NOT_RUN) for t in finished):
+        return None
+    first = str(finished[0].user_attrs.get("pruned_by", ""))
+    why = first.removeprefix("not run (").removesuffix(")")
+    return (
+        f"no trial could run: each one's step took more than an epoch (trial "
+        f"{finished[0].number}: {why}). Give a --space with smaller grad_accum_steps (or "
+        "micro_batch_size) values, or a larger dataset."
     )
 
 

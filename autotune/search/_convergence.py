@@ -506,9 +506,10 @@ def larger(
     """``best``'s params on a larger batch, where some systems config in ``top`` with a
     larger global batch runs at least _LARGER_GAIN x the samples/s of ``best``'s
     micro-batch: on the smallest one of at least _LARGER_STEP x its batch (else the
-    largest) among those measured at DOMINATED_SHARE x its samples/s or more, without
-    accumulation, at ``best``'s LR scaled linearly with the global batch (clipped to the
-    space); None when no larger config gains that much or the space has no LR range."""
+    largest) among those measured at DOMINATED_SHARE x its samples/s or more, at the
+    fewest accumulation steps the space allows (none in the bundled spaces), at ``best``'s
+    LR scaled linearly with the global batch (clipped to the space); None when no larger
+    config gains that much or the space has no LR range."""
     trial, run = best
     lr = plan.space.convergence.lr
     own = next((r for r in top if r.train.micro_batch_size == run.train.micro_batch_size), None)
@@ -524,10 +525,11 @@ def larger(
         index, chosen = min(far, key=lambda kr: kr[1].train.global_batch)
     else:
         index, chosen = max(near, key=lambda kr: kr[1].train.global_batch)
-    new_batch = chosen.train.global_batch
+    accum = spaces.allowed_accum(plan.space, 1)  # the fewest steps the space allows
+    new_batch = chosen.train.micro_batch_size * chosen.train.world_size * accum
     params = {**trial.params, "systems": index}
     if "grad_accum_steps" in params:
-        params["grad_accum_steps"] = 1
+        params["grad_accum_steps"] = accum
     value = run.train.optimizer.lr * new_batch / batch
     params[lr.param] = spaces.lr_seed_value(lr, plan.base, new_batch, value)
     return params

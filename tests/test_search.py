@@ -604,3 +604,28 @@ def test_a_memory_limit_nothing_fits_stops_before_the_baseline(
     assert "Raise --memory-limit" in said
     assert not any("running the baseline" in line for line in lines), lines
     assert not options.output.exists()
+
+
+def test_a_rejected_pick_whose_own_run_was_slower_than_the_baseline_says_nothing_beat_it() -> None:
+    """A world-2 space on a task whose batch-8 baseline reached the target sooner: the pick's
+    trial (0.31 s) was already slower than the baseline's run, and the warning blamed luck
+    or the machine."""
+    from autotune.search import _why_lost
+
+    def run(seconds: float | None) -> Measured:
+        train = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
+        return Measured(
+            train=train,
+            losses=[0.7, 0.5],
+            elapsed_s=[0.1, 0.2],
+            samples_per_s=160.0,
+            time_to_target_s=seconds,
+        )
+
+    said = _why_lost(run(0.31), run(0.15))
+    assert said.startswith(
+        "No config the search ran beat the baseline: the pick's own run took 0.31 s to the "
+        "target, the baseline's 0.15 s; give a --space with other values"
+    )
+    assert _why_lost(run(0.12), run(0.15)).startswith("Its trials were lucky runs")
+    assert _why_lost(run(None), run(0.15)).startswith("Its trials were lucky runs")

@@ -418,7 +418,7 @@ class _Search:
         if same_config(winner.train, baseline.run.train):
             self._warn_if(_NOTHING_FASTER)
         elif found.lost():
-            self._warn_if(_lost_text(found, winner))
+            self._warn_if(_lost_text(found, winner, baseline.run))
             return baseline_kept(found, baseline, report, where, self.warnings, self.task_sha256)
         return tuned_config(found, baseline, report, where, self.warnings, self.task_sha256)
 
@@ -804,8 +804,10 @@ _NOTHING_FASTER = (
 )
 
 
-def _lost_text(found: Confirmation, winner: Measured) -> str:
-    """What the confirmation measured of a winner no faster than the baseline."""
+def _lost_text(found: Confirmation, winner: Measured, baseline: Measured) -> str:
+    """What the confirmation measured of a winner no faster than the baseline, and why:
+    its own trial already slower than the baseline's run (nothing in the space beat it),
+    or else luck or the machine."""
     if found.speedups:
         median, both = statistics.median(found.speedups), len(found.speedups)
         measured_as = (
@@ -820,8 +822,25 @@ def _lost_text(found: Confirmation, winner: Measured) -> str:
     return (
         f"the search's pick ({describe(winner.train)}) measured {measured_as}, so "
         f"tuned.yaml keeps the baseline's config and records the pick under "
-        f"measured.rejected. Its trials were lucky runs or this machine changed speed; "
-        f"run the search again on a quiet machine."
+        f"measured.rejected. {_why_lost(winner, baseline)}"
+    )
+
+
+def _why_lost(winner: Measured, baseline: Measured) -> str:
+    """Nothing in the space beat the baseline where the pick's own run took longer to the
+    target than the baseline's (a --space without the baseline's setup: a world-2 space
+    on a task whose baseline was faster); else luck or the machine."""
+    mine, theirs = winner.time_to_target_s, baseline.time_to_target_s
+    if mine is not None and theirs is not None and mine > theirs:
+        return (
+            f"No config the search ran beat the baseline: the pick's own run took "
+            f"{format_seconds(mine)} to the target, the baseline's {format_seconds(theirs)}; "
+            "give a --space with other values (the baseline's batch and world size?) or a "
+            "larger --budget."
+        )
+    return (
+        "Its trials were lucky runs or this machine changed speed; run the search again on "
+        "a quiet machine."
     )
 
 

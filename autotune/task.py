@@ -264,10 +264,17 @@ class Task:
                 f"autotune makes the batches itself, at each config's batch size."
             )
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            stream = hasattr(data, "__next__")  # a generator: one pass, then empty
+            fix = (
+                "yield its samples from the __iter__ of a torch.utils.data.IterableDataset, "
+                "which every epoch iterates afresh"
+                if stream
+                else "return e.g. torch.utils.data.TensorDataset(x, y)"
+            )
             raise TaskError(
                 f"{self.where()}: the dataset function returned {_describe(data)}, which is "
                 f"neither a map-style Dataset (__getitem__ and __len__) nor an IterableDataset; "
-                f"return e.g. torch.utils.data.TensorDataset(x, y)."
+                f"{fix}."
             )
         if self._call(len, "taking the dataset's length", data) == 0:
             raise TaskError(

@@ -400,6 +400,19 @@ def test_dataset_that_is_not_a_dataset(write_task: WriteTask) -> None:
     )
 
 
+def test_a_generator_for_a_dataset_is_told_to_become_an_iterable_dataset(
+    write_task: WriteTask,
+) -> None:
+    generator = "    return ((x[i], y[i]) for i in range(len(x)))"
+    task = load_task(write_task(variant(TINY_DATA, generator)))
+    fails(
+        TaskError,
+        r"returned generator .* nor an IterableDataset; yield its samples from the __iter__ of "
+        r"a torch\.utils\.data\.IterableDataset, which every epoch iterates afresh\.$",
+        task.build_dataset,
+    )
+
+
 def test_a_dataloader_for_a_dataset_is_told_to_return_its_dataset(write_task: WriteTask) -> None:
     """A common slip: build_dataset returning the DataLoader of the user's own loop."""
     loader = (

@@ -660,10 +660,10 @@ def _systems(
     say: Events,
 ) -> list[Measured]:
     candidates = predicted.fitting
-    said = f"systems: {len(candidates)} configs fit, {len(predicted.over_memory)} pruned by the "
+    fit = "1 config fits" if len(candidates) == 1 else f"{len(candidates)} configs fit"
+    said = f"systems: {fit}, {len(predicted.over_memory)} pruned by the memory model"
     short = len(predicted.short_of_data)
-    said += f"memory model, {short} by the dataset's size" if short else "memory model"
-    say(said)
+    say(f"{said}, {short} by the dataset's size" if short else said)
     runs = measure_systems(
         candidates,
         predicted.pruned,

@@ -640,6 +640,11 @@ def check_memory(
     )
 
 
+def _per_epoch(config: TrainConfig, dataset_size: int) -> int:
+    """Whole micro-batches an epoch gives each rank (the runtime's ``batches_per_epoch``)."""
+    return (dataset_size // config.world_size) // config.micro_batch_size
+
+
 def short_dataset(config: TrainConfig, dataset_size: int | None) -> str | None:
     """Why ``config`` cannot start on a dataset of ``dataset_size`` samples (an epoch holds
     no micro-batch for each rank: the runtime's ConfigError), or None; None where the size
@@ -647,7 +652,7 @@ def short_dataset(config: TrainConfig, dataset_size: int | None) -> str | None:
     if dataset_size is None:
         return None
     micro, world = config.micro_batch_size, config.world_size
-    if (dataset_size // world) // micro == 0:
+    if _per_epoch(config, dataset_size) == 0:
         return (
             f"micro_batch_size={micro} x world_size={world} needs {micro * world} samples, "
             f"but the dataset has only {dataset_size}"
@@ -666,7 +671,7 @@ def epoch_overrun(config: TrainConfig, dataset_size: int | None) -> str | None:
     if dataset_size is None:
         return None
     micro, world, accum = config.micro_batch_size, config.world_size, config.grad_accum_steps
-    per_epoch = (dataset_size // world) // micro
+    per_epoch = _per_epoch(config, dataset_size)
     if per_epoch == 0 or accum <= per_epoch:
         return short_dataset(config, dataset_size)
     whom = "" if world == 1 else f"each of the {world} ranks "

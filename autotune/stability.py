@@ -74,11 +74,11 @@ DIVERGENCE_RISE = 0.5
 DIVERGENCE_FLOOR_FRACTION = 0.1
 # ... and against DIVERGENCE_NOISE per-step loss deviations (step_noise) of the curve up to
 # its minimum, so a loss near zero with heavy-tailed batches does not turn one stretch of
-# hard batches into a "rise": a TransformerEncoder classifier's baseline (batch 16) went
-# from 0.45 to 0.055 and wobbled to 0.083 (+51%, 0.25 deviations of its batches' 0.11)
-# and was refused as diverged. On flat noise the zero-lag curve climbs above its running
-# minimum by up to 1.5 deviations (white noise) and 2.1 (heavy-tailed batch losses) over
-# 3,000 steps (300 seeded curves each); a climb back toward the start is many more.
+# hard batches into a "rise" (a TransformerEncoder classifier's baseline near 0.05 was
+# refused as diverged that way; tests/test_stability.py's curves of that shape: 11 of 40
+# under the 50% rule alone). On flat noise the zero-lag curve climbs above its running
+# minimum by up to 1.5 deviations (white) and 2.1 (heavy-tailed) over 3,000 steps
+# (`python scripts/divergence_noise.py`); a climb back toward the start is many more.
 DIVERGENCE_NOISE = 2.0
 # ... measured over the NOISE_WINDOW steps up to the minimum (five times the smoothing's
 # reach: the noise at the minimum's loss level, not the steep start's, where a loss far

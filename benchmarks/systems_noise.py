@@ -1,7 +1,7 @@
 """How far one systems-phase measurement can rank two micro-batches wrongly.
 
     python -m benchmarks.systems_noise [--task examples/cnn_digits.py] [--small 16]
-        [--large 64] [--rounds 12] [--steps 12 45]
+        [--large 64] [--rounds 12] [--steps 12 45] [--precisions 32-true bf16-mixed]
 
 Runs the Task's baseline at micro-batch ``--small`` and ``--large`` as the systems phase
 does (one supervised trial each, a third of the steps burn-in), in pairs of fresh forked
@@ -10,6 +10,12 @@ each pair's samples/s gain of the large batch over the small one, then its media
 and how many pairs fell under the larger-batch seed's threshold
 (:data:`autotune.search._convergence._LARGER_GAIN`). A spread that crosses it is why the
 seed steps up to the next batch instead of the smallest one that clears it.
+
+With ``--precisions A B`` it compares two precisions at micro-batch ``--large`` instead:
+each pair's samples/s of B over A, and how many fell under the margin a reduced precision
+must clear (:data:`autotune.search._precision.PRECISION_MARGIN`). A spread that crosses it
+is why the search fits the ratio over every micro-batch
+(:func:`~autotune.search._precision.settled`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from autotune._hugepages import restart_for_measuring
 from autotune.config import TrainConfig, train_config_from_baseline
 from autotune.search._convergence import _LARGER_GAIN
 from autotune.search._measure import Trialist, measured
+from autotune.search._precision import PRECISION_MARGIN
 from autotune.task import load_task
 
 console = Console()
@@ -37,16 +44,33 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="systems-noise-") as scratch,
         Trialist(args.task, Path(scratch), seed=0) as trials,
     ):
-        gains = _pairs(trials, args, base)
+        first, second = _compared(args, base)
+        gains = _pairs(trials, args, first, second)
+    bar = PRECISION_MARGIN if args.precisions else _LARGER_GAIN
     for steps, found in gains.items():
-        under = sum(g < _LARGER_GAIN for g in found)
+        under = sum(g < bar for g in found)
         console.print(
-            f"{steps} steps: micro {args.large} / micro {args.small} = "
+            f"{steps} steps: {_label(second, args)} / {_label(first, args)} = "
             f"{statistics.median(found):.2f}x median ({min(found):.2f}-{max(found):.2f}); "
-            f"under {_LARGER_GAIN:g}x in {under} of {len(found)}",
+            f"under {bar:g}x in {under} of {len(found)}",
             highlight=False,
         )
     return 0
+
+
+def _compared(args: argparse.Namespace, base: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
+    """The two configs whose samples/s are compared: micro-batches ``--small`` and
+    ``--large``, or ``--precisions``' two at ``--large``."""
+    if not args.precisions:
+        return _at(base, args.small), _at(base, args.large)
+    a, b = (_at(base, args.large).model_copy(update={"precision": p}) for p in args.precisions)
+    return a, b
+
+
+def _label(config: TrainConfig, args: argparse.Namespace) -> str:
+    if args.precisions:
+        return f"{config.precision} micro {config.micro_batch_size}"
+    return f"micro {config.micro_batch_size}"
 
 
 def _arguments() -> argparse.Namespace:
@@ -56,18 +80,27 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--large", type=int, default=64, help="the larger micro-batch")
     parser.add_argument("--rounds", type=int, default=12, help="pairs per length")
     parser.add_argument("--steps", type=int, nargs="+", default=[12, 45], help="run lengths")
+    parser.add_argument(
+        "--precisions",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare precision B over A at micro-batch --large instead of two sizes",
+    )
     return parser.parse_args()
 
 
-def _pairs(trials: Trialist, args: argparse.Namespace, base: TrainConfig) -> dict[int, list[float]]:
-    """The large batch's samples/s over the small one's, per pair, per run length."""
-    small, large = _at(base, args.small), _at(base, args.large)
+def _pairs(
+    trials: Trialist, args: argparse.Namespace, first: TrainConfig, second: TrainConfig
+) -> dict[int, list[float]]:
+    """``second``'s samples/s over ``first``'s, per pair (the order alternating), per run
+    length."""
     gains: dict[int, list[float]] = {steps: [] for steps in args.steps}
     for k in range(args.rounds):
         for steps in args.steps:
-            order = (small, large) if k % 2 else (large, small)
-            rates = {c.micro_batch_size: _rate(trials, c, steps) for c in order}
-            gains[steps].append(rates[args.large] / rates[args.small])
+            order = (first, second) if k % 2 else (second, first)
+            rates = [_rate(trials, c, steps) for c in order]
+            ratio = rates[1] / rates[0] if k % 2 else rates[0] / rates[1]
+            gains[steps].append(ratio)
         console.print(f"pair {k + 1}: " + ", ".join(_last(gains)), highlight=False)
     return gains
 

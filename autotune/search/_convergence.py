@@ -32,10 +32,11 @@ from autotune.runtime import StepRecord
 from autotune.search._confirm import known_reference
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
 from autotune.search._pace import Pace, paced_s
+from autotune.search._precision import PRECISION_MARGIN, earned_precisions, settled
 from autotune.search._pruner import MedianRule
 from autotune.search._runoff import Entry, needed_s
 from autotune.search._study import NOT_RUN, Studies, counted, tracked
-from autotune.search._systems import DOMINATED_SHARE, precision_free_step
+from autotune.search._systems import DOMINATED_SHARE
 from autotune.search._types import (
     REAL_GAIN,
     REAL_GAIN_FLOOR_S,
@@ -201,6 +202,11 @@ class ConvergencePlan:
             f"{batch}: a smaller batch would need as many samples, in slower steps"
         )
 
+    def choices(self) -> list[Measured]:
+        """The systems configs the trials choose from (:func:`systems_choices`), each
+        size's precision decided by the ratios fitted over every size (:func:`settled`)."""
+        return systems_choices(settled(self.systems), self.base.micro_batch_size)
+
     def reserve_now(self, best_s: float | None, check_free: bool = False) -> float:
         """Budget the fp32 check and the confirmation need, once a trial has reached the
         target in ``best_s``: each pair runs the winner (~_CANNOT_WIN_MARGIN x best_s) and
@@ -270,7 +276,7 @@ def run_convergence(
     """Run trials until ``max_trials`` have finished or the budget (less the reserve) is
     spent; the study's first trial, by whichever worker, is the seed (:func:`_seed`)."""
     study = studies.convergence
-    top = systems_choices(plan.systems, plan.base.micro_batch_size)
+    top = plan.choices()
     seeds = _seeds(plan, top)
     # A run may take twice the baseline's time to target (slower cannot win, but it is
     # measured), and never less than _MIN_CAP_S: step times of short runs are noise.
@@ -285,35 +291,6 @@ def run_convergence(
             choice = trial.suggest_categorical("systems", list(range(len(top))))
             frozen = _run_one(plan, trial, top[choice], trials, time_cap)
         on_trial(frozen)
-
-
-# A reduced precision stands in for 32-true at the same step (micro-batch, accumulation,
-# checkpointing, ranks, compile) only when it measured this much faster. A systems
-# measurement is one short run in one process, and processes run at levels 5-12% apart
-# (scripts/speed_levels.py, AMX host); within that, the precision with no numerical risk
-# is the better advice. On mlp_digits (AMX host, 2026-12-06) bf16 micro 256 measured 1.00x
-# fp32's samples/s in one search and 1.06x in the next, whose bf16 pick then took 0.17 s
-# to the target against the grid's fp32 micro 256, 0.16 s (94%).
-PRECISION_MARGIN = 1.10
-
-
-def earned_precisions(systems: Sequence[Measured]) -> list[Measured]:
-    """``systems`` (order kept) without each reduced-precision run under PRECISION_MARGIN x
-    the samples/s of its 32-true twin (the same step in 32-true); one whose twin was not
-    measured stays."""
-    full = {
-        precision_free_step(r.train): r.samples_per_s
-        for r in systems
-        if r.train.precision == "32-true"
-    }
-
-    def earned(run: Measured) -> bool:
-        reference = full.get(precision_free_step(run.train))
-        if run.train.precision == "32-true" or reference is None:
-            return True
-        return run.samples_per_s >= PRECISION_MARGIN * reference
-
-    return [run for run in systems if earned(run)]
 
 
 def systems_choices(systems: list[Measured], anchor: int) -> list[Measured]:
@@ -630,7 +607,7 @@ def _run_one(
 ) -> optuna.trial.FrozenTrial:
     fixed = systems_values(systems.train)
     values = {**fixed, **spaces.suggest_convergence(trial, plan.space, fixed)}
-    values, systems = fastest_realisation(values, systems, plan.systems)
+    values, systems = fastest_realisation(values, systems, settled(plan.systems))
     steps = _planned_steps(plan, values, systems, time_cap)
     config = spaces.to_train_config(values, plan.base, steps)
     trial.set_user_attr("train", config.model_dump_json())

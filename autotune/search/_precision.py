@@ -5,11 +5,11 @@ over 32-true at one micro-batch is a ratio of two noisy numbers. That ratio is n
 jump from size to size, though: with the step-time model the probe fits in each precision,
 ``time = fixed + per_sample x batch``, the ratio of two such lines is monotone in the batch
 (the derivative of ``time_a / time_b`` has the sign of ``per_sample_a x fixed_b - fixed_a x
-per_sample_b`` at every batch): a reduced precision's cast cost weighs most at small batches and its faster
-arithmetic at large ones. :func:`settled` fits the measured ratios of each precision over
-the micro-batches with a monotone (isotonic) regression in log space and hands each pair of
-twins the fitted ratio, so one slow run cannot take a precision away from one size (or
-give it one) against what its neighbours show.
+per_sample_b`` at every batch): a reduced precision's cast cost weighs most at small
+batches and its faster arithmetic at large ones. :func:`settled` fits the measured ratios
+of each precision over the micro-batches with a monotone (isotonic) regression in log
+space and hands each pair of twins the fitted ratio, so one slow run cannot take a
+precision away from one size (or give it one) against what its neighbours show.
 
 Measured on cnn_digits (an AVX512-BF16 AMD host, grid_bench at c7bffff): bf16 over fp32
 came out 1.33x at micro 16, 0.98x at 64 and 1.69x at 256, and micro 64 went to fp32,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,7 @@ __all__ = [
     "TARGET_BAND",
     "RunningEMA",
     "StabilityVerdict",
+    "TargetBasis",
     "TargetCrossing",
     "agrees_with_reference",
     "baseline_target",
@@ -44,6 +46,7 @@ __all__ = [
     "reference_gap",
     "smooth",
     "steps_to_target",
+    "target_basis",
     "verdict",
 ]
 
@@ -422,11 +425,32 @@ class TargetCrossing:
         return since <= self.NEAR_STEPS or since % self.NEAR_STEPS == 0
 
 
+class TargetBasis(NamedTuple):
+    """What a baseline's target is made of (:func:`target_basis`)."""
+
+    start: float  # the zero-lag smoothed curve's first value
+    lowest: float  # its lowest supported value
+    band: float  # the target's height above ``lowest``
+    by_noise: bool  # the band is two noise deviations, not TARGET_BAND x the drop
+
+    @property
+    def target(self) -> float:
+        return self.lowest + self.band
+
+
 def baseline_target(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> float:
     """The target loss a baseline run sets: the lowest level of its zero-lag smoothed
     curve plus the larger of ``TARGET_BAND`` x its improvement and two standard deviations
     of the smoothed curve's noise. The baseline itself reaches it (a curve longer than
     TARGET_SUPPORT_STEPS).
+
+    Raises ValueError for an empty or non-finite curve: it sets no target.
+    """
+    return target_basis(losses, alpha).target
+
+
+def target_basis(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> TargetBasis:
+    """:func:`baseline_target`'s parts, to say where the target lies on the curve.
 
     Raises ValueError for an empty or non-finite curve: it sets no target.
     """
@@ -441,7 +465,8 @@ def baseline_target(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> 
     residual = [losses[k] - trend[k] for k in tail]
     spread = math.sqrt(sum(r * r for r in residual) / max(1, len(residual)))
     noise = spread * math.sqrt(alpha / (2 - alpha))  # std of an EMA over white noise
-    return lowest + max(TARGET_BAND * improvement, 2 * noise)
+    by_drop = TARGET_BAND * improvement
+    return TargetBasis(trend[0], lowest, max(by_drop, 2 * noise), 2 * noise > by_drop)
 
 
 def late_gain(losses: Sequence[float], alpha: float = SMOOTHING_ALPHA) -> float:

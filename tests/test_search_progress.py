@@ -906,16 +906,13 @@ def test_the_tasks_baseline_steps_set_one_target_however_fast_the_machine_ran() 
     slow, notes = _baseline_on(_Machine(predicted_s=0.345, step_s=0.27), gpt)
     assert fast.steps == slow.steps == 60 and not notes
     assert fast.target_loss == slow.target_loss
-    assert fast.target_from == "the baseline's loss after 60 steps: Task.baseline steps"
+    assert fast.target_from.endswith(" of its 60 steps; Task.baseline steps")
     # without them, as many as run in the budget's share (14.8 s): the machine's speed sets
     # the length, and with it the target, but the probe's guess does not
     default = {"batch_size": 16, "lr": 3e-4}
     fast, _ = _baseline_on(_Machine(0.207, 0.20), default)
     assert fast.steps == 74 == _baseline_on(_Machine(0.5, 0.20), default)[0].steps
-    assert (
-        fast.target_from
-        == "the baseline's loss after 74 steps: as many as ran in the budget's share"
-    )
+    assert fast.target_from.endswith(" of its 74 steps; as many as ran in the budget's share")
     assert _baseline_on(_Machine(0.345, 0.27), default)[0].steps == 55
     # a schedule spanning the run's length needs the length first: the probe's guess sets it
     cosine = {**default, "schedule": {"name": "cosine"}}
@@ -933,10 +930,7 @@ def test_the_budget_cuts_the_tasks_baseline_steps_by_the_clock_and_says_what_kee
     machine = _Machine(predicted_s=0.1, step_s=0.2)  # the probe's guess is not the cut
     run, notes = _baseline_on(machine, {"batch_size": 16, "lr": 3e-4, "steps": 400})
     assert machine.asked == [400] and run.steps == 114  # the first step past 22.7 s ends it
-    assert (
-        run.target_from
-        == "the baseline's loss after 114 steps: Task.baseline steps=400, cut by the budget"
-    )
+    assert run.target_from.endswith(" of its 114 steps; Task.baseline steps=400, cut by the budget")
     (note,) = notes
     assert "reached step 114 in the 23 s" in note and "give --budget 945s or more" in note
     # that budget does keep them, and a little less does not
@@ -1031,3 +1025,32 @@ def test_the_first_trials_keep_no_budget_for_a_runoff() -> None:
     for _ in range(2):
         one.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))
     assert not _may_continue(plan, one, Budget(total_s=enough), time_cap=40.0)
+
+
+def test_the_target_says_where_on_the_baselines_curve_it_lies() -> None:
+    """Was "the baseline's loss after 400 steps" for a regression onto targets near 300
+    (MSE 9e4 at the start, ~1.1e3 at step 400): 2% of that drop put the target at 2,810,
+    which the baseline crossed at step 105, 2.5x the loss it ended at."""
+    from autotune.search import target_text
+
+    rng = random.Random(0)
+    losses = [
+        8.9e4 * math.exp(-k / 25) + 1e3 + 900 * math.exp(-k / 150) + rng.gauss(0, 150)
+        for k in range(400)
+    ]
+    basis = stability.target_basis(losses)
+    assert basis.target == stability.baseline_target(losses) and not basis.by_noise
+    crossed = stability.steps_to_target(losses, basis.target)
+    assert crossed is not None and crossed < 200 and basis.target > 1.5 * basis.lowest
+    text = target_text(basis, losses, "Task.baseline steps")
+    assert text == (
+        f"where the baseline's smoothed loss came within 2% of its whole drop, "
+        f"{basis.start:.4g} to {basis.lowest:.4g}: at step {crossed} of its 400 steps; "
+        "Task.baseline steps"
+    )
+    flat = [1.0 + rng.gauss(0, 0.2) for _ in range(100)]  # noise, not a drop, sets its band
+    noisy = stability.target_basis(flat)
+    assert noisy.by_noise
+    assert target_text(noisy, flat, "h").startswith(
+        f"the baseline's lowest smoothed loss, {noisy.lowest:.4g}, plus twice its noise: at step"
+    )

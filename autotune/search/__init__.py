@@ -640,8 +640,26 @@ def _target(run: Measured, task: Task, options: SearchOptions, horizon: str) -> 
         return options.target_loss, "user"
     if task.target_loss is not None:
         return float(task.target_loss), "task"
-    target = stability.baseline_target(run.losses)
-    return target, f"the baseline's loss after {len(run.losses)} steps: {horizon}"
+    basis = stability.target_basis(run.losses)
+    return basis.target, target_text(basis, run.losses, horizon)
+
+
+def target_text(basis: stability.TargetBasis, losses: Sequence[float], horizon: str) -> str:
+    """Where a target from the baseline's curve lies on it: the level its smoothed loss
+    came within TARGET_BAND of its whole drop (or of its noise), and the step it got there
+    of all it ran. "Its loss after N steps" it is not: a curve whose first drop dwarfs its
+    tail (a regression's offset learnt first) crosses it long before its end."""
+    steps = len(losses)
+    crossed = stability.steps_to_target(losses, basis.target)  # numbered as trials' steps
+    if basis.by_noise:
+        where = f"the baseline's lowest smoothed loss, {basis.lowest:.4g}, plus twice its noise"
+    else:
+        where = (
+            f"where the baseline's smoothed loss came within {stability.TARGET_BAND:.0%} of "
+            f"its whole drop, {basis.start:.4g} to {basis.lowest:.4g}"
+        )
+    at = f"at step {crossed} of its {steps}" if crossed is not None else f"over its {steps}"
+    return f"{where}: {at} steps; {horizon}"
 
 
 def _tt(run: Measured, target: float) -> float | None:

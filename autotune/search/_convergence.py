@@ -202,10 +202,16 @@ class ConvergencePlan:
             f"{batch}: a smaller batch would need as many samples, in slower steps"
         )
 
+    @functools.cached_property
+    def settled_systems(self) -> list[Measured]:
+        """:attr:`systems` with each precision's ratio fitted over every size
+        (:func:`settled`), once per plan: what the trials choose and realise from."""
+        return settled(self.systems)
+
     def choices(self) -> list[Measured]:
         """The systems configs the trials choose from (:func:`systems_choices`), each
         size's precision decided by the ratios fitted over every size (:func:`settled`)."""
-        return systems_choices(settled(self.systems), self.base.micro_batch_size)
+        return systems_choices(self.settled_systems, self.base.micro_batch_size)
 
     def reserve_now(self, best_s: float | None, check_free: bool = False) -> float:
         """Budget the fp32 check and the confirmation need, once a trial has reached the
@@ -607,7 +613,7 @@ def _run_one(
 ) -> optuna.trial.FrozenTrial:
     fixed = systems_values(systems.train)
     values = {**fixed, **spaces.suggest_convergence(trial, plan.space, fixed)}
-    values, systems = fastest_realisation(values, systems, settled(plan.systems))
+    values, systems = fastest_realisation(values, systems, plan.settled_systems)
     steps = _planned_steps(plan, values, systems, time_cap)
     config = spaces.to_train_config(values, plan.base, steps)
     trial.set_user_attr("train", config.model_dump_json())

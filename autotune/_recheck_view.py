@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from rich.table import Table
 
-from autotune._units import format_bytes
+from autotune._units import format_bytes, format_seeds
 from autotune.search import CHECK_TOLERANCE, Recheck, Remeasured
 
 __all__ = ["recheck_table"]
@@ -25,7 +25,8 @@ def recheck_table(check: Recheck, source: str) -> Table:
         what = f"{row.what} {row.unit}" if row.unit == "samples/s" else row.what
         table.add_row(what, _value(row.recorded, show), *_now(row, show))
     changed = "; ".join(check.changed()) or "the same torch and autotune versions"
-    table.caption = f"{check.found.pairs} interleaved pairs ({changed}); {check.verdict()}"
+    on = f" on {format_seeds(check.found.seeds)}" if check.found.seeds else ""
+    table.caption = f"{check.found.pairs} interleaved pairs{on} ({changed}); {check.verdict()}"
     return table
 
 

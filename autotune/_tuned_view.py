@@ -13,7 +13,7 @@ from rich.table import Table
 from autotune._host import CpuShare
 from autotune._search_view import rejected_line
 from autotune._tables import key_value_table, speedup_text
-from autotune._units import format_bytes, format_percent, format_seconds
+from autotune._units import format_bytes, format_percent, format_seconds, format_seeds
 from autotune.config import (
     EDITED,
     Measured,
@@ -123,6 +123,8 @@ def _evidence(measured: Measured) -> Table:
         + (f" (baseline {_seconds(base.time_to_target_s, None)})" if base else ""),
     )
     table.add_row("time-to-target speed-up", speedup_text(measured, "n={}") or _NONE)
+    if measured.confirmation_seeds:
+        table.add_row("pairs trained on", format_seeds(measured.confirmation_seeds))
     table.add_row("target loss", f"{measured.target_loss:.4f}" if measured.target_loss else _NONE)
     table.add_row("peak memory", format_bytes(measured.peak_memory_bytes))
     table.add_row("MFU", format_percent(measured.mfu) if measured.mfu is not None else _NONE)
@@ -248,6 +250,7 @@ def _provenance(tuned: TunedConfig) -> Table:
         "study": redact(prov.study) if prov.study else None,
         "study name": prov.study_name,
         "trial": str(prov.trial) if prov.trial is not None else None,
+        "search seed": str(prov.seed) if prov.seed is not None else None,
     }
     for key, value in rows.items():
         table.add_row(key, escape(value) if value is not None else _NONE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 __all__ = [
     "format_bytes",
@@ -92,3 +93,18 @@ def format_names(names: list[str], shown: int = 3) -> str:
     """The first ``shown`` of ``names``, comma-separated, then "and N more" for the rest."""
     more = len(names) - shown
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def format_seeds(seeds: Sequence[int]) -> str:
+    """``seeds`` as a reader scans them: "seed 4", "seeds 1-5" (consecutive), "seeds 1, 3".
+
+    Raises:
+        ValueError: ``seeds`` is empty.
+    """
+    if not seeds:
+        raise ValueError("format_seeds needs at least one seed")
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    consecutive = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+    listed = f"{seeds[0]}-{seeds[-1]}" if consecutive else ", ".join(map(str, seeds))
+    return f"seeds {listed}"

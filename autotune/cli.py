@@ -547,7 +547,13 @@ def check(
         int,
         typer.Option(min=CONFIRM_PAIRS, help="Most pairs, run while the numbers are unsettled."),
     ] = CONFIRM_MAX_PAIRS,
-    seed: Annotated[int, typer.Option(help="Seed of every run; the search's default is 0.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the first pair; pair k trains on seed+k (default: the seeds of "
+            "the search's confirmation, so the check repeats its pairs)."
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the verdict and numbers here.")
     ] = None,

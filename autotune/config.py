@@ -212,6 +212,12 @@ class Measured(_Closed):
     throughput_speedup: Spread | None = Field(
         None, description="samples/s of the tuned config over the baseline's, per pair."
     )
+    confirmation_seeds: list[int] = Field(
+        default_factory=list,
+        description="The seed of each confirmation pair, in order; both runs of a pair "
+        "share it, and the search's trials trained on none of them. Empty: written before "
+        "autotune recorded it (every pair then ran on the search's seed).",
+    )
     rejected: Rejected | None = Field(
         None, description="The search's pick, measured slower than the baseline: not applied."
     )
@@ -258,6 +264,11 @@ class Provenance(_Closed):
     study: str | None = None
     study_name: str | None = None
     trial: int | None = None
+    seed: int | None = Field(
+        None,
+        description="The search's seed (`autotune search --seed`): its trials' initial "
+        "weights and data order. None: written before autotune recorded it (seed 0).",
+    )
     hardware: str | None = None
     glibc_tunables: str | None = Field(
         None,

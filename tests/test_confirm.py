@@ -302,11 +302,14 @@ def test_a_failed_run_leaves_its_pair_out_of_the_throughput_ratio(
     monkeypatch.setattr(_confirm, "ok", lambda result: result is not None)
     monkeypatch.setattr(_confirm, "measured", lambda result, train, target: result)
     baseline = SimpleNamespace(run=_run("32-true"), steps=100, target_loss=1.5)
-    pairing = _confirm.Pairing.of(_run("32-true"), baseline)  # type: ignore[arg-type]
+    pairing = _confirm.Pairing.of(_run("32-true"), baseline, search_seed=0)  # type: ignore[arg-type]
     found = _confirm.run_pairs(pairing, trials, 3)  # type: ignore[arg-type]
     assert found.pairs == 3 and len(found.winner) == 2 and len(found.baseline) == 3
     assert found.rate_ratios == pytest.approx([1.2, 1.3])  # in order: 1.2 and 130/80
     assert found.speedups == pytest.approx([1.0, 1.0])
+    # Both runs of a pair share a seed; the pairs train on the seeds after the search's.
+    assert [call.get("seed") for call in calls[1:]] == [1, 1, 2, 2, 3, 3]
+    assert found.seeds == [1, 2, 3] and found.speedup_seeds == [1, 3]
     # each pair's speed-up over its own rate ratio: the same time, 1.2x and 1.3x the samples
     assert found.sample_ratios == pytest.approx([100 / 120, 100 / 130])
     # The peak memory comes from a short run of its own; every pair's run stops at the
@@ -329,6 +332,8 @@ def _scripted_pairs(
         found.winner.append(_run("32-true").model_copy(update={"samples_per_s": rate}))
         found.speedups.append(speedups[found.pairs])
         found.pairs += 1
+        found.seeds.append(found.pairs)
+        found.speedup_seeds.append(found.pairs)
 
     monkeypatch.setattr(_confirm, "_run_pair", run_pair)
 

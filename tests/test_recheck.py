@@ -16,7 +16,7 @@ from autotune.cli import app
 from autotune.config import Rejected, Spread, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import ConfigError
 from autotune.search import Recheck, recheck
-from autotune.search._confirm import Confirmation
+from autotune.search._confirm import Confirmation, Pairing
 from autotune.search._recheck import pairing_of
 from autotune.search._types import Measured
 from tests._tuned import BASELINE, make_tuned
@@ -31,9 +31,19 @@ def _run(train: TrainConfig, samples_per_s: float) -> Measured:
     return Measured(train=train, losses=[1.0], elapsed_s=[0.1], samples_per_s=samples_per_s)
 
 
-def _found(speedups: list[float], tuned_rate: float = 812.5, base_rate: float = 400.0) -> Recheck:
+def _found(
+    speedups: list[float],
+    tuned_rate: float = 812.5,
+    base_rate: float = 400.0,
+    seeds: tuple[int, ...] = (),
+    recorded_seeds: tuple[int, ...] = (),
+) -> Recheck:
     tuned = make_tuned()
+    if recorded_seeds:
+        measured = tuned.measured.model_copy(update={"confirmation_seeds": list(recorded_seeds)})  # type: ignore[union-attr]
+        tuned = tuned.model_copy(update={"measured": measured})
     found = Confirmation(
+        seeds=list(seeds),
         winner=[_run(tuned.train, tuned_rate) for _ in speedups],
         baseline=[_run(BASELINE, base_rate) for _ in speedups],
         speedups=speedups,
@@ -263,7 +273,10 @@ def test_check_reruns_a_real_tuned_config_and_its_baseline(tmp_path: Path) -> No
     assert result.stderr.count(" to the target, ") == 3  # both sides reached it in each pair
     assert row(result.stdout, "time-to-target speed-up")[1] == "0.05x"
     said = " ".join(result.stdout.split())
-    assert re.search(r"3 interleaved pairs \((the same torch|torch |autotune ).*\); holds:", said)
+    # a file without confirmation_seeds ran every pair on the search's seed, 0: from there
+    assert re.search(
+        r"3 interleaved pairs on seeds 0-2 \((the same torch|torch |autotune ).*\); holds:", said
+    )
 
 
 def test_another_task_file_is_not_checked_against_the_numbers(
@@ -289,18 +302,33 @@ def test_another_task_file_is_not_checked_against_the_numbers(
 def test_a_speedup_lost_on_another_seed_is_put_down_to_the_seed() -> None:
     """Was "run `autotune search` on this machine" for a transformer task whose pick held
     1.44x on seed 1 and fell to 0.48x on seed 2, needing 31% of its recorded samples/target
-    edge (scripts/dogfood/stdlib_lines.py): a search there trains on seed 0 again."""
-    lost = _found([0.5, 0.48, 0.46])  # the samples/s edge kept, the samples edge gone
-    other = Recheck(tuned=lost.tuned, found=lost.found, seed=2)
+    edge (scripts/dogfood/stdlib_lines.py): a search there would not find that out."""
+    speedups = [0.5, 0.48, 0.46]  # the samples/s edge kept, the samples edge gone
+    other = _found(speedups, seeds=(5, 6, 7), recorded_seeds=(1, 2, 3))
     assert other.verdict().endswith(
-        "; on seed 2 the tuned config needed more samples to the target than the search "
-        "measured on its seed (0 unless `--seed` said otherwise): its speed-up depends on the "
-        "data order and initial weights; check more seeds before relying on it"
+        "; on seeds 5-7 the tuned config needed more samples to the target than the "
+        "search's confirmation measured on seeds 1-3: its speed-up depends on the data "
+        "order and initial weights; check more seeds before relying on it"
     )
-    assert lost.verdict().endswith("; run `autotune search` on this machine")  # seed 0
-    machine = _found([1.0, 1.0, 1.0], tuned_rate=560.0)  # samples/s lost too: not the seed
-    assert (
-        Recheck(tuned=machine.tuned, found=machine.found, seed=2)
-        .verdict()
-        .endswith("; run `autotune search` on this machine")
-    )
+    same = _found(speedups, seeds=(1, 2, 3), recorded_seeds=(1, 2, 3))  # its own seeds
+    assert same.verdict().endswith("; run `autotune search` on this machine")
+    # A file from before the seeds were recorded ran every pair on the search's seed, 0.
+    old = _found(speedups, seeds=(0, 1, 2))
+    assert "on seeds 0-2 the tuned config needed more samples" in old.verdict()
+    assert "measured on seed 0:" in old.verdict()
+    # samples/s lost too: the machine or torch, not the seed
+    machine = _found([1.0, 1.0, 1.0], tuned_rate=560.0, seeds=(5, 6, 7), recorded_seeds=(1, 2, 3))
+    assert machine.verdict().endswith("; run `autotune search` on this machine")
+
+
+def test_the_check_repeats_the_confirmations_seeds_unless_told_another() -> None:
+    """Pair k runs on first_seed + k: by default the search's confirmation's own seeds; for
+    a file that does not record them, its search's seed (0 where that is not recorded)."""
+    tuned = make_tuned()
+    assert pairing_of(tuned).first_seed == 0
+    assert pairing_of(tuned, 7).first_seed == 7
+    measured = tuned.measured.model_copy(update={"confirmation_seeds": [4, 5, 6]})  # type: ignore[union-attr]
+    assert pairing_of(tuned.model_copy(update={"measured": measured})).first_seed == 4
+    where = tuned.provenance.model_copy(update={"seed": 3})  # type: ignore[union-attr]
+    assert pairing_of(tuned.model_copy(update={"provenance": where})).first_seed == 3
+    assert [Pairing(*[None] * 6, first_seed=4).seed(pair) for pair in range(3)] == [4, 5, 6]  # type: ignore[arg-type]

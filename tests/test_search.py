@@ -453,6 +453,47 @@ def test_a_speedup_only_bounded_is_warned_of_with_a_target_the_baseline_reaches(
     assert bounded_speedup(Confirmation(speedups=[2.0], bounds=[4.0]), unreached) is None
 
 
+def test_a_pair_slower_than_the_baseline_on_its_seed_is_warned_of() -> None:
+    """The pairs train on seeds the search did not: a pick 1.5x faster on two of them and
+    slower on the third has a speed-up that depends on the seed (scripts/dogfood/
+    stdlib_lines.py's pick: 1.50x, 1.44x and 0.48x on seeds 0, 1 and 2)."""
+    from autotune.search import seed_dependent
+    from autotune.search._confirm import Confirmation
+
+    found = Confirmation(speedups=[1.5, 0.48, 1.44], speedup_seeds=[1, 2, 3], seeds=[1, 2, 3])
+    warning = seed_dependent(found)
+    assert warning is not None
+    assert warning.startswith(
+        "on seed 2 the tuned config reached the target later than the baseline (down to "
+        "0.48x), against 1.44x over the 3 pairs on seeds 1-3: its speed-up depends on"
+    )
+    assert warning.endswith("`autotune check tuned.yaml --seed 4 --pairs 5`.")
+    assert seed_dependent(Confirmation(speedups=[1.5, 1.4, 1.6], speedup_seeds=[1, 2, 3])) is None
+    lost = Confirmation(speedups=[0.5, 0.48, 1.44], speedup_seeds=[1, 2, 3], seeds=[1, 2, 3])
+    assert seed_dependent(lost) is None  # the baseline is kept, and that warning says why
+
+
+def test_a_pick_that_lost_its_samples_edge_on_the_pairs_seeds_is_put_down_to_the_seed() -> None:
+    from autotune.search import _lost_text
+    from autotune.search._confirm import Confirmation
+
+    baseline = _baseline_run([2.3 - 0.01 * k for k in range(200)]).run
+    winner = baseline.model_copy(update={"time_to_target_s": 0.5})  # its trial: 2x faster
+    found = Confirmation(
+        speedups=[0.6, 0.7, 0.5],
+        rate_ratios=[2.0, 2.1, 1.9],
+        sample_ratios=[0.3, 0.33, 0.26],
+        seeds=[1, 2, 3],
+    )
+    text = _lost_text(found, winner, baseline)
+    assert "It kept its samples/s edge in the pairs (2.00x the baseline's), but on their " in text
+    assert (
+        "seeds 1-3 it needed more samples to the target than the baseline (3.33x as many)" in text
+    )
+    slower = Confirmation(speedups=[0.6], rate_ratios=[0.8], sample_ratios=[0.75], seeds=[1])
+    assert "lucky runs or this machine changed speed" in _lost_text(slower, winner, baseline)
+
+
 def _search_with_pick(
     write_task: Callable[[str], Path],
     tmp_path: Path,
@@ -613,6 +654,7 @@ def test_a_rejected_pick_whose_own_run_was_slower_than_the_baseline_says_nothing
     trial (0.31 s) was already slower than the baseline's run, and the warning blamed luck
     or the machine."""
     from autotune.search import _why_lost
+    from autotune.search._confirm import Confirmation
 
     def run(seconds: float | None) -> Measured:
         train = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
@@ -624,10 +666,11 @@ def test_a_rejected_pick_whose_own_run_was_slower_than_the_baseline_says_nothing
             time_to_target_s=seconds,
         )
 
-    said = _why_lost(run(0.31), run(0.15))
+    found = Confirmation(speedups=[0.8, 0.9, 0.85], seeds=[1, 2, 3])
+    said = _why_lost(run(0.31), run(0.15), found)
     assert said.startswith(
         "No config the search ran beat the baseline: the pick's own run took 0.31 s to the "
         "target, the baseline's 0.15 s; give a --space with other values"
     )
-    assert _why_lost(run(0.12), run(0.15)).startswith("Its trials were lucky runs")
-    assert _why_lost(run(None), run(0.15)).startswith("Its trials were lucky runs")
+    assert _why_lost(run(0.12), run(0.15), found).startswith("Its trials were lucky runs")
+    assert _why_lost(run(None), run(0.15), found).startswith("Its trials were lucky runs")

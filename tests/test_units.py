@@ -81,3 +81,13 @@ def test_format_seconds_keeps_small_times_readable(seconds: float, text: str) ->
 def test_format_percent_keeps_a_small_models_mfu_readable(fraction: float, text: str) -> None:
     """A bag-of-words model's MFU showed as 0.0%."""
     assert format_percent(fraction) == text
+
+
+def test_seeds_read_as_a_range_where_consecutive() -> None:
+    from autotune._units import format_seeds
+
+    assert format_seeds([4]) == "seed 4"
+    assert format_seeds([1, 2, 3]) == "seeds 1-3"
+    assert format_seeds([1, 3]) == "seeds 1, 3"
+    with pytest.raises(ValueError, match="at least one seed"):
+        format_seeds([])

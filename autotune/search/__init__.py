@@ -25,7 +25,7 @@ import optuna
 from autotune import profiler, stability
 from autotune import space as spaces
 from autotune._host import CpuWatch
-from autotune._units import format_seconds
+from autotune._units import format_seconds, format_seeds
 from autotune.config import Provenance, TrainConfig, TunedConfig, save_tuned_config
 from autotune.errors import AutotuneError
 from autotune.hardware import HardwareInfo, cached_hardware
@@ -105,6 +105,7 @@ __all__ = [
     "redact",
     "resolve_study",
     "run_search",
+    "seed_dependent",
     "study_summary",
     "task_horizon_s",
     "unbent_baseline",
@@ -367,7 +368,9 @@ class _Search:
             winner = _stable_winner(candidates, trials, setup.baseline, self.say, spare)
         found = self._confirm(setup, winner, trials)
         chosen = next((e.trial for e in entries if e.run is winner), None)  # None: fp32 fallback
-        where = provenance(redact(self.options.storage), self.name, chosen, setup.report)
+        where = provenance(
+            redact(self.options.storage), self.name, chosen, setup.report, self.options.seed
+        )
         return self._written(found, winner, setup, where)
 
     def _spare(self, plan: ConvergencePlan, trials: Trialist) -> Callable[[Measured], float]:
@@ -387,7 +390,7 @@ class _Search:
         earlier = [*setup.systems, *recorded_runs(self.convergence)]
         with self._phase("confirmation"):
             found = run_pairs(
-                Pairing.of(winner, setup.baseline),
+                Pairing.of(winner, setup.baseline, options.seed),
                 trials,
                 options.confirm_pairs,
                 most=options.confirm_max_pairs,
@@ -415,6 +418,7 @@ class _Search:
         self._warn_if(self._contention("the whole search"))
         self._warn_if(early_target(found, baseline, self.task.baseline_steps()))
         self._warn_if(bounded_speedup(found, baseline))
+        self._warn_if(seed_dependent(found))
         if same_config(winner.train, baseline.run.train):
             self._warn_if(_NOTHING_FASTER)
         elif found.lost():
@@ -800,6 +804,27 @@ def bounded_speedup(found: Confirmation, baseline: BaselineRun) -> str | None:
     )
 
 
+def seed_dependent(found: Confirmation) -> str | None:
+    """A warning when the confirmation measured a speed-up over 1 but some pair, on its own
+    seed, reached the target later than the baseline: how much faster the pick is depends
+    on the initial weights and data order. None where no pair was slower, or the median
+    itself is under 1 (then the baseline is kept: :meth:`Confirmation.lost`)."""
+    slower = found.slower_seeds()
+    if not slower or found.lost():
+        return None
+    seeds = [seed for seed, _ in slower]
+    worst = min(speedup for _, speedup in slower)
+    median = statistics.median(found.speedups)
+    after = found.seeds[-1] + 1
+    return (
+        f"on {format_seeds(seeds)} the tuned config reached the target later than the "
+        f"baseline (down to {worst:.2f}x), against {median:.2f}x over the "
+        f"{len(found.speedups)} pairs on {format_seeds(found.speedup_seeds)}: its speed-up "
+        f"depends on the initial weights and data order. Check more seeds before relying "
+        f"on it: `autotune check tuned.yaml --seed {after} --pairs 5`."
+    )
+
+
 def _later_target(baseline: BaselineRun, task_steps: int | None) -> str:
     """How to move a target that a winner reaches in its first steps further on."""
     if baseline.target_from == "user":
@@ -840,14 +865,15 @@ def _lost_text(found: Confirmation, winner: Measured, baseline: Measured) -> str
     return (
         f"the search's pick ({describe(winner.train)}) measured {measured_as}, so "
         f"tuned.yaml keeps the baseline's config and records the pick under "
-        f"measured.rejected. {_why_lost(winner, baseline)}"
+        f"measured.rejected. {_why_lost(winner, baseline, found)}"
     )
 
 
-def _why_lost(winner: Measured, baseline: Measured) -> str:
+def _why_lost(winner: Measured, baseline: Measured, found: Confirmation) -> str:
     """Nothing in the space beat the baseline where the pick's own run took longer to the
     target than the baseline's (a --space without the baseline's setup: a world-2 space
-    on a task whose baseline was faster); else luck or the machine."""
+    on a task whose baseline was faster); the seed where the pick kept its samples/s edge
+    in the pairs but needed more samples to the target there; else luck or the machine."""
     mine, theirs = winner.time_to_target_s, baseline.time_to_target_s
     if mine is not None and theirs is not None and mine > theirs:
         return (
@@ -856,9 +882,28 @@ def _why_lost(winner: Measured, baseline: Measured) -> str:
             "give a --space with other values (the baseline's batch and world size?) or a "
             "larger --budget."
         )
+    seed_text = _lost_on_seeds(found)
+    if seed_text is not None:
+        return seed_text
     return (
         "Its trials were lucky runs or this machine changed speed; run the search again on "
         "a quiet machine."
+    )
+
+
+def _lost_on_seeds(found: Confirmation) -> str | None:
+    """Why a pick lost where its samples/s edge held in the pairs and its samples to the
+    target did not: the pairs train on seeds the search's trials did not; None otherwise."""
+    if not found.sample_ratios or not found.rate_ratios:
+        return None
+    samples, rate = statistics.median(found.sample_ratios), statistics.median(found.rate_ratios)
+    if samples >= 1.0 or rate < 1.0:
+        return None
+    return (
+        f"It kept its samples/s edge in the pairs ({rate:.2f}x the baseline's), but on "
+        f"their {format_seeds(found.seeds)} it needed more samples to the target than the "
+        f"baseline ({1 / samples:.2f}x as many): it won the search on the search's own seed "
+        "by that seed's initial weights and data order, not by its settings."
     )
 
 

@@ -93,6 +93,10 @@ class Confirmation:
     earlier_rates: list[float] = field(default_factory=list)
     # the latest pair's winner and baseline runs; None for a run that failed
     latest: tuple[Measured | None, Measured | None] = (None, None)
+    # each pair's seed, in order (both runs of a pair share it: :class:`Pairing`)
+    seeds: list[int] = field(default_factory=list)
+    # the seeds of the pairs in :attr:`speedups`, in the same order
+    speedup_seeds: list[int] = field(default_factory=list)
 
     @property
     def rates(self) -> list[float]:
@@ -139,6 +143,13 @@ class Confirmation:
             f"to the target{speedup}"
         )
 
+    def slower_seeds(self) -> list[tuple[int, float]]:
+        """The pairs whose winner reached the target later than the baseline: (seed,
+        speed-up) each. Under a median over 1 they say the speed-up depends on the data
+        order and initial weights."""
+        pairs = zip(self.speedup_seeds, self.speedups, strict=True)
+        return [(seed, speedup) for seed, speedup in pairs if speedup < 1.0]
+
     def winner_steps(self, target: float) -> int | None:
         """The median number of steps the winner's runs took to the target; None if none
         reached it."""
@@ -166,7 +177,16 @@ def step_rates(runs: Sequence[Measured], train: TrainConfig) -> list[float]:
 @dataclass(frozen=True)
 class Pairing:
     """What each winner/baseline pair runs: the winner for at most ``winner_steps`` and the
-    baseline for at most ``baseline_steps``, each stopped at the target and at ``cap_s``."""
+    baseline for at most ``baseline_steps``, each stopped at the target and at ``cap_s``.
+
+    Pair k (from 0) trains both its runs on seed ``first_seed + k``: the two runs of a pair
+    share their initial weights and batches, as every run of the search does, so the pair
+    compares configs; the pairs differ in them, so the speed-up's spread holds the seed's
+    share too. The search's pairs start at the seed after its own (:meth:`of`): its trials
+    chose the winner on its seed, and a pick that was faster only on that seed's data order
+    is found out there, not confirmed by repeating it (a small transformer's pick measured
+    1.50x on seed 0, 1.44x on seed 1 and 0.48x on seed 2:
+    benchmarks/results/dogfood/)."""
 
     winner: TrainConfig
     winner_steps: int
@@ -174,16 +194,27 @@ class Pairing:
     baseline_steps: int
     target: float
     cap_s: float
+    first_seed: int = 0
 
     @classmethod
-    def of(cls, winner: Measured, baseline: BaselineRun) -> Pairing:
-        """The search's pairs: up to _STEP_MARGIN x the winner's trial's steps, and a cap
-        of 1.5 x the baseline's run."""
+    def of(cls, winner: Measured, baseline: BaselineRun, search_seed: int) -> Pairing:
+        """The search's pairs: up to _STEP_MARGIN x the winner's trial's steps, a cap of
+        1.5 x the baseline's run, on the seeds after ``search_seed``."""
         steps = max(len(winner.losses), int(len(winner.losses) * _STEP_MARGIN))
         cap = baseline.run.elapsed_s[-1] * 1.5
         return cls(
-            winner.train, steps, baseline.run.train, baseline.steps, baseline.target_loss, cap
+            winner.train,
+            steps,
+            baseline.run.train,
+            baseline.steps,
+            baseline.target_loss,
+            cap,
+            first_seed=search_seed + 1,
         )
+
+    def seed(self, pair: int) -> int:
+        """The seed of pair ``pair`` (from 0)."""
+        return self.first_seed + pair
 
 
 def run_pairs(
@@ -248,18 +279,13 @@ def _run_pair(found: Confirmation, pairing: Pairing, trials: Trialist) -> None:
     first pair measures the winner's peak memory before it (:func:`_peak_memory`)."""
     if found.pairs == 0:
         found.peak_memory_bytes = _peak_memory(pairing.winner, trials)
+    seed = pairing.seed(found.pairs)
     found.pairs += 1
-    target, cap = pairing.target, pairing.cap_s
-    result = trials.run(
-        pairing.winner, pairing.winner_steps, watch=TargetWatch(target, cap), time_cap_s=cap
-    )
-    run = measured(result, pairing.winner, target) if ok(result) else None
+    found.seeds.append(seed)
+    run = _paired_run(pairing.winner, pairing.winner_steps, pairing, trials, seed)
     if run is not None:
         found.winner.append(run)
-    result = trials.run(
-        pairing.baseline, pairing.baseline_steps, watch=TargetWatch(target, cap), time_cap_s=cap
-    )
-    base = measured(result, pairing.baseline, target) if ok(result) else None
+    base = _paired_run(pairing.baseline, pairing.baseline_steps, pairing, trials, seed)
     if base is not None:
         found.baseline.append(base)
     found.latest = (run, base)
@@ -269,9 +295,21 @@ def _run_pair(found: Confirmation, pairing: Pairing, trials: Trialist) -> None:
         found.bounds.append(base.elapsed_s[-1] / run.time_to_target_s)
     if run and base and run.time_to_target_s and base.time_to_target_s:
         found.speedups.append(base.time_to_target_s / run.time_to_target_s)
+        found.speedup_seeds.append(seed)
         if base.samples_per_s > 0 and run.samples_per_s > 0:
             samples = base.time_to_target_s * base.samples_per_s
             found.sample_ratios.append(samples / (run.time_to_target_s * run.samples_per_s))
+
+
+def _paired_run(
+    config: TrainConfig, steps: int, pairing: Pairing, trials: Trialist, seed: int
+) -> Measured | None:
+    """One side of a pair: ``config`` for at most ``steps`` on ``seed``, stopped at the
+    pairing's target and cap; None where the run failed."""
+    target, cap = pairing.target, pairing.cap_s
+    watch = TargetWatch(target, cap)
+    result = trials.run(config, steps, watch=watch, time_cap_s=cap, seed=seed)
+    return measured(result, config, target) if ok(result) else None
 
 
 def known_reference(
@@ -559,6 +597,7 @@ def tuned_config(
         speedup_spread=spread_of(speedups),
         speedup_at_least=found.speedup_bound(),
         throughput_speedup=spread_of(rate_ratios),
+        confirmation_seeds=found.seeds,
         warnings=list(warnings),
         task_sha256=task_sha256,
     )
@@ -605,6 +644,7 @@ def baseline_kept(
             time_to_target_s=time_to_target,
         ),
         rejected=rejected,
+        confirmation_seeds=found.seeds,
         warnings=list(warnings),
         task_sha256=task_sha256,
     )
@@ -635,7 +675,9 @@ def _evidence(
     )
 
 
-def provenance(storage: str, study_name: str, trial: int | None, report: ProbeReport) -> Provenance:
+def provenance(
+    storage: str, study_name: str, trial: int | None, report: ProbeReport, seed: int
+) -> Provenance:
     device = report.hardware.device
     return Provenance(
         autotune_version=__version__,
@@ -643,6 +685,7 @@ def provenance(storage: str, study_name: str, trial: int | None, report: ProbeRe
         study=storage,
         study_name=study_name,
         trial=trial,
+        seed=seed,
         hardware=f"{device.count}x {device.kind} {device.name}",
         glibc_tunables=os.environ.get("GLIBC_TUNABLES"),
     )

@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 import torch
 
 from autotune import __version__
+from autotune._units import format_seeds
 from autotune.config import EDITED, OTHER_TASK, Spread, TrainConfig, TunedConfig
 from autotune.config import Measured as MeasuredSection
 from autotune.errors import ConfigError
@@ -26,9 +27,17 @@ from autotune.explain import sample_ratio as recorded_sample_ratio
 from autotune.search._confirm import Confirmation, Pairing, run_pairs, spread_of
 from autotune.search._measure import Trialist
 
-__all__ = ["CHECK_TOLERANCE", "DEFAULT_SEED", "Recheck", "Remeasured", "pairing_of", "recheck"]
+__all__ = [
+    "CHECK_TOLERANCE",
+    "DEFAULT_SEED",
+    "Recheck",
+    "Remeasured",
+    "pairing_of",
+    "recheck",
+    "recorded_seeds",
+]
 
-DEFAULT_SEED = 0  # `autotune search --seed`'s default; tuned.yaml does not record the seed
+DEFAULT_SEED = 0  # `autotune search --seed`'s default, for files that do not record theirs
 # Issue 5's bound on re-measured throughput; the same config in fresh processes varies
 # 6-25% on a 2-core CPU, so a wider gap is a change, not noise.
 CHECK_TOLERANCE = 0.10
@@ -64,8 +73,7 @@ class Recheck:
     """The pairs run now, and what they say of the tuned.yaml's claims."""
 
     tuned: TunedConfig
-    found: Confirmation
-    seed: int = DEFAULT_SEED  # the pairs' seed
+    found: Confirmation  # its ``seeds``: those the pairs ran on now
 
     def __post_init__(self) -> None:
         if self.tuned.measured is None:  # pairing_of refuses such a file before any run
@@ -154,6 +162,8 @@ class Recheck:
             "holds": self.holds(),
             "verdict": self.verdict(),
             "pairs": self.found.pairs,
+            "seeds": self.found.seeds,
+            "recorded_seeds": recorded_seeds(self.tuned),
             "changed": self.changed(),
             "rows": rows,
         }
@@ -209,17 +219,18 @@ class Recheck:
         )
 
     def _fix(self) -> str:
-        """What to do about a speed-up that does not hold. On another seed than the
-        search's default, with the samples to the target what moved (not the samples/s),
-        the pick reached the target sooner only on the search's data order and initial
-        weights, and a search on this machine, on that seed again, would not find it out."""
+        """What to do about a speed-up that does not hold. On other seeds than the
+        search's confirmation ran, with the samples to the target what moved (not the
+        samples/s), the pick reached the target sooner only on those seeds' data order and
+        initial weights, and a search on this machine would not find that out."""
         samples_lost = self.sample_ratio.within() is False and self.throughput_speedup.within()
-        if self.seed != DEFAULT_SEED and samples_lost:
+        recorded = recorded_seeds(self.tuned)
+        if samples_lost and set(self.found.seeds) - set(recorded):
             return (
-                f"on seed {self.seed} the tuned config needed more samples to the target "
-                f"than the search measured on its seed ({DEFAULT_SEED} unless `--seed` said "
-                "otherwise): its speed-up depends on the data order and initial weights; "
-                "check more seeds before relying on it"
+                f"on {format_seeds(self.found.seeds)} the tuned config needed more samples "
+                f"to the target than the search's confirmation measured on "
+                f"{format_seeds(recorded)}: its speed-up depends on the data order and "
+                "initial weights; check more seeds before relying on it"
             )
         return "run `autotune search` on this machine"
 
@@ -240,9 +251,21 @@ class Recheck:
         )
 
 
-def pairing_of(tuned: TunedConfig) -> Pairing:
+def recorded_seeds(tuned: TunedConfig) -> list[int]:
+    """The seeds tuned.yaml's confirmation pairs ran on; for a file that does not record
+    them, the search's seed (every pair ran on it then)."""
+    measured, where = tuned.measured, tuned.provenance
+    if measured is not None and measured.confirmation_seeds:
+        return list(measured.confirmation_seeds)
+    search_seed = where.seed if where is not None else None
+    return [DEFAULT_SEED if search_seed is None else search_seed]
+
+
+def pairing_of(tuned: TunedConfig, first_seed: int | None = None) -> Pairing:
     """The pairs to run for ``tuned``: its config and its baseline's, each to the recorded
-    target loss, bounded at _CAP_FACTOR x its recorded time to the target.
+    target loss, bounded at _CAP_FACTOR x its recorded time to the target, pair k on seed
+    ``first_seed + k`` (None: the first seed its confirmation ran on, so the check repeats
+    the pairs the search measured, seeds and all).
 
     Raises:
         ConfigError: the file has no evidence to re-measure (no target loss, no baseline
@@ -277,6 +300,7 @@ def pairing_of(tuned: TunedConfig) -> Pairing:
         baseline_steps=_steps(base.train, base.time_to_target_s, base.throughput_samples_per_s),
         target=measured.target_loss,
         cap_s=_CAP_FACTOR * max(base.time_to_target_s, measured.time_to_target_s),
+        first_seed=recorded_seeds(tuned)[0] if first_seed is None else first_seed,
     )
 
 
@@ -287,13 +311,13 @@ def recheck(
     *,
     pairs: int = 3,
     most: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     after_pair: Callable[[Confirmation], None] | None = None,
 ) -> Recheck:
     """Run ``pairs`` interleaved pairs of ``tuned``'s config and its baseline to its target
     loss (more, up to ``most``, while the speed-up or the samples/s is unsettled), as
-    supervised trials of ``task_path`` in ``workdir``, with ``seed`` (the search's:
-    its init and data order, so its time to the target).
+    supervised trials of ``task_path`` in ``workdir``, pair k on seed ``seed + k`` (None:
+    on the seeds the search's confirmation ran, :func:`pairing_of`).
 
     Raises:
         ConfigError: see :func:`pairing_of`; or ``task_path`` is not the task file the
@@ -304,13 +328,13 @@ def recheck(
             f"{OTHER_TASK}, and there is nothing to check it against: run `autotune search "
             f"{task_path}` for its numbers, or give the task file the search measured."
         )
-    pairing = pairing_of(tuned)
+    pairing = pairing_of(tuned, seed)
     device = _device_of(tuned)
-    with Trialist(task_path, workdir, seed=seed, device=device) as trials:
+    with Trialist(task_path, workdir, seed=pairing.first_seed, device=device) as trials:
         found = run_pairs(
             pairing, trials, pairs, most=most, time_left=lambda: math.inf, after_pair=after_pair
         )
-    return Recheck(tuned=tuned, found=found, seed=seed)
+    return Recheck(tuned=tuned, found=found)
 
 
 def _device_of(tuned: TunedConfig) -> str:

@@ -1,9 +1,12 @@
 """A candidate whose crossing of the target may be luck runs again on another seed.
 
-Every run of a search trains on seed 0: the same initial weights and the same batches in
-the same order, so configs differ only in what they do with them. That makes a lucky
-stretch of batches part of a config: a small-batch trial whose noisy curve dips across the
-target repeats the dip in every confirmation pair, and the pairs "confirm" it. Where the
+Every trial of a search trains on its seed (0 by default): the same initial weights and
+the same batches in the same order, so configs differ only in what they do with them. That
+makes a lucky stretch of batches part of a config: a small-batch trial whose noisy curve
+dips across the target repeats the dip in every trial of it. The confirmation's pairs train
+on later seeds and would find such a pick out, but only after it has won, with the
+budget spent on its pairs; this check is the cheap gate before that, and leaves the
+baseline it was measured beside as an alternative (:func:`~._confirm.stable_winner`). Where the
 target lies within the candidate's own batch-to-batch noise of its start
 (:func:`~autotune.stability.drop_in_noise` below
 :data:`~autotune.stability.MIN_DROP_IN_NOISE`), its crossing says little; the candidate then

@@ -181,8 +181,9 @@ class Rejected(_Closed):
     trial: int | None = Field(None, description="Its convergence trial (None: fp32 fallback).")
     speedup: Spread | None = Field(
         None,
-        description="Its time-to-target speed-up over the baseline, per confirmation pair; "
-        "None where it reached the target in no pair.",
+        description="Its time-to-target speed-up over the baseline, per confirmation pair "
+        "in which the baseline reached the target (a pair in which it did not counts at its "
+        "upper bound, as in speedup_spread); None where it reached the target in no pair.",
     )
 
 
@@ -200,7 +201,10 @@ class Measured(_Closed):
     baseline: BaselineMeasured | None = None
     speedup_vs_baseline: float | None = Field(None, gt=0)
     speedup_spread: Spread | None = Field(
-        None, description="Time-to-target speed-up over the baseline, per confirmation pair."
+        None,
+        description="Time-to-target speed-up over the baseline, per confirmation pair in "
+        "which the baseline reached the target; a pair whose tuned run did not counts at its "
+        "upper bound, the baseline's time over that run's length (under 1).",
     )
     speedup_at_least: Spread | None = Field(
         None,

@@ -502,3 +502,60 @@ def test_a_measured_speedup_is_not_reported_as_a_bound() -> None:
     found = _bounded_pairs()
     found.speedups.append(2.0)
     assert found.speedup_bound() is None
+
+
+class _SeedDependent:
+    """A Trialist whose winner (micro 16, 0.01-s steps) falls fast to the target 1.5 on
+    every seed but those in ``misses``, where it levels off at 2.0; its baseline (any other
+    config, 0.03-s steps) follows ``_CURVE`` on every seed, at 1.5 around 2.3 s."""
+
+    def __init__(self, misses: set[int]) -> None:
+        self.misses = misses
+        self.seeds: list[int | None] = []
+
+    def run(self, config: TrainConfig, steps: int, **kwargs: Any) -> TrialResult:
+        watch, seed = kwargs.get("watch"), kwargs.get("seed")
+        self.seeds.append(seed)
+        if config.micro_batch_size != 16:
+            return _followed(_CURVE[:steps], watch, config.optimizer.lr, step_s=0.03)
+        floor = 2.0 if seed in self.misses else 0.5
+        curve = [max(floor, 3.0 - 0.04 * k) for k in range(steps)]
+        return _followed(curve, watch, config.optimizer.lr, step_s=0.01)
+
+
+def _seeded_pairs(misses: set[int]) -> tuple[Confirmation, _SeedDependent]:
+    winner = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
+    baseline = TrainConfig(micro_batch_size=32, optimizer={"lr": 1e-3})
+    pairing = Pairing(winner, 1000, baseline, 100, target=1.5, cap_s=4.5, first_seed=1)
+    trials = _SeedDependent(misses)
+    found = run_pairs(pairing, trials, 3)  # type: ignore[arg-type]
+    return found, trials
+
+
+def test_a_pair_whose_winner_never_reaches_the_target_counts_at_its_ceiling() -> None:
+    """Was: such a pair dropped out of the speed-up, so a pick that reached the target on 5
+    seeds of 8 (a small transformer at lr 4e-3, scripts/dogfood/stdlib_lines.py) reported
+    1.24x over those 5 alone. Now the pair counts at the baseline's time over the winner
+    run's length, a bound under 1, and two such pairs of three lose the pick."""
+    from autotune.search import seed_dependent
+
+    found, trials = _seeded_pairs({2})
+    assert trials.seeds[1:] == [1, 1, 2, 2, 3, 3]  # after the memory run on the default seed
+    assert found.seeds == [1, 2, 3] and found.ceiling_seeds == [2]
+    base_s = found.baseline[1].time_to_target_s
+    assert base_s is not None
+    assert found.ceilings == pytest.approx([base_s / 4.5], rel=0.01)  # the winner ran to the cap
+    assert len(found.speedups) == 2 and min(found.speedups) > 1.0
+    assert found.pair_speedups == found.speedups + found.ceilings and not found.lost()
+    assert found.slower_seeds() == [(2, found.ceilings[0])]
+    assert "pair 2" not in found.last_pair()  # pair 3 is the latest
+    warning = seed_dependent(found)
+    assert warning is not None and warning.startswith(
+        "on seed 2 the tuned config reached the target later than the baseline or not at all"
+    )
+    assert "over the 3 pairs on seeds 1-3" in warning
+
+    missed, _ = _seeded_pairs({2, 3})
+    assert missed.lost() and len(missed.ceilings) == 2
+    assert missed.last_pair().startswith("pair 3: tuned not at the target after 4.5")
+    assert missed.last_pair().endswith(f"to it, <= {missed.ceilings[-1]:.2f}x")

@@ -814,14 +814,15 @@ def seed_dependent(found: Confirmation) -> str | None:
         return None
     seeds = [seed for seed, _ in slower]
     worst = min(speedup for _, speedup in slower)
-    median = statistics.median(found.speedups)
+    median = statistics.median(found.pair_speedups)
     after = found.seeds[-1] + 1
+    missed = " or not at all" if found.ceilings else ""
     return (
         f"on {format_seeds(seeds)} the tuned config reached the target later than the "
-        f"baseline (down to {worst:.2f}x), against {median:.2f}x over the "
-        f"{len(found.speedups)} pairs on {format_seeds(found.speedup_seeds)}: its speed-up "
-        f"depends on the initial weights and data order. Check more seeds before relying "
-        f"on it: `autotune check tuned.yaml --seed {after} --pairs 5`."
+        f"baseline{missed} (down to {worst:.2f}x), against {median:.2f}x over the "
+        f"{len(found.pair_speedups)} pairs on {format_seeds(sorted(found.pair_seeds))}: its "
+        f"speed-up depends on the initial weights and data order. Check more seeds before "
+        f"relying on it: `autotune check tuned.yaml --seed {after} --pairs 5`."
     )
 
 
@@ -851,11 +852,14 @@ def _lost_text(found: Confirmation, winner: Measured, baseline: Measured) -> str
     """What the confirmation measured of a winner no faster than the baseline, and why:
     its own trial already slower than the baseline's run (nothing in the space beat it),
     or else luck or the machine."""
-    if found.speedups:
-        median, both = statistics.median(found.speedups), len(found.speedups)
+    if found.pair_speedups:
+        median, both = statistics.median(found.pair_speedups), len(found.pair_speedups)
+        missed = len(found.ceilings)
+        never = f", {missed} of them with the pick never at it" if missed else ""
         measured_as = (
             f"{median:.2f}x the baseline's speed to the target in the {both} of "
-            f"{found.pairs} interleaved confirmation pairs where both reached it"
+            f"{found.pairs} interleaved confirmation pairs where the baseline reached "
+            f"it{never}"
         )
     else:
         measured_as = (

@@ -61,6 +61,21 @@ def test_evidence_with_spreads(tmp_path: Path) -> None:
     assert row(out, "trial")[1] == "17"
 
 
+def test_the_pairs_seeds_and_the_searchs_seed_are_shown_where_recorded(tmp_path: Path) -> None:
+    tuned = make_tuned()
+    assert tuned.measured is not None and tuned.provenance is not None
+    path = tmp_path / "tuned.yaml"
+    save_tuned_config(tuned, path)
+    old = show(path).stdout
+    assert "pairs trained on" not in old and row(old, "search seed")[1] == "-"
+    measured = tuned.measured.model_copy(update={"confirmation_seeds": [1, 2, 3, 4]})
+    where = tuned.provenance.model_copy(update={"seed": 0})
+    save_tuned_config(tuned.model_copy(update={"measured": measured, "provenance": where}), path)
+    out = show(path).stdout
+    assert row(out, "pairs trained on")[1] == "seeds 1-4"
+    assert row(out, "search seed")[1] == "0"
+
+
 def test_user_text_is_escaped_and_passwords_hidden(tmp_path: Path) -> None:
     path = tmp_path / "tuned.yaml"
     save_tuned_config(make_tuned(task="models/[red]gpt[/].py"), path)

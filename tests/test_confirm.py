@@ -559,3 +559,25 @@ def test_a_pair_whose_winner_never_reaches_the_target_counts_at_its_ceiling() ->
     assert missed.lost() and len(missed.ceilings) == 2
     assert missed.last_pair().startswith("pair 3: tuned not at the target after 4.5")
     assert missed.last_pair().endswith(f"to it, <= {missed.ceilings[-1]:.2f}x")
+
+
+def test_the_winners_pair_runs_are_bounded_by_the_cap_not_its_trials_steps() -> None:
+    """Was 1.5 x the trial's steps: on another seed a winner needing more stopped short of
+    the target by a step count, and its pair told nothing. Now its steps are what the
+    pairs' cap (1.5 x the baseline's run) holds at its trial's pace, x1.5, and the pairs
+    start at the seed after the search's."""
+    from types import SimpleNamespace
+
+    from autotune.search import _confirm
+
+    winner = _run("32-true")  # 100 steps of 0.1 s
+    long_baseline = _run("32-true", steps=100).model_copy(
+        update={"elapsed_s": [0.4 * (k + 1) for k in range(100)]}  # a 40-s run
+    )
+    baseline = SimpleNamespace(run=long_baseline, steps=100, target_loss=1.5)
+    pairing = _confirm.Pairing.of(winner, baseline, search_seed=7)  # type: ignore[arg-type]
+    assert pairing.cap_s == pytest.approx(60.0)
+    assert pairing.winner_steps == 900  # 1.5 x 60 s / 0.1 s
+    assert (pairing.first_seed, pairing.seed(2)) == (8, 10)
+    short = SimpleNamespace(run=_run("32-true", steps=10), steps=10, target_loss=1.5)
+    assert _confirm.Pairing.of(winner, short, 0).winner_steps == 150  # 1.5 x its 100 steps

@@ -11,9 +11,11 @@ import pytest
 from autotune import stability
 from autotune.config import TrainConfig, train_config_from_baseline
 from autotune.runtime import StepRecord
+from autotune.search._confirm import STEADY_STEPS, steady_runs, step_rates
 from autotune.search._convergence import _pruning
 from autotune.search._measure import Trialist, measured
 from autotune.search._pace import Pace
+from autotune.search._systems import MEASURE_STEPS
 from autotune.search._types import Measured
 from autotune.task import load_task
 from tests.conftest import EXAMPLES
@@ -64,6 +66,46 @@ def test_a_run_that_missed_the_target_has_no_time_and_a_short_run_adds_no_pace()
     assert Pace.of([short, run]).time_to_target(run, _TARGET) == pytest.approx(
         run.elapsed_s[_CROSSING or 0]
     )
+
+
+def _measurement(step_s: float, steps: int = MEASURE_STEPS) -> Measured:
+    """A systems-phase measurement of micro 16: ``steps`` steps of ``step_s``."""
+    return Measured(
+        train=TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3}),
+        losses=_CURVE[:steps],
+        elapsed_s=[step_s * (k + 1) for k in range(steps)],
+        samples_per_s=16 / step_s,
+    )
+
+
+def test_a_systems_measurement_paces_its_step_only_where_no_longer_run_of_it_exists() -> None:
+    """Two 12-step measurements at 25 ms a step (a fresh process's warm-up) and one trial
+    at 10 ms: the step is paced at 10 ms, not at the measurements' median; alone, the
+    measurements pace it."""
+    run = _run(0.010)
+    slow = [_measurement(0.025), _measurement(0.025)]
+    assert _CROSSING is not None
+    assert Pace.of([*slow, run]).time_to_target(run, _TARGET) == pytest.approx(
+        0.010 * (1 + _CROSSING)
+    )
+    assert Pace.of(slow).time_to_target(run, _TARGET) == pytest.approx(0.025 * (1 + _CROSSING))
+    longer = _measurement(0.025, steps=STEADY_STEPS + 1)
+    assert Pace.of([*slow, longer, run]).time_to_target(run, _TARGET) == pytest.approx(
+        0.0175 * (1 + _CROSSING)
+    )
+
+
+def test_the_recorded_samples_per_second_leave_out_the_systems_measurements() -> None:
+    """tuned.yaml's samples/s is the median over the winner's step's runs: a 12-step
+    measurement joins them only where it is all there is."""
+    trials = [_run(0.002).model_copy(update={"samples_per_s": 16 / s}) for s in (0.002, 0.0022)]
+    measurements = [_measurement(0.004), _measurement(0.0041)]
+    runs = [measurements[0], *trials, measurements[1]]
+    assert step_rates(runs, trials[0].train) == pytest.approx([8000.0, 16 / 0.0022])
+    assert step_rates(measurements, trials[0].train) == pytest.approx([4000.0, 16 / 0.0041])
+    other = TrainConfig(micro_batch_size=32, optimizer={"lr": 1e-3})
+    assert step_rates(runs, other) == []
+    assert steady_runs([]) == []
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from autotune.runtime import StepRecord
 from autotune.search._measure import TargetWatch, Trialist, measured, ok
 from autotune.search._progress import describe
 from autotune.search._reseed import reseed_check
+from autotune.search._systems import MEASURE_STEPS
 from autotune.search._types import BaselineRun, Measured, same_kind
 from autotune.trial import TargetStop
 
@@ -47,10 +48,14 @@ __all__ = [
     "settled",
     "spread_of",
     "stable_winner",
+    "steady_runs",
     "step_rates",
     "tuned_config",
 ]
 
+# A run of at most this many steps (twice a systems measurement's most) is paced by its
+# process's warm-up: it speaks for its step only where no longer run does (:func:`steady_runs`).
+STEADY_STEPS = 2 * MEASURE_STEPS
 _STABILITY_TRIES = 4  # fp32 checks before giving up: each is one run of the candidate's length
 # A failed candidate's retry LR: the gap to fp32 grows with the LR (cnn_digits, bf16 micro 64,
 # cosine: 5.5-9.3% at 1.6e-2, 2.9% at 1.08e-2), and the grid's best was that config at 8e-3.
@@ -200,8 +205,24 @@ def same_step(a: TrainConfig, b: TrainConfig) -> bool:
 
 
 def step_rates(runs: Sequence[Measured], train: TrainConfig) -> list[float]:
-    """samples/s of those ``runs`` that computed ``train``'s step (:func:`same_step`)."""
-    return [run.samples_per_s for run in runs if same_step(run.train, train)]
+    """samples/s of those ``runs`` that computed ``train``'s step (:func:`same_step`), the
+    :func:`steady_runs` among them."""
+    return [run.samples_per_s for run in steady_runs(r for r in runs if same_step(r.train, train))]
+
+
+def steady_runs(runs: Iterable[Measured]) -> list[Measured]:
+    """The ``runs`` of more than STEADY_STEPS steps; all of them where none is that long.
+
+    A shorter run (the systems phase's measurements) is timed while its fresh process is
+    still warming up, and a millisecond step is slow for its first dozen: on mlp_digits
+    (AVX2 host) the systems phase measured fp32 micro 64 at 22-23k samples/s, where the
+    search's 13 trial and pair runs of that step ran at 28-47k (median 44k) and their steps
+    5-12 took 1.5-1.9 ms against 1.4 ms after. Pooled with the rest it made tuned.yaml
+    record 33.9k, which ``autotune run -c`` then beat by 23%. Where only short runs of a
+    step exist, they are what is known of it, and all of one phase are alike."""
+    given = list(runs)
+    steady = [run for run in given if len(run.losses) > STEADY_STEPS]
+    return steady or given
 
 
 @dataclass(frozen=True)

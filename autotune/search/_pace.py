@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from autotune import stability
 from autotune.config import TrainConfig
-from autotune.search._confirm import same_step
+from autotune.search._confirm import same_step, steady_runs
 from autotune.search._types import Measured
 
 __all__ = ["Pace", "paced_s"]
@@ -59,7 +59,9 @@ class Pace:
         return _medians(self._same(run.train) or [run])
 
     def _same(self, train: TrainConfig) -> list[Measured]:
-        return [r for r in self.runs if same_step(r.train, train)]
+        """The pooled runs of ``train``'s step, its :func:`steady_runs` where it has some: a
+        systems measurement's dozen steps are paced by its process's warm-up."""
+        return steady_runs(r for r in self.runs if same_step(r.train, train))
 
     def clock(self, train: TrainConfig) -> Callable[[int], float] | None:
         """Seconds from training's start to the end of step ``k`` (1-based) of ``train``'s

@@ -213,13 +213,15 @@ def step_rates(runs: Sequence[Measured], train: TrainConfig) -> list[float]:
 def steady_runs(runs: Iterable[Measured]) -> list[Measured]:
     """The ``runs`` of more than STEADY_STEPS steps; all of them where none is that long.
 
-    A shorter run (the systems phase's measurements) is timed while its fresh process is
-    still warming up, and a millisecond step is slow for its first dozen: on mlp_digits
-    (AVX2 host) the systems phase measured fp32 micro 64 at 22-23k samples/s, where the
-    search's 13 trial and pair runs of that step ran at 28-47k (median 44k) and their steps
-    5-12 took 1.5-1.9 ms against 1.4 ms after. Pooled with the rest it made tuned.yaml
-    record 33.9k, which ``autotune run -c`` then beat by 23%. Where only short runs of a
-    step exist, they are what is known of it, and all of one phase are alike."""
+    A shorter run (the systems phase's measurements) is timed while its fresh process
+    warms up, and a millisecond step runs slower for its first few dozen: on mlp_digits (AVX2
+    host, ``python scripts/step_profile.py examples/mlp_digits.py --micro 64``) the systems
+    phase measured micro 64 at 41-42k samples/s where its trial ran 46.6k, that trial's
+    steps 3-30 at 1.55 ms and those after step 60 at 1.32-1.39 ms. Such a measurement
+    ranks the systems phase's sizes against each other, all taken alike; it does not
+    speak for the step's pace in a run to the target, nor for the samples/s that
+    ``autotune run -c`` is held to. Where only short runs of a step exist, they are what
+    is known of it."""
     given = list(runs)
     steady = [run for run in given if len(run.losses) > STEADY_STEPS]
     return steady or given
@@ -637,9 +639,10 @@ def tuned_config(
     tt_b = [r.time_to_target_s for r in found.baseline if r.time_to_target_s is not None]
     rate_b = [r.samples_per_s for r in found.baseline]
     speedups, rate_ratios = found.pair_speedups, found.rate_ratios
-    # Every fresh process of the winner's step, not the confirmation's three alone: this
-    # machine's speed drifts between two levels ~20% apart over minutes (tiny_gpt at batch 4:
-    # ~120 or ~143 samples/s), and runs spread over the whole search sample both.
+    # Every fresh process of the winner's step (its :func:`steady_runs`), not the
+    # confirmation's three alone: this machine's speed drifts between two levels ~20% apart
+    # over minutes (tiny_gpt at batch 4: ~120 or ~143 samples/s), and runs spread over the
+    # whole search sample both.
     measured_section = _evidence(
         report,
         winner_cfg,

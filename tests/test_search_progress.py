@@ -300,6 +300,38 @@ def test_the_batch_climb_steps_from_the_best_trial_while_each_step_wins() -> Non
     assert batch_climbed(plan, top, study, best, number=3, first=True) is None  # ran already
 
 
+def test_a_batch_climb_step_that_a_trial_measured_already_is_climbed_on_from() -> None:
+    """mlp_digits (AVX2 host): the larger-batch seed had run micro 64 at 1.6e-2 and lost;
+    the climb from the best micro-16 trial came to the same params (its LR clipped to the
+    space) and ended, and the search confirmed micro 64 at 2.31x where searches that
+    reached micro 256 confirmed 3.6-3.8x. The climb steps on from the trial that ran it."""
+    from autotune.search._convergence import batch_climbed, larger
+
+    plan = _plan_with_baseline_at(20.0)
+    top = [_measured(8, 10.0), _measured(64, 30.0), _measured(512, 90.0)]
+    study = _study_of_winners({1e-3: 5.0})  # trial 0, micro 8: the best
+    best = study.trials[0]
+    step = batch_climbed(plan, top, study, best, number=1, first=True)
+    assert step is not None and step["systems"] == 1  # micro 64: 8x trial 0's batch
+    train = TrainConfig(micro_batch_size=64, optimizer={"lr": 4e-3})
+    lost = Measured(
+        train=train, losses=[1.0], elapsed_s=[0.5], samples_per_s=30.0, time_to_target_s=6.0
+    )
+    wide = optuna.distributions.FloatDistribution(1e-9, 1e9, log=True)
+    dists = {"systems": optuna.distributions.CategoricalDistribution([0, 1, 2])}
+    dists |= {k: wide for k in step if k != "systems"}
+    attrs = {"run": lost.model_dump_json(), "reached": True}
+    study.add_trial(
+        optuna.trial.create_trial(value=6.0, params=step, distributions=dists, user_attrs=attrs)
+    )
+    taken = study.trials[1]
+    on = batch_climbed(plan, top, study, best, number=2, first=True)
+    assert on is not None and on["systems"] == 2  # micro 512: 8x the measured step's batch
+    assert on == larger(plan, top, (taken, lost))  # from that trial's LR, not trial 0's
+    study.add_trial(optuna.trial.create_trial(value=7.0, params=on, distributions=dists))
+    assert batch_climbed(plan, top, study, best, number=3, first=True) is None  # both ran
+
+
 def test_a_batch_climb_step_that_diverged_is_taken_again_at_half_its_lr() -> None:
     """mlp_digits' demo search: the best trial, micro 16 at 4e-3 (at the edge of
     divergence), scaled linearly to micro 64 at 1.6e-2, which diverged; the climb then had

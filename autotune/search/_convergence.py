@@ -432,11 +432,43 @@ def batch_climbed(
 ) -> dict[str, Any] | None:
     """:func:`larger` from ``best`` (the study's fastest trial, :func:`_fastest`) as trial
     ``number`` (:func:`_climb`), at _DIVERGED_LR_FACTOR x its LR where a trial ran it and
-    diverged (:func:`_below_diverged`); None where :func:`larger` has none."""
-    run = trial_run(best.user_attrs["run"])
-    step = functools.partial(larger, plan, top, (best, run))
+    diverged (:func:`_below_diverged`); None where :func:`larger` has none.
+
+    Where a trial ran that step already and measured it (the larger-batch seed, mostly),
+    the climb steps on from that trial instead: a step taken tells nothing new, and the
+    batch after it may. On mlp_digits (AVX2 host) the seed had run micro 64 at 1.6e-2 and
+    lost to micro 16 (0.72 s against 0.65 s); the climb from the best micro-16 trial came
+    out at the same micro 64 at 1.6e-2 (its LR clipped to the space), so it ended there,
+    and the search confirmed micro 64 at 2.31x where searches that reached micro 256
+    confirmed 3.6-3.8x (``searches/mlp_digits_avx2_search_{w,x,y}.txt``)."""
     lr = plan.space.convergence.lr
-    return _climb(study, best, number, first, lambda: _below_diverged(lr, study, step()))
+
+    def step_from(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+        run = trial_run(trial.user_attrs["run"])
+        return _below_diverged(lr, study, larger(plan, top, (trial, run)))
+
+    def step() -> dict[str, Any] | None:
+        params = step_from(best)
+        taken = _measured_trial(study, params)
+        return params if taken is None else step_from(taken)
+
+    return _climb(study, best, number, first, step)
+
+
+def _measured_trial(
+    study: optuna.Study, params: dict[str, Any] | None
+) -> optuna.trial.FrozenTrial | None:
+    """The trial that ran ``params`` and stored its run; None where none did."""
+    if params is None:
+        return None
+    return next(
+        (
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.params == params and "run" in t.user_attrs
+        ),
+        None,
+    )
 
 
 def _below_diverged(

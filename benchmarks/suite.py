@@ -427,9 +427,14 @@ def _result(
 
 
 def _commit() -> str:
-    """The code's commit, with ``+dirty`` when the working tree differs from it."""
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    """The code's commit, with ``+dirty`` when the working tree differs from it outside the
+    results this suite writes itself: a run of several workloads writes each one's file
+    before the next is measured, and the next was still run by the commit's code."""
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *_OWN_OUTPUTS)
     return _git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
+_OWN_OUTPUTS = (":!benchmarks/results", ":!BENCHMARKS.md")  # pathspecs of what the suite writes
 
 
 def _git(*args: str) -> str:

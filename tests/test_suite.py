@@ -376,3 +376,31 @@ def test_a_host_tag_keeps_another_hosts_results_and_is_in_the_command(
     assert suite._command(args) == "python -m benchmarks.suite --workloads tiny_gpt --host amx"
     monkeypatch.setattr(sys, "argv", argv[:-2])
     assert suite._result_path(suite._arguments(), "tiny_gpt") == tmp_path / "tiny_gpt.json"
+
+
+def test_a_result_file_the_suite_wrote_does_not_mark_the_next_workloads_commit_dirty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of several workloads writes each one's result before measuring the next; the
+    next one's code is still the commit's, and only another change makes it +dirty."""
+    from benchmarks import suite
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, timeout=30)
+
+    git("init", "-q")
+    results = tmp_path / "benchmarks" / "results" / "suite"
+    results.mkdir(parents=True)
+    (results / "mlp_digits.json").write_text("{}\n")
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(suite, "ROOT", tmp_path)
+    clean = suite._commit()
+    assert clean and not clean.endswith("+dirty")
+    (results / "mlp_digits.json").write_text('{"rows": []}\n')
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks, again\n")
+    assert suite._commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert suite._commit() == clean + "+dirty"

@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from autotune.config import TrainConfig, load_tuned_config
+from autotune.config import TrainConfig, TunedConfig, load_tuned_config
 from autotune.search import SearchOptions, recheck, run_search
 from autotune.search._confirm import same_step
 
@@ -46,7 +46,9 @@ def _phases(where: Path, train: TrainConfig) -> dict[str, list[float]]:
     return found
 
 
-def _round(task: Path, root: Path) -> None:
+def kept_search(task: Path, root: Path) -> TunedConfig:
+    """The default search of ``task`` in ``root``, its runs' files kept in ``root/search``;
+    its tuned config (also ``root/t.yaml``)."""
     options = SearchOptions(
         task_path=task,
         storage=f"sqlite:///{root}/s.db",
@@ -54,7 +56,11 @@ def _round(task: Path, root: Path) -> None:
         workdir=root / "search",
     )
     run_search(options)
-    tuned = load_tuned_config(root / "t.yaml")
+    return load_tuned_config(root / "t.yaml")
+
+
+def _round(task: Path, root: Path) -> None:
+    tuned = kept_search(task, root)
     (root / "check").mkdir()
     recheck(tuned, task, root / "check")
     recorded = tuned.measured.throughput_samples_per_s if tuned.measured else float("nan")

@@ -24,8 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from search_then_check import kept_search  # beside this file
+
 from autotune.config import TrainConfig, load_tuned_config
-from autotune.search import SearchOptions, run_search
 from autotune.search._confirm import same_step
 
 _WINDOWS = ((3, 30), (30, 60), (60, 100), (100, 150), (150, 250))
@@ -78,14 +79,7 @@ def main() -> None:
     task = args.task.resolve()
     with tempfile.TemporaryDirectory(prefix="step-profile-") as scratch:
         root = Path(scratch)
-        options = SearchOptions(
-            task_path=task,
-            storage=f"sqlite:///{root}/s.db",
-            output=root / "t.yaml",
-            workdir=root / "search",
-        )
-        run_search(options)
-        tuned = load_tuned_config(root / "t.yaml")
+        tuned = kept_search(task, root)
         recorded = tuned.measured.throughput_samples_per_s if tuned.measured else float("nan")
         print(f"pick: {tuned.train.global_batch} samples a step; tuned.yaml: {recorded:,.0f}/s")
         step = tuned.train

@@ -302,9 +302,9 @@ def test_the_batch_climb_steps_from_the_best_trial_while_each_step_wins() -> Non
 
 def test_a_batch_climb_step_that_a_trial_measured_already_is_climbed_on_from() -> None:
     """mlp_digits (AVX2 host): the larger-batch seed had run micro 64 at 1.6e-2 and lost;
-    the climb from the best micro-16 trial came to the same params (its LR clipped to the
-    space) and ended, and the search confirmed micro 64 at 2.31x where searches that
-    reached micro 256 confirmed 3.6-3.8x. The climb steps on from the trial that ran it."""
+    the climb from the best micro-16 trial came to the same params and ended, and the
+    search confirmed micro 64 at 2.31x where searches that reached micro 256 confirmed
+    3.6-3.9x. The climb steps on from the trial that ran that step."""
     from autotune.search._convergence import batch_climbed, larger
 
     plan = _plan_with_baseline_at(20.0)

@@ -436,11 +436,11 @@ def batch_climbed(
 
     Where a trial ran that step already and measured it (the larger-batch seed, mostly),
     the climb steps on from that trial instead: a step taken tells nothing new, and the
-    batch after it may. On mlp_digits (AVX2 host) the seed had run micro 64 at 1.6e-2 and
-    lost to micro 16 (0.72 s against 0.65 s); the climb from the best micro-16 trial came
-    out at the same micro 64 at 1.6e-2 (its LR clipped to the space), so it ended there,
-    and the search confirmed micro 64 at 2.31x where searches that reached micro 256
-    confirmed 3.6-3.8x (``searches/mlp_digits_avx2_search_{w,x,y}.txt``)."""
+    batch after it may. On mlp_digits (AVX2 host, ``searches/mlp_digits_avx2_search_w.txt``)
+    the seed had run micro 64 at 1.6e-2 and lost to micro 16 (0.62 s against 0.49 s); the
+    climb from that best micro-16 trial (4e-3, x4) came out at the same params, found
+    them run, and ended there, so micro 256 was never tried; the search confirmed 2.31x
+    where searches that reached micro 256 confirmed 3.6-3.9x (``_x`` to ``_z3``)."""
     lr = plan.space.convergence.lr
 
     def step_from(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:

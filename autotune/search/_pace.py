@@ -13,8 +13,10 @@ slots by a few milliseconds of one run, and the search's pick re-ran at 78.8% of
 So the search times a run that reached the target as: the head (its first step, which
 holds the warm-up) plus its crossing step's index times the pace (wall seconds per step
 after the first), each the median over every run of the same step (:func:`same_step`):
-the systems phase's, the baseline's, every trial's (pruned ones too) and the runoff's
-repeats. Candidates of one step are then ordered exactly by their steps to the target,
+the baseline's, every trial's (pruned ones too) and the runoff's repeats, and the
+systems phase's 12-step measurements only for a step that nothing longer ran
+(:func:`~autotune.search._confirm.steady_runs`: those are timed in their process's
+warm-up). Candidates of one step are then ordered exactly by their steps to the target,
 and candidates of different steps by a pace pooled over many runs instead of one.
 """
 

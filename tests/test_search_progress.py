@@ -409,6 +409,42 @@ def _climbing_study(values: list[float]) -> optuna.Study:
     return study
 
 
+def _rival_study(trials: list[tuple[int, float, float]]) -> optuna.Study:
+    """Trials of (micro-batch, LR multiplier, seconds to the target), all at the target."""
+    dists = {
+        "systems": optuna.distributions.CategoricalDistribution([0, 1, 2]),
+        "lr_multiplier": optuna.distributions.FloatDistribution(0.25, 8.0, log=True),
+    }
+    study = optuna.create_study()
+    for micro, multiplier, value in trials:
+        params = {"systems": {4: 0, 16: 1, 64: 2}[micro], "lr_multiplier": multiplier}
+        run = _measured(micro, 10.0).model_copy(update={"time_to_target_s": value})
+        attrs = {"reached": True, "run": run.model_dump_json()}
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value, params=params, distributions=dists, user_attrs=attrs
+            )
+        )
+    return study
+
+
+def test_a_close_rival_steps_best_trial_gets_one_lr_doubling_of_its_own() -> None:
+    """lstm_text (AVX2 host): micro 16 at 4e-3 led micro 4 at 1e-3 by 2% (6.49 s against
+    6.63 s), the LR climbs went from micro 16 only, the runoff then put micro 4 first, and
+    the pick kept 1e-3 (2.01x) where micro 4 at 4e-3 had confirmed 3.81x."""
+    from autotune.search._convergence import rival_climbed
+
+    plan = _plan_with_baseline_at(20.0)
+    study = _rival_study([(16, 4.0, 6.49), (4, 1.0, 6.63), (16, 8.0, 7.5), (4, 0.5, 9.0)])
+    assert rival_climbed(plan, study) == {"systems": 0, "lr_multiplier": 2.0}
+    far = _rival_study([(16, 4.0, 6.49), (4, 1.0, 6.49 * 1.31)])  # past the runoff's margin
+    assert rival_climbed(plan, far) is None
+    alone = _rival_study([(16, 4.0, 6.49), (16, 2.0, 6.6)])  # one step: nothing to rival
+    assert rival_climbed(plan, alone) is None
+    climbed_already = _rival_study([(16, 4.0, 6.49), (4, 1.0, 6.63), (4, 2.0, 7.0)])
+    assert rival_climbed(plan, climbed_already) is None
+
+
 def test_the_lr_climb_doubles_the_best_lr_while_each_doubling_wins() -> None:
     """tiny_gpt, AVX2 host: the searches' best was the baseline's LR (3e-4, 2.0-2.4x the
     baseline's speed); twice it (6.9e-4), drawn by TPE in one search of several, 3.35x."""

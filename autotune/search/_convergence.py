@@ -29,12 +29,12 @@ from autotune import stability
 from autotune.config import TrainConfig
 from autotune.explain import far_below_noise
 from autotune.runtime import StepRecord
-from autotune.search._confirm import known_reference
+from autotune.search._confirm import known_reference, same_step
 from autotune.search._measure import STARTUP_PRIOR_S, TargetWatch, Trialist, measured, ok
 from autotune.search._pace import Pace, paced_s
 from autotune.search._precision import PRECISION_MARGIN, earned_precisions, settled
 from autotune.search._pruner import MedianRule
-from autotune.search._runoff import Entry, needed_s
+from autotune.search._runoff import RUNOFF_MARGIN, Entry, needed_s
 from autotune.search._study import NOT_RUN, Studies, counted, tracked
 from autotune.search._systems import DOMINATED_SHARE
 from autotune.search._types import (
@@ -130,6 +130,13 @@ _LARGER_STEP = 4
 # than the baseline; the one search whose TPE drew 6.9e-4 confirmed 3.35x.
 _CLIMB_FACTOR = 2.0
 _CLIMBS = 2  # doublings in a row at most: each costs a trial, and 4x is a decayed seed's reach
+# After the LR climbs, one doubling of the fastest trial of another step within the runoff's
+# margin of the best trial's time: steps that close are a draw the runoff settles later, and
+# the LR climbs went from one of them only. lstm_text (AVX2 host, suite at 7190561): micro
+# 16 at 4e-3 (6.49 s) led micro 4 at 1e-3 (6.63 s), the climbs from micro 16 were pruned,
+# the runoff then put micro 4 first (5.53 s against 6.06 s) and the pick kept its 1e-3:
+# 2.01x, where micro 4 at 4e-3 had confirmed 3.81x on that host at 8372162.
+_RIVAL_CLIMBS = 1
 # After the LR climb, the batch climb: the best trial's params on the next larger batch
 # (:func:`larger`, from whichever trial is best by then), and again from that trial while
 # each step became the best. Time to target falls with the batch, the LR scaled with it, up
@@ -338,7 +345,8 @@ def _seeding(
 ) -> Callable[[int], dict[str, Any] | None]:
     """The params of the study's trial k, or None for the sampler's: the fixed ``seeds``
     first, then the larger-batch seed (:func:`larger`) from the best trial by then, then
-    up to _CLIMBS LR doublings (:func:`climbed`), then up to _BATCH_CLIMBS larger batches
+    up to _CLIMBS LR doublings (:func:`climbed`), then one doubling of a close rival
+    step's best trial (:func:`rival_climbed`), then up to _BATCH_CLIMBS larger batches
     (:func:`batch_climbed`), then _REFINES LR steps around the best (:func:`refined`).
     Each is queued only at its own number,
     so a resumed study or another worker's trial never repeats it."""
@@ -346,6 +354,7 @@ def _seeding(
     Climb = Callable[[optuna.trial.FrozenTrial, int, bool], dict[str, Any] | None]
     climbs: list[tuple[int, Climb]] = [
         (_CLIMBS, lambda best, k, first: climbed(plan.space, study, best, k, first)),
+        (_RIVAL_CLIMBS, lambda _best, _k, _first: rival_climbed(plan, study)),
         (_BATCH_CLIMBS, lambda best, k, first: batch_climbed(plan, top, study, best, k, first)),
         (_REFINES, lambda best, _k, _first: refined(plan.space, study, best)),
     ]
@@ -391,6 +400,25 @@ def climbed(
         return None
     raised = functools.partial(_lr_scaled, section, best.params, _CLIMB_FACTOR)
     return _climb(study, best, number, first, raised)
+
+
+def rival_climbed(plan: ConvergencePlan, study: optuna.Study) -> dict[str, Any] | None:
+    """The params of the fastest trial of another step than the fastest trial's (both at
+    the current pooled pace, :func:`runoff_entries`), within the runoff's margin of its
+    time, at _CLIMB_FACTOR x its LR; None where there is no such trial, the space has no
+    LR range or no room above, or a trial ran those params already."""
+    section = plan.space.convergence.lr
+    entries = runoff_entries(study, plan.pace(study), plan.baseline.target_loss)
+    if section is None or not entries:
+        return None
+    lead = entries[0]
+    rival = next((e for e in entries if not same_step(e.run.train, lead.run.train)), None)
+    if rival is None or rival.times[0] > RUNOFF_MARGIN * lead.times[0]:
+        return None
+    params = _lr_scaled(section, study.trials[rival.trial].params, _CLIMB_FACTOR)
+    if params is None or any(t.params == params for t in study.trials):
+        return None
+    return params
 
 
 def refined(

@@ -31,11 +31,11 @@ from autotune.search._pace import Pace, paced_s
 from autotune.search._progress import describe
 from autotune.search._types import Measured
 
-__all__ = ["Entry", "needed_s", "runoff"]
+__all__ = ["RUNOFF_MARGIN", "Entry", "needed_s", "runoff"]
 
 # Candidates up to this factor slower than the best trial: within the 6-25% run-to-run
 # noise of one fresh process, so their order is not yet known.
-_MARGIN = 1.3
+RUNOFF_MARGIN = 1.3
 _SIZE = 3  # the fastest this many close candidates: each round costs one run of each
 _CAP_FACTOR = 2.0  # a repeat this many times slower than the best trial is stopped, a miss
 _ROUND_MARGIN = 1.25  # a round starts only if this many times its estimated cost fits
@@ -80,7 +80,7 @@ def runoff(
         near = len(_within(entries))
         if rounds >= 1 and near >= 2:
             say(
-                f"runoff: {near} candidates within {_MARGIN - 1:.0%} of the best share one "
+                f"runoff: {near} candidates within {RUNOFF_MARGIN - 1:.0%} of the best share one "
                 "step: ordered by their steps to the target (the same in every run), none re-run"
             )
         return entries
@@ -97,7 +97,10 @@ def runoff(
         own = Pace.of([entry.run, *(r for r in entry.repeats if r is not None)])
         entry.times = [paced_s(own, run, target) for run in [entry.run, *entry.repeats]]
     ranked = sorted(close, key=lambda e: e.median_s)
-    say(f"runoff: {len(close)} candidates within {_MARGIN - 1:.0%} of the best, {ran} repeats each")
+    say(
+        f"runoff: {len(close)} candidates within {RUNOFF_MARGIN - 1:.0%} of the best, "
+        f"{ran} repeats each"
+    )
     for entry in ranked:
         say(f"  trial {entry.trial} {describe(entry.run.train)}: {_result(entry, target)}")
     return [*ranked, *[e for e in entries if all(e is not c for c in close)]]
@@ -132,18 +135,18 @@ def needed_s(entries: list[Entry], rounds: int, startup_s: float, joining: int =
     more = min(joining, _SIZE - len(close))
     if len(close) + more < 2:
         return 0.0
-    joiner_s = _MARGIN * close[0].times[0] + startup_s
+    joiner_s = RUNOFF_MARGIN * close[0].times[0] + startup_s
     return (rounds - 1 + _ROUND_MARGIN) * (_round_s(close, startup_s) + more * joiner_s)
 
 
 def _round_s(close: list[Entry], startup_s: float) -> float:
     """Estimated seconds of one round: each close candidate's trial time (all within
-    _MARGIN of the best, below a repeat's cap) and a process start-up."""
+    RUNOFF_MARGIN of the best, below a repeat's cap) and a process start-up."""
     return sum(e.times[0] + startup_s for e in close)
 
 
 def _close(entries: list[Entry]) -> list[Entry]:
-    """The fastest entry of each step (:func:`same_step`) within _MARGIN of the fastest,
+    """The fastest entry of each step (:func:`same_step`) within RUNOFF_MARGIN of the fastest,
     at most _SIZE of them: the entries of one step are already in their true order (their
     steps to the target), so only the best of each has anything to decide."""
     chosen: list[Entry] = []
@@ -156,11 +159,11 @@ def _close(entries: list[Entry]) -> list[Entry]:
 
 
 def _within(entries: list[Entry]) -> list[Entry]:
-    """The leading entries within _MARGIN of the fastest one's time."""
+    """The leading entries within RUNOFF_MARGIN of the fastest one's time."""
     if not entries:
         return []
     best = entries[0].times[0]
-    return [e for e in entries if e.times[0] <= _MARGIN * best]
+    return [e for e in entries if e.times[0] <= RUNOFF_MARGIN * best]
 
 
 def _repeat(run: Measured, target: float, trials: Trialist, cap: float) -> Measured | None:

@@ -415,10 +415,9 @@ def rival_climbed(plan: ConvergencePlan, study: optuna.Study) -> dict[str, Any] 
     rival = next((e for e in entries if not same_step(e.run.train, lead.run.train)), None)
     if rival is None or rival.times[0] > RUNOFF_MARGIN * lead.times[0]:
         return None
-    params = _lr_scaled(section, study.trials[rival.trial].params, _CLIMB_FACTOR)
-    if params is None or any(t.params == params for t in study.trials):
-        return None
-    return params
+    trial = study.get_trials(deepcopy=False)[rival.trial]
+    raised = functools.partial(_lr_scaled, section, trial.params, _CLIMB_FACTOR)
+    return _climb(study, trial, trial.number, True, raised)
 
 
 def refined(

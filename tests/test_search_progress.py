@@ -988,6 +988,28 @@ def test_the_tasks_baseline_steps_set_one_target_however_fast_the_machine_ran() 
     assert _baseline_on(_Machine(0.345, 0.27), cosine)[0].steps == 43
 
 
+def test_a_baseline_free_of_steps_stops_once_its_loss_has_levelled_off() -> None:
+    """mlp_digits' baseline ran 5000 steps (its cap, 6.3 s) to set a target it crossed at
+    step 753; it had levelled off by step 2296 (2.6 s), where the target was 0.0468
+    against 0.0446. Millisecond steps now stop there; the target barely moves."""
+    from autotune.search import _MAX_BASELINE_STEPS
+
+    default = {"batch_size": 16, "lr": 3e-4}
+    run, _ = _baseline_on(_Machine(predicted_s=0.001, step_s=0.001), default)
+    assert 100 <= run.steps < 1000  # the curve's time constant is 30 steps
+    assert run.target_from.endswith(
+        f" of its {run.steps} steps; until it levelled off: its second half lowered it by at "
+        "most 1% of its whole drop"
+    )
+    full = _curve(_MAX_BASELINE_STEPS, floor=1.0, noise=0.02)
+    drop = full[0] - 1.0
+    assert abs(run.target_loss - stability.baseline_target(full)) < stability.TARGET_BAND * drop
+    # a schedule spanning the run's length, or the Task's steps, are run in full
+    cosine = {**default, "schedule": {"name": "cosine"}}
+    assert _baseline_on(_Machine(0.001, 0.001), cosine)[0].steps == _MAX_BASELINE_STEPS
+    assert _baseline_on(_Machine(0.001, 0.001), {**default, "steps": 3000})[0].steps == 3000
+
+
 def test_the_budget_cuts_the_tasks_baseline_steps_by_the_clock_and_says_what_keeps_them() -> None:
     from autotune.search import task_horizon_s
 

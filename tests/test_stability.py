@@ -319,6 +319,27 @@ def test_late_gain_tells_a_bent_curve_from_a_line() -> None:
     assert late_gain([1.0] * 30) == math.inf  # gained nothing early
 
 
+def test_a_curve_has_settled_once_its_second_half_barely_lowers_it() -> None:
+    """A baseline stops when more steps would barely move its target: mlp_digits' crossed
+    its target at step 753 of 5000 (1 ms steps), and settled by step 2296, where the target
+    it set was 0.0468 against 0.0446 off all 5000 and crossed at step 751."""
+    from autotune.stability import SETTLED_FRACTION, settled, target_basis
+
+    rng = random.Random(0)
+    decay = [0.02 + 2.2 * math.exp(-k / 150) + rng.gauss(0, 0.01) for k in range(3000)]
+    assert not settled(decay[:300])  # two time constants: still falling
+    assert settled(decay[:2000])
+    # where it first settles, its target is within SETTLED_FRACTION of the drop of the one
+    # all 3000 steps set
+    first = next(n for n in range(100, 3001, 50) if settled(decay[:n]))
+    gap = target_basis(decay[:first]).target - target_basis(decay).target
+    assert 0 <= gap <= SETTLED_FRACTION * 2.2
+    assert not settled([2.3 - 0.0005 * k for k in range(2000)])  # a line never levels off
+    assert not settled([1.0 + rng.gauss(0, 0.01) for _ in range(500)] + [0.5] * 500)  # a late drop
+    assert settled([1.0] * 500)  # flat from the start: the search refuses it after
+    assert not settled([*decay[:1999], math.nan])
+
+
 def test_the_incremental_crossing_stops_where_steps_to_target_first_holds() -> None:
     """TargetCrossing, which the search's watch and the trial worker both run, says
     "reached" at the first step where the curve so far has reached the target (the support

@@ -123,6 +123,12 @@ _CONFIRM_SHARE = 0.4
 # and a winner that must beat it, at half its time (one at 2.5x would take 0.4)
 _PAIR_BASELINES = 1.5
 _MAX_BASELINE_STEPS = 5000  # bounds a tiny task's baseline; its plateau start sets the target
+# A length-free baseline is asked whether it has settled once it ran this many steps (fewer
+# make halves too short to tell a plateau from noise) ...
+_SETTLE_FIRST_CHECK = 100
+# ... and again each time it ran this much longer: each ask costs O(steps), and asks this
+# far apart cost 6x the last one in all (a few ms at 5000 steps).
+_SETTLE_CHECK_GROWTH = 1.2
 # A baseline whose second half gained this much of what its first half did has not bent:
 # its target sits on the loss's first drop, where time to it measures the first steps, not
 # training. A demo on a host slowed 80x by a test suite cut mlp_digits' baseline to 30
@@ -496,9 +502,9 @@ def _baseline(
         watch = _stop_after(task_horizon_s(options.budget_s, pairs))
         result, horizon = trials.run(base, asked, watch=watch), "Task.baseline steps"
     elif _length_free(base):
-        watch = _stop_after(baseline_seconds(options.budget_s, pairs))
-        result = trials.run(base, _MAX_BASELINE_STEPS, watch=watch)
-        horizon = "as many as ran in the budget's share"
+        settling = _Settling(baseline_seconds(options.budget_s, pairs))
+        result = trials.run(base, _MAX_BASELINE_STEPS, watch=settling)
+        horizon = settling.horizon()
     else:
         result = trials.run(base, _budgeted_steps(base, report, options))
         horizon = "as many as the probe's step time fits in the budget's share"
@@ -585,6 +591,39 @@ def _stop_after(cap_s: float) -> Callable[[StepRecord], bool]:
     """A trial watch that stops the run at its first step past ``cap_s`` wall seconds, but
     not before MIN_BASELINE_STEPS: fewer set no target off the loss's first steps."""
     return lambda record: record.step >= MIN_BASELINE_STEPS and record.elapsed_s > cap_s
+
+
+class _Settling:
+    """The watch of a baseline free to run as long as it likes: it stops the run at its
+    first step past ``cap_s`` wall seconds (not before MIN_BASELINE_STEPS, as
+    :func:`_stop_after`), or sooner once its loss has levelled off
+    (:func:`stability.settled`): training on would barely move the target it sets, and a
+    millisecond step reaches its plateau long before the budget's share is spent."""
+
+    def __init__(self, cap_s: float) -> None:
+        self.cap_s, self.settled, self.check_at = cap_s, False, _SETTLE_FIRST_CHECK
+        self.losses: list[float] = []
+
+    def __call__(self, record: StepRecord) -> bool:
+        self.losses.append(record.loss)
+        if record.step < MIN_BASELINE_STEPS:
+            return False
+        if record.elapsed_s > self.cap_s:
+            return True
+        if len(self.losses) < self.check_at:
+            return False
+        self.check_at = math.ceil(len(self.losses) * _SETTLE_CHECK_GROWTH)
+        self.settled = stability.settled(self.losses)
+        return self.settled
+
+    def horizon(self) -> str:
+        """How the run's length was set, for ``target_from``."""
+        if not self.settled:
+            return "as many as ran in the budget's share"
+        return (
+            f"until it levelled off: its second half lowered it by at most "
+            f"{stability.SETTLED_FRACTION:.0%} of its whole drop"
+        )
 
 
 def _length_free(config: TrainConfig) -> bool:

@@ -37,7 +37,7 @@ from autotune.search._convergence import (
 from autotune.search._measure import time_to_target
 from autotune.search._progress import standing, status_of, top_configs
 from autotune.search._systems import Dominated, beyond_saturation
-from autotune.search._types import BaselineRun, Measured, small_batch_size
+from autotune.search._types import BaselineRun, Measured, small_batch_size, trial_run
 from autotune.space import load_space, to_train_config
 from autotune.trial import TrialResult, TrialStatus
 
@@ -332,6 +332,58 @@ def test_a_batch_climb_step_that_a_trial_measured_already_is_climbed_on_from() -
     assert batch_climbed(plan, top, study, best, number=3, first=True) is None  # both ran
 
 
+def test_a_batch_climb_step_whose_lr_stalled_the_network_is_taken_again_at_half_its_lr() -> None:
+    """A dogfood transformer trained by SGD: micro 32 at 0.2 scaled to micro 128 at 0.8
+    stayed at chance level (2.31; the baseline started at 2.30), was pruned, and the climb
+    stepped on from it to micro 512 at 3.2, which diverged. A run that got under a tenth of
+    the way to the target took too high an LR, as a diverged one did: the step is taken
+    again at half it. A run that made headway is still stepped on from."""
+    from autotune.search._convergence import batch_climbed, larger
+
+    falling = [0.06 + 2.24 * math.exp(-k / 40) for k in range(300)]
+    baseline = BaselineRun(
+        run=_measured(16, 100).model_copy(update={"losses": falling}),
+        steps=300,
+        target_loss=0.1,
+        target_from="baseline",
+    )
+    plan = dataclasses.replace(_plan_with_baseline_at(20.0), baseline=baseline)
+    top = [_measured(8, 10.0), _measured(64, 30.0), _measured(512, 90.0)]
+    study = _study_of_winners({1e-3: 5.0})  # trial 0, micro 8: the best
+    best = study.trials[0]
+    step = batch_climbed(plan, top, study, best, number=1, first=True)
+    assert step is not None and step["systems"] == 1
+
+    def ran(study: optuna.Study, params: dict[str, Any], losses: list[float]) -> None:
+        train = TrainConfig(micro_batch_size=64, optimizer={"lr": 4e-3})
+        elapsed = [0.1 * (k + 1) for k in range(len(losses))]
+        run = Measured(train=train, losses=losses, elapsed_s=elapsed, samples_per_s=30.0)
+        wide = optuna.distributions.FloatDistribution(1e-9, 1e9, log=True)
+        dists = {"systems": optuna.distributions.CategoricalDistribution([0, 1, 2])}
+        dists |= {k: wide for k in params if k != "systems"}
+        attrs = {"run": run.model_dump_json(), "status": "PRUNED"}
+        state = optuna.trial.TrialState.PRUNED
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state, params=params, distributions=dists, user_attrs=attrs
+            )
+        )
+
+    stalled = [2.31 + 0.03 * math.sin(k) for k in range(40)]  # never left chance level
+    ran(study, step, stalled)
+    again = batch_climbed(plan, top, study, best, number=2, first=True)
+    assert again == {**step, "lr_multiplier": step["lr_multiplier"] * 0.5}
+    ran(study, again, stalled)  # stalled at half the LR too: the climb ends, not steps on
+    assert batch_climbed(plan, top, study, best, number=3, first=True) is None
+
+    study = _study_of_winners({1e-3: 5.0})
+    ran(study, step, [2.3 - 0.03 * k for k in range(40)])  # half the way, then pruned
+    on = batch_climbed(plan, top, study, study.trials[0], number=2, first=True)
+    taken = study.trials[1]
+    assert on is not None and on["systems"] == 2  # micro 512, from the step taken
+    assert on == larger(plan, top, (taken, trial_run(taken.user_attrs["run"])))
+
+
 def test_a_batch_climb_step_that_diverged_is_taken_again_at_half_its_lr() -> None:
     """mlp_digits' demo search: the best trial, micro 16 at 4e-3 (at the edge of
     divergence), scaled linearly to micro 64 at 1.6e-2, which diverged; the climb then had
@@ -370,7 +422,7 @@ def test_a_batch_climb_step_that_diverged_is_taken_again_at_half_its_lr() -> Non
             user_attrs={"status": "unstable"},  # the runtime's own NaN stop
         )
     )
-    assert _below_diverged(plan.space.convergence.lr, study, at_floor) is None
+    assert _below_diverged(plan.space.convergence.lr, study, at_floor, plan.baseline) is None
 
 
 def test_the_larger_batch_seed_comes_once_right_after_the_fixed_seeds() -> None:

@@ -152,6 +152,13 @@ _BATCH_CLIMBS = 2
 # which diverged; the climb stopped there and the search confirmed 1.76x, where searches
 # that climbed to micro 256 confirmed 3.3-3.8x.
 _DIVERGED_LR_FACTOR = 0.5
+# ... and so is one whose run got under this share of the way from the baseline's smoothed
+# start to the target before it stopped: an LR that stalls a network (at chance level, its
+# units dead) is too high as surely as one that diverges. A dogfood transformer trained by
+# SGD (scripts/dogfood/digit_rows.py, AVX2 host): micro 32 at 0.2 scaled to micro 128 at
+# 0.8 stayed at 2.31 where the baseline started at 2.30, and the climb stepped on from it
+# to micro 512 at 3.2, which diverged: micro 128 at 0.4 was never run.
+_STUCK_SHARE = 0.1
 # After the climbs, the best trial's LR at this factor up, then down, where no trial ran
 # its params within _REFINE_NEAR of that LR. The doublings step over the best LR, and the
 # climbs take their turn at fixed trial numbers: on mlp_digits (AMX host, grid_bench) the
@@ -459,25 +466,28 @@ def batch_climbed(
 ) -> dict[str, Any] | None:
     """:func:`larger` from ``best`` (the study's fastest trial, :func:`_fastest`) as trial
     ``number`` (:func:`_climb`), at _DIVERGED_LR_FACTOR x its LR where a trial ran it and
-    diverged (:func:`_below_diverged`); None where :func:`larger` has none.
+    its LR failed (:func:`lr_failed`); None where :func:`larger` has none.
 
     Where a trial ran that step already and measured it (the larger-batch seed, mostly),
-    the climb steps on from that trial instead: a step taken tells nothing new, and the
-    batch after it may. On mlp_digits (AVX2 host, ``searches/mlp_digits_avx2_search_w.txt``)
-    the seed had run micro 64 at 1.6e-2 and lost to micro 16 (0.62 s against 0.49 s); the
-    climb from that best micro-16 trial (4e-3, x4) came out at the same params, found
-    them run, and ended there, so micro 256 was never tried; the search confirmed 2.31x
+    the climb steps on from that trial instead, unless that trial's LR failed too (the
+    climb ends there): a step taken tells nothing new, and the batch after it may. On
+    mlp_digits (AVX2 host, ``searches/mlp_digits_avx2_search_w.txt``) the seed had run
+    micro 64 at 1.6e-2 and lost to micro 16 (0.62 s against 0.49 s); the climb from that
+    best micro-16 trial (4e-3, x4) came out at the same params, found them run, and ended
+    there, so micro 256 was never tried; the search confirmed 2.31x
     where searches that reached micro 256 confirmed 3.6-3.9x (``_x`` to ``_z3``)."""
     lr = plan.space.convergence.lr
 
     def step_from(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
         run = trial_run(trial.user_attrs["run"])
-        return _below_diverged(lr, study, larger(plan, top, (trial, run)))
+        return _below_diverged(lr, study, larger(plan, top, (trial, run)), plan.baseline)
 
     def step() -> dict[str, Any] | None:
         params = step_from(best)
         taken = _measured_trial(study, params)
-        return params if taken is None else step_from(taken)
+        if taken is None:
+            return params
+        return None if lr_failed(taken, plan.baseline) else step_from(taken)
 
     return _climb(study, best, number, first, step)
 
@@ -499,17 +509,36 @@ def _measured_trial(
 
 
 def _below_diverged(
-    section: spaces.LrRange | None, study: optuna.Study, params: dict[str, Any] | None
+    section: spaces.LrRange | None,
+    study: optuna.Study,
+    params: dict[str, Any] | None,
+    baseline: BaselineRun,
 ) -> dict[str, Any] | None:
-    """``params``, or where a trial ran them and diverged (UNSTABLE), the same at
-    _DIVERGED_LR_FACTOR x their LR, clipped to the space (None where no lower LR is left)."""
+    """``params``, or where a trial ran them and its LR failed (:func:`lr_failed`), the
+    same at _DIVERGED_LR_FACTOR x their LR, clipped to the space (None where no lower LR
+    is left)."""
     if params is None or section is None:
         return params
-    diverged = any(
-        t.params == params and str(t.user_attrs.get("status", "")).upper() == "UNSTABLE"
-        for t in study.get_trials(deepcopy=False)
+    failed = any(
+        t.params == params and lr_failed(t, baseline) for t in study.get_trials(deepcopy=False)
     )
-    return _lr_scaled(section, params, _DIVERGED_LR_FACTOR) if diverged else params
+    return _lr_scaled(section, params, _DIVERGED_LR_FACTOR) if failed else params
+
+
+def lr_failed(trial: optuna.trial.FrozenTrial, baseline: BaselineRun) -> bool:
+    """Whether ``trial`` shows its LR too high: it diverged (UNSTABLE), or its stored run's
+    lowest smoothed loss (:func:`stability.lowest_reached`) came under _STUCK_SHARE of the
+    way from where the ``baseline``'s smoothed loss started to the target. A run too short
+    to smooth tells nothing, and is not taken as failed."""
+    if str(trial.user_attrs.get("status", "")).upper() == "UNSTABLE":
+        return True
+    stored = trial.user_attrs.get("run")
+    if stored is None:
+        return False
+    lowest = stability.lowest_reached(trial_run(stored).losses)
+    start = stability.target_basis(baseline.run.losses).start
+    drop = start - baseline.target_loss
+    return lowest is not None and drop > 0 and start - lowest < _STUCK_SHARE * drop
 
 
 def _climb(

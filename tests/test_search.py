@@ -341,20 +341,21 @@ def test_a_baseline_still_on_the_losss_first_drop_is_warned_of() -> None:
 def test_a_baseline_that_blows_up_sets_no_target() -> None:
     """A small tabular task with Adam at lr 50 (outside the repo): its first losses, and
     a curve ending far above them, whose end every config "reached" at its first step."""
-    from autotune.search import SearchError, _require_training
+    from autotune.search import SearchError
+    from autotune.search._baseline import require_training
 
     base = TrainConfig(micro_batch_size=16, optimizer={"lr": 50.0})
     blown = [1.25, 21781.0, 21879.0, 4430.0] + [217.0 + (k % 7) for k in range(200)]
     with pytest.raises(
         SearchError, match=r"blew up from 1.25 at step 1 to 2.188e\+04.*--target-loss"
     ):
-        _require_training(_baseline_run(blown).run, base, 217.0)
+        require_training(_baseline_run(blown).run, base, 217.0)
     # a lucky first batch (a stream's 16.5 against a mean near 32) is no blow-up
     lucky = [16.5] + [32.0 - 0.05 * k for k in range(200)]
-    _require_training(_baseline_run(lucky).run, base, 22.0)
+    require_training(_baseline_run(lucky).run, base, 22.0)
     climbing = _baseline_run([2.0] * 100 + [2.0 * 1.1**k for k in range(60)])
     with pytest.raises(SearchError, match=r"does not train: .*rose"):
-        _require_training(climbing.run, base, 2.0)
+        require_training(climbing.run, base, 2.0)
 
 
 def _noisy(start: float, tau: float, seed: int = 0) -> list[float]:
@@ -368,7 +369,8 @@ def test_a_target_within_the_baselines_batch_noise_sets_no_target() -> None:
     """A baseline that fell less than its batches scatter (a GRU text classifier in its
     budget's share, outside the repo): a batch-8 trial crossed such a target in a few
     lucky batches, and every same-seed confirmation pair repeated them."""
-    from autotune.search import SearchError, _require_training, noisy_target
+    from autotune.search import SearchError, noisy_target
+    from autotune.search._baseline import require_training
 
     base = TrainConfig(micro_batch_size=16, optimizer={"lr": 1e-3})
     barely = _noisy(0.1, 4)
@@ -377,9 +379,9 @@ def test_a_target_within_the_baselines_batch_noise_sets_no_target() -> None:
     assert stability.drop_in_noise(barely, target) < stability.MIN_DROP_IN_NOISE
     refusal = r"less than its single batches scatter by \(0.08\d*\).* ranks luck, not configs"
     with pytest.raises(SearchError, match=refusal + r".*Train the baseline longer"):
-        _require_training(_baseline_run(barely).run, base, target)
+        require_training(_baseline_run(barely).run, base, target)
     trains = _noisy(0.6, 30)  # the same noise on a curve that falls 0.5: a target
-    _require_training(_baseline_run(trains).run, base, stability.baseline_target(trains))
+    require_training(_baseline_run(trains).run, base, stability.baseline_target(trains))
     assert noisy_target(_baseline_run(trains).run, 0.2) is None  # a given target that far
     said = noisy_target(_baseline_run(barely).run, 0.6)  # a given target near the start
     assert said is not None and said.startswith("the target loss 0.6 is ")

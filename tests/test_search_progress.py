@@ -1007,13 +1007,13 @@ class _Machine:
 def _baseline_on(
     machine: _Machine, baseline: dict[str, Any], budget_s: float = 300.0
 ) -> tuple[BaselineRun, list[str]]:
-    from autotune.search import _baseline
+    from autotune.search._baseline import run_baseline
     from autotune.search._types import SearchOptions
     from autotune.task import Task
 
     task = Task(model=lambda: None, dataset=list, loss=lambda m, b: b, baseline=baseline)
     options, notes = SearchOptions(task_path=Path("t.py"), budget_s=budget_s), []
-    run = _baseline(task, task.baseline_config(), machine, options, machine, notes.append)  # type: ignore[arg-type]
+    run = run_baseline(task, task.baseline_config(), machine, options, machine, notes.append)  # type: ignore[arg-type]
     return run, notes
 
 
@@ -1044,7 +1044,7 @@ def test_a_baseline_free_of_steps_stops_once_its_loss_has_levelled_off() -> None
     """mlp_digits' baseline ran 5000 steps (its cap, 6.3 s) to set a target it crossed at
     step 753; it had levelled off by step 2296 (2.6 s), where the target was 0.0468
     against 0.0446. Millisecond steps now stop there; the target barely moves."""
-    from autotune.search import _MAX_BASELINE_STEPS
+    from autotune.search._baseline import MAX_BASELINE_STEPS
 
     default = {"batch_size": 16, "lr": 3e-4}
     run, _ = _baseline_on(_Machine(predicted_s=0.001, step_s=0.001), default)
@@ -1053,12 +1053,12 @@ def test_a_baseline_free_of_steps_stops_once_its_loss_has_levelled_off() -> None
         f" of its {run.steps} steps; until it levelled off: its second half lowered it by at "
         "most 1% of its whole drop"
     )
-    full = _curve(_MAX_BASELINE_STEPS, floor=1.0, noise=0.02)
+    full = _curve(MAX_BASELINE_STEPS, floor=1.0, noise=0.02)
     drop = full[0] - 1.0
     assert abs(run.target_loss - stability.baseline_target(full)) < stability.TARGET_BAND * drop
     # a schedule spanning the run's length, or the Task's steps, are run in full
     cosine = {**default, "schedule": {"name": "cosine"}}
-    assert _baseline_on(_Machine(0.001, 0.001), cosine)[0].steps == _MAX_BASELINE_STEPS
+    assert _baseline_on(_Machine(0.001, 0.001), cosine)[0].steps == MAX_BASELINE_STEPS
     assert _baseline_on(_Machine(0.001, 0.001), {**default, "steps": 3000})[0].steps == 3000
 
 

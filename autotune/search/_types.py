@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autotune.config import TrainConfig
+from autotune.errors import AutotuneError
 
 __all__ = [
     "PATIENCE",
@@ -151,3 +152,13 @@ def same_kind(a: TrainConfig, b: TrainConfig) -> bool:
     """Same step apart from the batch: precision, checkpointing, ranks and compile."""
     keys = ("precision", "activation_checkpointing", "world_size", "compile")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+class SearchError(AutotuneError):
+    """The search could not produce a config; the message says what to change."""
+
+    exit_code = 1
+
+
+Events = Callable[[str], None]
+"""Where the search says what it does: one line per event (phase, trial outcome)."""

@@ -412,7 +412,7 @@ def test_a_batch_climb_step_that_diverged_is_taken_again_at_half_its_lr() -> Non
     assert again is not None
     assert again == {**step, "lr_multiplier": step["lr_multiplier"] * 0.5}
     at_floor = {**step, "lr_multiplier": plan.space.convergence.lr.low}  # type: ignore[union-attr]
-    from autotune.search._convergence import _below_diverged
+    from autotune.search._convergence import _below_failed
 
     study.add_trial(
         optuna.trial.create_trial(
@@ -422,7 +422,7 @@ def test_a_batch_climb_step_that_diverged_is_taken_again_at_half_its_lr() -> Non
             user_attrs={"status": "unstable"},  # the runtime's own NaN stop
         )
     )
-    assert _below_diverged(plan.space.convergence.lr, study, at_floor, plan.baseline) is None
+    assert _below_failed(plan.space.convergence.lr, study, at_floor, plan.baseline) is None
 
 
 def test_the_larger_batch_seed_comes_once_right_after_the_fixed_seeds() -> None:

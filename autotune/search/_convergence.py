@@ -480,7 +480,7 @@ def batch_climbed(
 
     def step_from(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
         run = trial_run(trial.user_attrs["run"])
-        return _below_diverged(lr, study, larger(plan, top, (trial, run)), plan.baseline)
+        return _below_failed(lr, study, larger(plan, top, (trial, run)), plan.baseline)
 
     def step() -> dict[str, Any] | None:
         params = step_from(best)
@@ -508,7 +508,7 @@ def _measured_trial(
     )
 
 
-def _below_diverged(
+def _below_failed(
     section: spaces.LrRange | None,
     study: optuna.Study,
     params: dict[str, Any] | None,

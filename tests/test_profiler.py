@@ -378,6 +378,21 @@ def test_probe_config_keeps_the_baseline_optimizer(small_gpt: Task) -> None:
     assert config.optimizer.name == "adamw" and config.optimizer.lr == 1e-3
 
 
+def test_a_baseline_warmup_longer_than_a_probing_run_does_not_stop_the_probe(tiny: Task) -> None:
+    """A Task's baseline on a cosine after 20 warmup steps (scripts/dogfood/
+    conv_autoencoder.py) stopped `autotune search` at the probe's first 4-step run: "warmup
+    must be less than the steps it spans". The probe's runs keep the baseline's peak LR on
+    a constant schedule; a step's time and memory do not depend on the schedule."""
+    schedule = {"name": "cosine", "warmup_steps": 20}
+    task = dataclasses.replace(tiny, baseline={**tiny.baseline, "schedule": schedule})
+    config = probe_config(task, "32-true", "none", 4)
+    assert config.schedule.name == "constant" and config.schedule.warmup_steps == 0
+    assert config.optimizer.lr == task.baseline_config().optimizer.lr
+    hardware = make_hardware()
+    probe = measure_batch(task, config, run_options(hardware, seed=0), hardware, 0.0)
+    assert probe.peak_memory_bytes > 0
+
+
 # --- precision viability -----------------------------------------------------------------------
 
 

@@ -54,10 +54,14 @@ def probe_config(
 
     The baseline's optimizer (its state is part of the fixed bytes) and gradient clipping
     are kept; accumulation, world size and compile are dropped: the probe measures one
-    micro-batch step of eager code on one device.
+    micro-batch step of eager code on one device. So is its schedule, for a constant LR at
+    its peak: a step's time and memory do not depend on it, and a warmup longer than the
+    probe's few steps could not run in them (a Task's cosine after 20 warmup steps stopped
+    the probe at its first 4-step run).
     """
     values: dict[str, Any] = task.baseline_config().model_dump()
     values.update(
+        schedule={"name": "constant"},
         micro_batch_size=batch,
         grad_accum_steps=1,
         world_size=1,

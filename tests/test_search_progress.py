@@ -1062,6 +1062,31 @@ def test_a_baseline_free_of_steps_stops_once_its_loss_has_levelled_off() -> None
     assert _baseline_on(_Machine(0.001, 0.001), {**default, "steps": 3000})[0].steps == 3000
 
 
+def test_a_baseline_with_a_given_target_stops_at_twice_the_steps_it_took_to_reach_it() -> None:
+    """A dogfood GRU with Task(target_loss=0.35) trained its baseline for the budget's
+    whole share (8 s) where it reached that target in about 2.2 s: its curve sets nothing
+    then. It stops at twice the steps it took, the margin the pairs' other seeds get."""
+    from autotune.search._baseline import run_baseline
+    from autotune.search._types import SearchOptions
+    from autotune.task import Task
+
+    def baseline(target: float | None) -> BaselineRun:
+        machine = _Machine(predicted_s=0.01, step_s=0.01)  # the share's 14.8 s: 1480 steps
+        task = Task(model=lambda: None, dataset=list, loss=lambda m, b: b, target_loss=target)
+        options = SearchOptions(task_path=Path("t.py"), budget_s=300.0)
+        return run_baseline(task, task.baseline_config(), machine, options, machine, print)  # type: ignore[arg-type]
+
+    given = baseline(1.5)  # the curve, 1 + 3 exp(-k/30), crosses 1.5 near step 54
+    crossed = stability.steps_to_target(given.run.losses, 1.5)
+    # twice the crossing step as it stood when first seen (the smoothing moves it a little
+    # as later losses come in)
+    support = stability.TARGET_SUPPORT_STEPS
+    assert crossed is not None and 2 * (crossed + 1) <= given.steps <= 2 * (crossed + support)
+    assert given.target_from == "task" and given.run.time_to_target_s is not None
+    # never reached: as long as without a given target (here until it levelled off)
+    assert baseline(0.5).steps == baseline(None).steps > 2 * given.steps
+
+
 def test_the_budget_cuts_the_tasks_baseline_steps_by_the_clock_and_says_what_keeps_them() -> None:
     from autotune.search import task_horizon_s
 

@@ -50,6 +50,11 @@ _SETTLE_FIRST_CHECK = 100
 # ... and again each time it ran this much longer: each ask costs O(steps), and asks this
 # far apart cost 6x the last one in all (a few ms at 5000 steps).
 _SETTLE_CHECK_GROWTH = 1.2
+# A baseline with a given target runs this many times the steps it took to reach it: the
+# confirmation's pairs re-run it on other seeds, to at most the steps it ran, and another
+# seed may need more steps than seed 0 did; twice as many is the margin the settled
+# baseline keeps too (it crossed its target in its first half).
+_GIVEN_TARGET_REACH = 2
 # A baseline whose second half gained this much of what its first half did has not bent:
 # its target sits on the loss's first drop, where time to it measures the first steps, not
 # training. A demo on a host slowed 80x by a test suite cut mlp_digits' baseline to 30
@@ -79,7 +84,8 @@ def run_baseline(
         watch = _stop_after(task_horizon_s(options.budget_s, pairs))
         result, horizon = trials.run(base, asked, watch=watch), "Task.baseline steps"
     elif _length_free(base):
-        settling = _Settling(baseline_seconds(options.budget_s, pairs))
+        given = options.target_loss if options.target_loss is not None else task.target_loss
+        settling = _Settling(baseline_seconds(options.budget_s, pairs), given)
         result = trials.run(base, MAX_BASELINE_STEPS, watch=settling)
         horizon = settling.horizon()
     else:
@@ -175,23 +181,35 @@ class _Settling:
     first step past ``cap_s`` wall seconds (not before MIN_BASELINE_STEPS, as
     :func:`_stop_after`), or sooner once its loss has levelled off
     (:func:`stability.settled`): training on would barely move the target it sets, and a
-    millisecond step reaches its plateau long before the budget's share is spent."""
+    millisecond step reaches its plateau long before the budget's share is spent. With a
+    ``given`` target (the user's or the Task's), sooner still once it ran _GIVEN_TARGET_REACH
+    x the steps it took to reach that target: its curve sets nothing then."""
 
-    def __init__(self, cap_s: float) -> None:
+    def __init__(self, cap_s: float, given: float | None = None) -> None:
         self.cap_s, self.settled, self.check_at = cap_s, False, _SETTLE_FIRST_CHECK
         self.losses: list[float] = []
+        self.crossing = None if given is None else stability.TargetCrossing(given)
+        self.reach: int | None = None  # the steps to run, once the given target is reached
 
     def __call__(self, record: StepRecord) -> bool:
         self.losses.append(record.loss)
+        self._follow_target()
         if record.step < MIN_BASELINE_STEPS:
             return False
-        if record.elapsed_s > self.cap_s:
+        if record.elapsed_s > self.cap_s or len(self.losses) >= (self.reach or math.inf):
             return True
         if len(self.losses) < self.check_at:
             return False
         self.check_at = math.ceil(len(self.losses) * _SETTLE_CHECK_GROWTH)
         self.settled = stability.settled(self.losses)
         return self.settled
+
+    def _follow_target(self) -> None:
+        if self.crossing is None or self.reach is not None:
+            return
+        if self.crossing.update(self.losses[-1]):
+            crossed = stability.steps_to_target(self.losses, self.crossing.target)
+            self.reach = None if crossed is None else _GIVEN_TARGET_REACH * (crossed + 1)
 
     def horizon(self) -> str:
         """How the run's length was set, for ``target_from``."""

@@ -1070,11 +1070,13 @@ def test_a_baseline_with_a_given_target_stops_at_twice_the_steps_it_took_to_reac
     from autotune.search._types import SearchOptions
     from autotune.task import Task
 
+    said: list[str] = []
+
     def baseline(target: float | None) -> BaselineRun:
         machine = _Machine(predicted_s=0.01, step_s=0.01)  # the share's 14.8 s: 1480 steps
         task = Task(model=lambda: None, dataset=list, loss=lambda m, b: b, target_loss=target)
         options = SearchOptions(task_path=Path("t.py"), budget_s=300.0)
-        return run_baseline(task, task.baseline_config(), machine, options, machine, print)  # type: ignore[arg-type]
+        return run_baseline(task, task.baseline_config(), machine, options, machine, said.append)  # type: ignore[arg-type]
 
     given = baseline(1.5)  # the curve, 1 + 3 exp(-k/30), crosses 1.5 near step 54
     crossed = stability.steps_to_target(given.run.losses, 1.5)
@@ -1083,6 +1085,10 @@ def test_a_baseline_with_a_given_target_stops_at_twice_the_steps_it_took_to_reac
     support = stability.TARGET_SUPPORT_STEPS
     assert crossed is not None and 2 * (crossed + 1) <= given.steps <= 2 * (crossed + support)
     assert given.target_from == "task" and given.run.time_to_target_s is not None
+    assert said == [
+        f"baseline: at the given target by step {given.steps // 2}; stopped at step "
+        f"{given.steps}, the margin the confirmation's other seeds get"
+    ]
     # never reached: as long as without a given target (here until it levelled off)
     assert baseline(0.5).steps == baseline(None).steps > 2 * given.steps
 

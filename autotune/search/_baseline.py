@@ -88,6 +88,12 @@ def run_baseline(
         settling = _Settling(baseline_seconds(options.budget_s, pairs), given)
         result = trials.run(base, MAX_BASELINE_STEPS, watch=settling)
         horizon = settling.horizon()
+        if settling.reach is not None:
+            say(
+                f"baseline: at the given target by step {settling.reach // _GIVEN_TARGET_REACH}"
+                f"; stopped at step {settling.reach}, the margin the confirmation's other "
+                "seeds get"
+            )
     else:
         result = trials.run(base, _budgeted_steps(base, report, options))
         horizon = "as many as the probe's step time fits in the budget's share"

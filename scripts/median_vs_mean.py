@@ -4,12 +4,13 @@
 
 Trains the Task's baseline config (its LR, schedule and optimizer) at each ``--micro``
 batch (and ``--world`` ranks) for ``--steps`` steps through ``autotune run``, in fresh
-processes, ``--runs`` times each, and prints per run: the median of its steps' samples/s after ``--skip`` steps (what
-``RunSummary.samples_per_s`` and tuned.yaml record), the mean rate over those steps (their
-samples over their wall time: what a run to a target pays, epoch boundaries included), and
-the slowest step over the median step. The search's pace (time to target) is taken from
-wall time, so it pays the slow steps; the median does not, and on a small dataset a large
-batch meets an epoch boundary every few steps. Run it on a quiet machine.
+processes, ``--runs`` times each, and prints per run: the median of its steps' samples/s
+after ``--skip`` steps (what ``RunSummary.samples_per_s`` and tuned.yaml record), the mean
+rate over those steps (their samples over their wall time: what a run to a target pays,
+epoch boundaries included), and the slowest step over the median step. The search's pace
+(time to target) is taken from wall time, so it pays the slow steps; the median does not,
+and on a small dataset a large batch meets an epoch boundary every few steps. Run it on a
+quiet machine.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -110,6 +111,13 @@ def reproduce(
 
 def run_once(task: Path, config: list[str], steps: int, out: Path, scratch: Path) -> float:
     """One ``autotune run`` in a fresh process; its median samples/s from ``--json``."""
+    return float(run_json(task, config, steps, out, scratch)["summary"]["samples_per_s"])
+
+
+def run_json(task: Path, config: list[str], steps: int, out: Path, scratch: Path) -> dict[str, Any]:
+    """One ``autotune run`` in a fresh process (scratch files in ``scratch``); its
+    ``--json`` record, ``{summary, steps}``. Raises RuntimeError, with its stderr's end,
+    where it fails."""
     command = [sys.executable, "-m", "autotune", "run", str(task), *config]
     command += ["--steps", str(steps), "--json", str(out)]
     env = {**os.environ, "TMPDIR": str(scratch), "TORCHINDUCTOR_CACHE_DIR": str(scratch)}
@@ -118,7 +126,8 @@ def run_once(task: Path, config: list[str], steps: int, out: Path, scratch: Path
     )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return float(json.loads(out.read_text())["summary"]["samples_per_s"])
+    record: dict[str, Any] = json.loads(out.read_text())
+    return record
 
 
 def _table(tuned: TunedConfig, found: Reproduced) -> Table:

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from autotune.task import load_task
 
-_RUN_TIMEOUT_S = 600.0  # one `autotune run`; a hung one must not hang the script
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for benchmarks/
+from benchmarks.reproduce import run_json
 
 
 def _run(task: Path, micro: int, world: int, steps: int, scratch: Path) -> list[dict[str, float]]:
@@ -35,17 +34,9 @@ def _run(task: Path, micro: int, world: int, steps: int, scratch: Path) -> list[
     base.update(micro_batch_size=micro, world_size=world, global_batch_size=None)
     config = scratch / "train.yaml"
     config.write_text(json.dumps({"train": base}))  # JSON is YAML
-    out = scratch / "run.json"
-    command = [sys.executable, "-m", "autotune", "run", str(task), "-c", str(config)]
-    command += ["--steps", str(steps), "--json", str(out)]
-    env = {**os.environ, "TMPDIR": str(scratch), "TORCHINDUCTOR_CACHE_DIR": str(scratch)}
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=_RUN_TIMEOUT_S, env=env, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    steps_: list[dict[str, float]] = json.loads(out.read_text())["steps"]
-    return steps_
+    record = run_json(task, ["-c", str(config)], steps, scratch / "run.json", scratch)
+    records: list[dict[str, float]] = record["steps"]
+    return records
 
 
 def _line(records: list[dict[str, float]], skip: int, batch: int) -> str:

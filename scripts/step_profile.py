@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,9 +27,11 @@ from search_then_check import kept_search  # beside this file
 from autotune.config import TrainConfig, load_tuned_config
 from autotune.search._confirm import same_step
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for benchmarks/
+from benchmarks.reproduce import run_json
+
 _WINDOWS = ((3, 30), (30, 60), (60, 100), (100, 150), (150, 250))
 _SKIPPED = 3  # steps before a run's samples/s is read: the first holds the start-up
-_RUN_TIMEOUT_S = 600.0  # one `autotune run`; a hung one must not hang the script
 
 
 def _profile(times: list[float], batch: int) -> str:
@@ -59,13 +59,9 @@ def _search_runs(where: Path, train: TrainConfig) -> None:
 
 def _cli_runs(task: Path, tuned: Path, runs: int, steps: int, root: Path) -> None:
     batch = load_tuned_config(tuned).train.global_batch
-    env = {**os.environ, "TMPDIR": str(root), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor")}
     for k in range(runs):
-        out = root / f"run-{k}.json"
-        command = [sys.executable, "-m", "autotune", "run", str(task), "-c", str(tuned)]
-        command += ["--steps", str(steps), "--json", str(out)]
-        subprocess.run(command, check=True, capture_output=True, env=env, timeout=_RUN_TIMEOUT_S)
-        times = [step["step_time_s"] for step in json.loads(out.read_text())["steps"]]
+        record = run_json(task, ["-c", str(tuned)], steps, root / f"run-{k}.json", root)
+        times = [step["step_time_s"] for step in record["steps"]]
         print(f"  {f'autotune run -c, process {k + 1}':38s} {_profile(times, batch)}")
 
 
